@@ -3,4 +3,11 @@
 //! Nothing in here depends on the control plane; control publishes tables
 //! (`tables`) and sends port commands to the workers (`worker`).
 
+pub mod bridge;
+pub mod buf;
+pub mod pipeline;
+pub mod router;
+pub mod stats;
+pub mod tables;
 pub mod vnet;
+pub mod wire;

@@ -1,0 +1,167 @@
+//! How control publishes forwarding state to the workers: an immutable `Tables`
+//! snapshot behind an `ArcSwap`, with a generation number. A worker checks the
+//! generation once per loop (one relaxed load of a line nobody writes while traffic
+//! flows) and takes the new `Arc` only when it changed. Old snapshots are freed when
+//! the last worker lets go of them. This is the only synchronisation the workers see
+//! besides their command channel.
+//!
+//! Learned state (the MAC tables) is not part of the snapshot's value: each network
+//! entry holds an `Arc<Fdb>` that control carries over from one snapshot to the next.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::bridge::fdb::Fdb;
+use crate::buf::PortId;
+use crate::wire::MacAddr;
+
+/// Identifies a network (bridge domain) in the tables.
+pub type NetId = u16;
+
+/// What the dataplane needs to know about a port.
+#[derive(Clone, Debug)]
+pub struct PortEntry {
+    pub id: PortId,
+    pub net: NetId,
+    /// Interface name (for logs and dumps only).
+    pub name: String,
+    /// Frames may leave with a virtio-net header (GSO and partial checksums pass
+    /// through). When false, the worker segments and completes checksums in software.
+    pub offload: bool,
+}
+
+/// The gateway address the switch owns on a network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayV4 {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: MacAddr,
+}
+
+/// One network (L2 segment).
+#[derive(Clone)]
+pub struct NetworkEntry {
+    pub id: NetId,
+    pub name: String,
+    /// Learned MACs; shared by every worker and carried across snapshots.
+    pub fdb: Arc<Fdb>,
+    /// Every port of the network (the flood list).
+    pub ports: Vec<PortId>,
+    pub gateway: Option<GatewayV4>,
+    pub mtu: u32,
+}
+
+/// An immutable snapshot of everything the workers forward with.
+#[derive(Clone, Default)]
+pub struct Tables {
+    pub generation: u64,
+    /// Indexed by `PortId`; slot 0 is always empty.
+    pub ports: Vec<Option<PortEntry>>,
+    /// Indexed by `NetId`.
+    pub networks: Vec<Option<NetworkEntry>>,
+}
+
+impl Tables {
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&PortEntry> {
+        self.ports.get(id as usize).and_then(|p| p.as_ref())
+    }
+
+    #[inline]
+    pub fn network(&self, id: NetId) -> Option<&NetworkEntry> {
+        self.networks.get(id as usize).and_then(|n| n.as_ref())
+    }
+
+    /// The network a port belongs to.
+    #[inline]
+    pub fn port_network(&self, id: PortId) -> Option<(&PortEntry, &NetworkEntry)> {
+        let p = self.port(id)?;
+        Some((p, self.network(p.net)?))
+    }
+
+    /// Adds or replaces a port entry (builder helper for control and tests).
+    pub fn set_port(&mut self, p: PortEntry) {
+        let i = p.id as usize;
+        if self.ports.len() <= i {
+            self.ports.resize(i + 1, None);
+        }
+        self.ports[i] = Some(p);
+    }
+
+    /// Adds or replaces a network entry.
+    pub fn set_network(&mut self, n: NetworkEntry) {
+        let i = n.id as usize;
+        if self.networks.len() <= i {
+            self.networks.resize(i + 1, None);
+        }
+        self.networks[i] = Some(n);
+    }
+}
+
+/// The publication point shared by control (writer) and workers (readers).
+pub struct TablesHandle {
+    current: ArcSwap<Tables>,
+    generation: AtomicU64,
+}
+
+impl Default for TablesHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TablesHandle {
+    pub fn new() -> TablesHandle {
+        TablesHandle { current: ArcSwap::from_pointee(Tables::default()), generation: AtomicU64::new(0) }
+    }
+
+    /// Publishes `t` (its generation is set to the next number). Control only.
+    pub fn publish(&self, mut t: Tables) -> u64 {
+        let g = self.generation.load(Ordering::Relaxed) + 1;
+        t.generation = g;
+        self.current.store(Arc::new(t));
+        self.generation.store(g, Ordering::Release);
+        g
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Tables> {
+        self.current.load_full()
+    }
+
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// A worker's cached view: refreshed only when the generation moved.
+pub struct TablesView {
+    handle: Arc<TablesHandle>,
+    tables: Arc<Tables>,
+}
+
+impl TablesView {
+    pub fn new(handle: Arc<TablesHandle>) -> TablesView {
+        let tables = handle.load();
+        TablesView { handle, tables }
+    }
+
+    /// Picks up a newer snapshot if there is one; returns true if it changed.
+    #[inline]
+    pub fn refresh(&mut self) -> bool {
+        if self.handle.generation() != self.tables.generation {
+            self.tables = self.handle.load();
+            return true;
+        }
+        false
+    }
+
+    #[inline]
+    pub fn get(&self) -> &Tables {
+        &self.tables
+    }
+}
