@@ -5,9 +5,13 @@
 
 pub mod bridge;
 pub mod buf;
+pub mod clock;
 pub mod pipeline;
+pub mod poll;
+pub mod port;
 pub mod router;
 pub mod stats;
 pub mod tables;
 pub mod vnet;
 pub mod wire;
+pub mod worker;

@@ -159,7 +159,7 @@ impl WorkerStats {
     }
 
     #[inline]
-    pub fn drop(&self, reason: DropReason, n: u64) {
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
         bump(&self.drops[reason as usize], n);
     }
 
@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(s.port_totals(5).rx_packets, 3);
         s.reset_port(5);
         assert_eq!(s.port_totals(5).rx_packets, 0);
-        s.drop(DropReason::Truncated, 2);
+        s.count_drop(DropReason::Truncated, 2);
         let t = StatsSnapshot::sum([&s, &s]);
         assert_eq!(t.drop_count(DropReason::Truncated), 4);
         assert_eq!(DropReason::Truncated.as_str(), "truncated");

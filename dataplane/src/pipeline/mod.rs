@@ -50,7 +50,7 @@ pub struct Ctx<'a> {
 pub fn process<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, batch: &Batch, out: &mut O) {
     let ids = batch.as_slice();
     let Some((_, net)) = cx.tables.port_network(in_port) else {
-        cx.stats.drop(DropReason::PortUnknown, ids.len() as u64);
+        cx.stats.count_drop(DropReason::PortUnknown, ids.len() as u64);
         for &id in ids {
             pool.release(id);
         }
@@ -89,7 +89,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, bat
                 flood(cx, pool, net, in_port, id, out);
             }
             Next::Drop(r) => {
-                cx.stats.drop(r, 1);
+                cx.stats.count_drop(r, 1);
                 pool.release(id);
             }
         }
@@ -151,7 +151,7 @@ fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_por
 /// A frame to the gateway's MAC: answer it in place or drop it.
 fn local_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
     let Some(gw) = net.gateway else {
-        cx.stats.drop(DropReason::NoRoute, 1);
+        cx.stats.count_drop(DropReason::NoRoute, 1);
         pool.release(id);
         return;
     };
@@ -178,7 +178,7 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry
         }
         Local::Malformed => None,
         Local::NotForUs | Local::Unhandled => {
-            cx.stats.drop(DropReason::NoRoute, 1);
+            cx.stats.count_drop(DropReason::NoRoute, 1);
             pool.release(id);
             return;
         }
@@ -192,7 +192,7 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry
             out.emit(pool, in_port, id);
         }
         None => {
-            cx.stats.drop(DropReason::BadLocal, 1);
+            cx.stats.count_drop(DropReason::BadLocal, 1);
             pool.release(id);
         }
     }
@@ -206,7 +206,7 @@ fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEnt
         return;
     }
     let Some(reply) = pool.alloc() else {
-        cx.stats.drop(DropReason::NoBuffer, 1);
+        cx.stats.count_drop(DropReason::NoBuffer, 1);
         return;
     };
     let mut req = [0u8; 64];
@@ -222,11 +222,13 @@ fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEnt
             out.emit(pool, in_port, reply);
         }
         None => {
-            cx.stats.drop(DropReason::BadLocal, 1);
+            cx.stats.count_drop(DropReason::BadLocal, 1);
             pool.release(reply);
         }
     }
 }
+
+pub mod egress;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,312 @@
+//! AF_PACKET ports: the host end of a veth, or any existing interface (`port add`).
+//!
+//! Each worker owns one socket per port; the sockets of a port form a PACKET_FANOUT
+//! group (hash mode: a flow always lands on the same worker, no reordering). Sockets
+//! carry virtio-net headers (PACKET_VNET_HDR) so 64 KiB GSO frames and partial
+//! checksums pass through untouched; they ignore their own outgoing frames
+//! (PACKET_IGNORE_OUTGOING); receive with one `recvmmsg` and transmit with one
+//! `sendmmsg` per batch; put the interface in promiscuous mode (a real NIC filters
+//! unicast otherwise; a veth does not care); and have large socket buffers, since a
+//! few 64 KiB frames fill the default ones.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{Port, PortCaps, PortError, RxCount, TxCount};
+use crate::buf::{Batch, BufPool, PktId, PortId, BATCH_MAX, BUF_SIZE, HEADROOM};
+use crate::vnet::{VnetHdr, VNET_HDR_LEN};
+
+const SOL_PACKET: libc::c_int = 263;
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const ETH_P_ALL: u16 = 0x0003;
+
+/// Fanout by flow hash: one flow, one worker.
+pub const FANOUT_HASH: u16 = 0;
+const FANOUT_FLAG_UNIQUEID: u16 = 0x2000;
+
+/// How to open an AF_PACKET port socket.
+#[derive(Clone, Copy, Debug)]
+pub struct AfPacketOpts {
+    /// Carry virtio-net headers (GSO, partial checksums).
+    pub vnet: bool,
+    /// Socket buffer sizes (forced, beyond rmem_max/wmem_max).
+    pub rcvbuf: usize,
+    pub sndbuf: usize,
+    /// Bypass the qdisc layer on transmit.
+    pub qdisc_bypass: bool,
+    /// Put the interface in promiscuous mode while the socket is open.
+    pub promisc: bool,
+}
+
+impl Default for AfPacketOpts {
+    fn default() -> Self {
+        AfPacketOpts { vnet: true, rcvbuf: 16 << 20, sndbuf: 4 << 20, qdisc_bypass: false, promisc: true }
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: val points to a T of the given size.
+    let r = unsafe { libc::setsockopt(fd, level, name, val as *const T as *const libc::c_void, size_of::<T>() as libc::socklen_t) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Looks up an interface index by name in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> io::Result<i32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    // SAFETY: valid C string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(i as i32)
+    }
+}
+
+/// One worker's AF_PACKET socket on an interface.
+pub struct AfPacket {
+    fd: OwnedFd,
+    vnet: bool,
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    ids: [PktId; BATCH_MAX],
+}
+
+// The raw pointers in the scratch arrays point into this struct's own boxes or into
+// the pool buffers of the call in progress; they are rebuilt on every call.
+unsafe impl Send for AfPacket {}
+
+impl AfPacket {
+    /// Opens a socket bound to `ifindex` (in the calling thread's namespace).
+    pub fn open(ifindex: i32, opts: &AfPacketOpts) -> io::Result<AfPacket> {
+        // Protocol 0 at creation: receive nothing until bound to the interface.
+        // SAFETY: plain syscall; the fd is owned below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if opts.vnet {
+            setsockopt(raw, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
+        }
+        // Best effort: kernels before 4.20 lack it (then our own frames come back and
+        // are learned on the same port, which is harmless but wasteful).
+        let _ = setsockopt(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32);
+        if opts.qdisc_bypass {
+            setsockopt(raw, SOL_PACKET, PACKET_QDISC_BYPASS, &1i32)?;
+        }
+        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(opts.rcvbuf as i32)).is_err() {
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(opts.rcvbuf as i32))?;
+        }
+        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &(opts.sndbuf as i32)).is_err() {
+            setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, &(opts.sndbuf as i32))?;
+        }
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll.
+        let r = unsafe { libc::bind(raw, &sll as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if opts.promisc {
+            // SAFETY: packet_mreq is plain data.
+            let mut mr: libc::packet_mreq = unsafe { zeroed() };
+            mr.mr_ifindex = ifindex;
+            mr.mr_type = PACKET_MR_PROMISC;
+            setsockopt(raw, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr)?;
+        }
+        // SAFETY: zeroed mmsghdr/iovec are valid placeholders, rebuilt per call.
+        let hdrs = (0..BATCH_MAX).map(|_| unsafe { zeroed::<libc::mmsghdr>() }).collect();
+        let iovs = (0..BATCH_MAX).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect();
+        Ok(AfPacket { fd, vnet: opts.vnet, hdrs, iovs, ids: [0; BATCH_MAX] })
+    }
+
+    /// Opens one socket per worker on `ifindex`, joined in one fanout group when there
+    /// is more than one. Call in the namespace of the interface.
+    pub fn open_group(ifindex: i32, n: usize, opts: &AfPacketOpts) -> io::Result<Vec<AfPacket>> {
+        let mut socks = Vec::with_capacity(n);
+        for _ in 0..n {
+            socks.push(AfPacket::open(ifindex, opts)?);
+        }
+        if n > 1 {
+            // The first socket gets a fresh group id from the kernel; the others join it.
+            let first = socks[0].fd.as_raw_fd();
+            let v: u32 = ((FANOUT_HASH | FANOUT_FLAG_UNIQUEID) as u32) << 16;
+            setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
+            let mut got: u32 = 0;
+            let mut len = size_of::<u32>() as libc::socklen_t;
+            // SAFETY: got is a valid u32 buffer.
+            let r = unsafe { libc::getsockopt(first, SOL_PACKET, PACKET_FANOUT, &mut got as *mut u32 as *mut libc::c_void, &mut len) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let id = got & 0xffff;
+            for s in &socks[1..] {
+                let v: u32 = id | ((FANOUT_HASH as u32) << 16);
+                setsockopt(s.fd.as_raw_fd(), SOL_PACKET, PACKET_FANOUT, &v)?;
+            }
+        }
+        Ok(socks)
+    }
+
+    fn hdr_off(&self) -> usize {
+        if self.vnet {
+            HEADROOM - VNET_HDR_LEN
+        } else {
+            HEADROOM
+        }
+    }
+}
+
+impl Port for AfPacket {
+    fn rx_batch(&mut self, pool: &mut BufPool, in_port: PortId, out: &mut Batch, max: usize) -> Result<RxCount, PortError> {
+        let n = max.min(BATCH_MAX).min(BATCH_MAX - out.len()).min(pool.available());
+        if n == 0 {
+            return Ok(RxCount::default());
+        }
+        let hoff = self.hdr_off();
+        for i in 0..n {
+            let id = pool.alloc().expect("checked available");
+            self.ids[i] = id;
+            // SAFETY: hoff < BUF_SIZE, inside the buffer.
+            self.iovs[i] = libc::iovec { iov_base: unsafe { pool.base_ptr(id).add(hoff) } as *mut libc::c_void, iov_len: BUF_SIZE - hoff };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: hdrs[..n] point at valid iovecs over valid buffers.
+        let r = unsafe { libc::recvmmsg(self.fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let got = if r < 0 {
+            let e = io::Error::last_os_error();
+            for &id in &self.ids[..n] {
+                pool.release(id);
+            }
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(RxCount::default()),
+                // The interface went down (sk_err), reported once: not fatal.
+                Some(libc::ENETDOWN) => Ok(RxCount::default()),
+                _ => Err(PortError::from_io(e)),
+            };
+        } else {
+            r as usize
+        };
+        let mut c = RxCount::default();
+        for i in 0..n {
+            let id = self.ids[i];
+            if i >= got {
+                pool.release(id);
+                continue;
+            }
+            let len = self.hdrs[i].msg_len as usize;
+            if self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                c.oversize += 1;
+                pool.release(id);
+                continue;
+            }
+            let (vnet, flen) = if self.vnet {
+                if len < VNET_HDR_LEN {
+                    c.truncated += 1;
+                    pool.release(id);
+                    continue;
+                }
+                let v = VnetHdr::read(&pool.raw(id)[hoff..hoff + VNET_HDR_LEN]).unwrap_or_default();
+                (v, len - VNET_HDR_LEN)
+            } else {
+                (VnetHdr::default(), len)
+            };
+            let m = pool.meta_mut(id);
+            m.len = flen as u32;
+            m.vnet = vnet;
+            m.in_port = in_port;
+            out.push(id);
+            c.received += 1;
+        }
+        Ok(c)
+    }
+
+    fn tx_batch(&mut self, pool: &mut BufPool, pkts: &[PktId]) -> Result<TxCount, PortError> {
+        let mut c = TxCount::default();
+        let mut start = 0;
+        while start < pkts.len() {
+            let n = (pkts.len() - start).min(BATCH_MAX);
+            for i in 0..n {
+                let id = pkts[start + i];
+                let m = *pool.meta(id);
+                let (off, len) = if self.vnet {
+                    let o = m.off as usize - VNET_HDR_LEN;
+                    m.vnet.write(&mut pool.raw_mut(id)[o..o + VNET_HDR_LEN]);
+                    (o, m.len as usize + VNET_HDR_LEN)
+                } else {
+                    (m.off as usize, m.len as usize)
+                };
+                // SAFETY: off + len is inside the buffer (meta invariant).
+                self.iovs[i] = libc::iovec { iov_base: unsafe { pool.base_ptr(id).add(off) } as *mut libc::c_void, iov_len: len };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = std::ptr::null_mut();
+                h.msg_hdr.msg_namelen = 0;
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+            }
+            let mut done = 0;
+            while done < n {
+                // SAFETY: hdrs[done..n] are valid.
+                let r = unsafe {
+                    libc::sendmmsg(self.fd.as_raw_fd(), self.hdrs.as_mut_ptr().add(done), (n - done) as u32, libc::MSG_DONTWAIT)
+                };
+                if r > 0 {
+                    for i in done..done + r as usize {
+                        c.bytes += pool.meta(pkts[start + i]).len as u64;
+                    }
+                    c.sent += r as usize;
+                    done += r as usize;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => return Ok(c),
+                    Some(libc::EBADF) | Some(libc::ENODEV) | Some(libc::ENXIO) => return Err(PortError::Gone(e)),
+                    _ => {
+                        // This one frame is refused (bad header, too big, link down): skip it.
+                        c.errors += 1;
+                        done += 1;
+                    }
+                }
+            }
+            start += n;
+        }
+        Ok(c)
+    }
+
+    fn caps(&self) -> PortCaps {
+        PortCaps { vnet: self.vnet }
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn kind(&self) -> &'static str {
+        "afpacket"
+    }
+}

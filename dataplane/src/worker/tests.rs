@@ -1,0 +1,120 @@
+//! The whole worker loop with in-memory ports: forwarding, table updates without a
+//! restart, port removal, several workers sharing one MAC table.
+
+use super::*;
+use crate::bridge::fdb::Fdb;
+use crate::port::mem::{mem_pair, wait_until, MemPeer};
+use crate::stats::StatsSnapshot;
+use crate::tables::{NetworkEntry, PortEntry, Tables};
+use crate::wire::MacAddr;
+
+const T: Duration = Duration::from_secs(2);
+
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12] = 0x08;
+    f
+}
+
+fn tables(fdb: &Arc<Fdb>, ports: &[PortId]) -> Tables {
+    let mut t = Tables::default();
+    for &p in ports {
+        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true });
+    }
+    t.set_network(NetworkEntry { id: 1, name: "n".into(), fdb: fdb.clone(), ports: ports.to_vec(), gateway: None, mtu: 1500 });
+    t
+}
+
+fn setup(n: usize) -> (Arc<TablesHandle>, WorkerHandle, Vec<MemPeer>, Arc<Fdb>) {
+    let th = Arc::new(TablesHandle::new());
+    let w = WorkerHandle::spawn(WorkerConfig { pool_buffers: 256, ..Default::default() }, th.clone()).unwrap();
+    let fdb = Arc::new(Fdb::new(1024));
+    let mut peers = Vec::new();
+    let ids: Vec<PortId> = (1..=n as PortId).collect();
+    for &id in &ids {
+        let (p, peer) = mem_pair(true);
+        w.add_port(id, Box::new(p)).unwrap();
+        peers.push(peer);
+    }
+    th.publish(tables(&fdb, &ids));
+    (th, w, peers, fdb)
+}
+
+#[test]
+fn forwards_floods_and_learns() {
+    let (_th, w, peers, fdb) = setup(3);
+    let a = [2, 0, 0, 0, 0, 0xa];
+    let b = [2, 0, 0, 0, 0, 0xb];
+    peers[0].send(&frame(b, a));
+    assert_eq!(peers[1].recv(T).unwrap().0, frame(b, a));
+    assert_eq!(peers[2].recv(T).unwrap().0, frame(b, a));
+    peers[1].send(&frame(a, b));
+    assert_eq!(peers[0].recv(T).unwrap().0, frame(a, b));
+    assert!(peers[2].recv(Duration::from_millis(100)).is_none(), "learned: no flood");
+    assert_eq!(fdb.lookup(MacAddr(a)), Some(1));
+    assert_eq!(fdb.lookup(MacAddr(b)), Some(2));
+    let s = w.stats();
+    assert!(wait_until(T, || s.port_totals(1).tx_packets == 1));
+    assert_eq!(s.port_totals(1).rx_packets, 1);
+    assert_eq!(s.port_totals(2).tx_packets, 1);
+    w.stop();
+}
+
+#[test]
+fn table_update_takes_effect_without_restart() {
+    let (th, w, peers, fdb) = setup(3);
+    // Port 3 leaves the network: floods no longer reach it.
+    th.publish(tables(&fdb, &[1, 2]));
+    peers[0].send(&frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+    assert!(peers[1].recv(T).is_some());
+    assert!(peers[2].recv(Duration::from_millis(100)).is_none());
+    // Port 3 removed from the worker: frames from it are no longer read.
+    w.remove_port(3).unwrap();
+    peers[2].send(&frame([0xff; 6], [2, 0, 0, 0, 0, 3]));
+    assert!(peers[0].recv(Duration::from_millis(100)).is_none());
+    w.stop();
+}
+
+#[test]
+fn emitting_to_unknown_port_counts_port_down() {
+    let (th, w, peers, fdb) = setup(2);
+    // Tables know port 9, the worker does not have it.
+    let mut t = tables(&fdb, &[1, 2, 9]);
+    t.set_port(PortEntry { id: 9, net: 1, name: "p9".into(), offload: true });
+    th.publish(t);
+    peers[0].send(&frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
+    assert!(peers[1].recv(T).is_some());
+    let stats = [w.stats().as_ref()];
+    assert!(wait_until(T, || StatsSnapshot::sum(stats).drop_count(DropReason::PortDown) == 1));
+    w.stop();
+}
+
+#[test]
+fn two_workers_share_the_mac_table() {
+    let th = Arc::new(TablesHandle::new());
+    let w0 = WorkerHandle::spawn(WorkerConfig { index: 0, pool_buffers: 128, ..Default::default() }, th.clone()).unwrap();
+    let w1 = WorkerHandle::spawn(WorkerConfig { index: 1, pool_buffers: 128, ..Default::default() }, th.clone()).unwrap();
+    let fdb = Arc::new(Fdb::new(1024));
+    // Port 1 is read by worker 0, port 2 by worker 1; each worker can send on both
+    // (as with per-worker AF_PACKET sockets of one fanout group).
+    let (p1a, peer1) = mem_pair(true);
+    let (p2b, peer2) = mem_pair(true);
+    let (p1b, peer1b) = mem_pair(true);
+    let (p2a, peer2a) = mem_pair(true);
+    w0.add_port(1, Box::new(p1a)).unwrap();
+    w0.add_port(2, Box::new(p2a)).unwrap();
+    w1.add_port(2, Box::new(p2b)).unwrap();
+    w1.add_port(1, Box::new(p1b)).unwrap();
+    th.publish(tables(&fdb, &[1, 2]));
+    let a = [2, 0, 0, 0, 0, 0xa];
+    let b = [2, 0, 0, 0, 0, 0xb];
+    peer1.send(&frame([0xff; 6], a)); // learned by worker 0
+    assert!(peer2a.recv(T).is_some());
+    peer2.send(&frame(a, b)); // worker 1 finds a in the shared table
+    assert_eq!(peer1b.recv(T).unwrap().0, frame(a, b));
+    w0.stop();
+    w1.stop();
+}
+
