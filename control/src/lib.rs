@@ -1,1 +1,15 @@
+//! vswitchd control plane: desired state, IPAM, namespaces and links (netlink), the
+//! JSON API, and the glue that compiles state into dataplane tables. Depends on the
+//! dataplane, never the other way round.
 
+pub mod api;
+pub mod controller;
+pub mod daemon;
+pub mod dp;
+pub mod endpoint;
+pub mod ipam;
+pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod server;
+pub mod store;

@@ -79,7 +79,10 @@ impl Netns {
         if ty != libc::CLONE_NEWNET {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} is not a network namespace (type {ty:#x})", path.display()),
+                format!(
+                    "{} is not a network namespace (type {ty:#x})",
+                    path.display()
+                ),
             ));
         }
         Ok(Netns { fd: file.into() })
@@ -92,7 +95,9 @@ impl Netns {
 
     /// Another handle on the same namespace (dup of the fd).
     pub fn try_clone(&self) -> io::Result<Netns> {
-        Ok(Netns { fd: self.fd.try_clone()? })
+        Ok(Netns {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// Runs `f` on a new thread that has entered this namespace (`setns(fd, CLONE_NEWNET)`)
@@ -107,7 +112,10 @@ impl Netns {
                 .spawn_scoped(s, move || -> io::Result<T> {
                     // SAFETY: setns on a valid fd; affects only this helper thread.
                     if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(context(io::Error::last_os_error(), "setns(CLONE_NEWNET)".into()));
+                        return Err(context(
+                            io::Error::last_os_error(),
+                            "setns(CLONE_NEWNET)".into(),
+                        ));
                     }
                     Ok(f())
                 })
@@ -160,7 +168,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         return Err("netns name is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("netns name {name:?} is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "netns name {name:?} is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     if name == "." || name == ".." {
         return Err(format!("netns name {name:?} is not allowed"));
@@ -221,7 +231,11 @@ pub fn create_named(name: &str) -> io::Result<Netns> {
 
     // SAFETY: open(2) with a valid C string; the fd is closed right away.
     let fd = unsafe {
-        libc::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0)
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0,
+        )
     };
     if fd < 0 {
         return Err(context(
@@ -234,9 +248,10 @@ pub fn create_named(name: &str) -> io::Result<Netns> {
 
     let mounted = std::cell::Cell::new(false);
     let result = (|| -> io::Result<Netns> {
+        let thread_path = path.clone();
         let made = std::thread::Builder::new()
             .name("netns-create".into())
-            .spawn(|| unshare_and_mount(&path))
+            .spawn(move || unshare_and_mount(&thread_path))
             .map_err(|e| context(e, "spawn netns thread".into()))?
             .join();
         match made {
@@ -265,21 +280,34 @@ pub fn create_named(name: &str) -> io::Result<Netns> {
 fn unshare_and_mount(path: &Path) -> Result<(), (io::Error, bool)> {
     // SAFETY: unshare(CLONE_NEWNET) only changes this thread's network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err((context(io::Error::last_os_error(), "unshare(CLONE_NEWNET)".into()), false));
+        return Err((
+            context(io::Error::last_os_error(), "unshare(CLONE_NEWNET)".into()),
+            false,
+        ));
     }
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     let src = format!("/proc/self/task/{tid}/ns/net");
-    let csrc = CString::new(src.clone()).map_err(|e| (io::Error::new(io::ErrorKind::InvalidInput, e), false))?;
+    let csrc = CString::new(src.clone())
+        .map_err(|e| (io::Error::new(io::ErrorKind::InvalidInput, e), false))?;
     let cdst = cstring(path).map_err(|e| (e, false))?;
     let none = c"none";
     // SAFETY: mount(2) with valid C strings and a null data pointer.
     let rc = unsafe {
-        libc::mount(csrc.as_ptr(), cdst.as_ptr(), none.as_ptr(), libc::MS_BIND, std::ptr::null())
+        libc::mount(
+            csrc.as_ptr(),
+            cdst.as_ptr(),
+            none.as_ptr(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err((
-            context(io::Error::last_os_error(), format!("bind mount {src} on {}", path.display())),
+            context(
+                io::Error::last_os_error(),
+                format!("bind mount {src} on {}", path.display()),
+            ),
             false,
         ));
     }
@@ -290,7 +318,12 @@ fn unshare_and_mount(path: &Path) -> Result<(), (io::Error, bool)> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no lo in new netns"))?;
         nl.set_up(lo.index, true)
     })();
-    lo_up.map_err(|e| (context(e, format!("bring lo up in {}", path.display())), true))
+    lo_up.map_err(|e| {
+        (
+            context(e, format!("bring lo up in {}", path.display())),
+            true,
+        )
+    })
 }
 
 /// Makes `/run/netns` exist and be a shared mount point, exactly like iproute2's netns_add.
@@ -310,22 +343,40 @@ fn prepare_run_dir() -> io::Result<()> {
     loop {
         // SAFETY: mount(2) with valid C strings and a null data pointer.
         let rc = unsafe {
-            libc::mount(empty.as_ptr(), dir.as_ptr(), none.as_ptr(), libc::MS_SHARED | libc::MS_REC, std::ptr::null())
+            libc::mount(
+                empty.as_ptr(),
+                dir.as_ptr(),
+                none.as_ptr(),
+                libc::MS_SHARED | libc::MS_REC,
+                std::ptr::null(),
+            )
         };
         if rc == 0 {
             return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINVAL) || made_mount {
-            return Err(context(err, format!("mount --make-rshared {NETNS_RUN_DIR}")));
+            return Err(context(
+                err,
+                format!("mount --make-rshared {NETNS_RUN_DIR}"),
+            ));
         }
         // Not a mount point yet: bind-mount the directory onto itself, then retry.
         // SAFETY: as above.
         let rc = unsafe {
-            libc::mount(dir.as_ptr(), dir.as_ptr(), none.as_ptr(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+            libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                none.as_ptr(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
-            return Err(context(io::Error::last_os_error(), format!("mount --rbind {NETNS_RUN_DIR} {NETNS_RUN_DIR}")));
+            return Err(context(
+                io::Error::last_os_error(),
+                format!("mount --rbind {NETNS_RUN_DIR} {NETNS_RUN_DIR}"),
+            ));
         }
         made_mount = true;
     }
@@ -406,7 +457,10 @@ pub(crate) mod tests {
     }
 
     fn ip_netns_list() -> String {
-        let out = Command::new("ip").args(["netns", "list"]).output().expect("run ip netns list");
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("run ip netns list");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -441,7 +495,9 @@ pub(crate) mod tests {
         assert!(exists(&t.name));
         assert!(list_named().unwrap().contains(&t.name));
         assert!(
-            ip_netns_list().lines().any(|l| l.split_whitespace().next() == Some(t.name.as_str())),
+            ip_netns_list()
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(t.name.as_str())),
             "ip netns list does not show {}: {}",
             t.name,
             ip_netns_list()
@@ -501,7 +557,7 @@ pub(crate) mod tests {
         // The calling thread did not move.
         assert!(Netns::current().unwrap().same_as(&root).unwrap());
         // Borrowing works; the value comes back.
-        let v = vec![1, 2, 3];
+        let v = String::from("abc");
         assert_eq!(t.ns.run_in(|| v.len()).unwrap(), 3);
         // Panics propagate.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

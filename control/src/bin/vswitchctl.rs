@@ -1,1 +1,360 @@
-fn main(){}
+//! `vswitchctl`: the command-line client of vswitchd. Docker's network vocabulary
+//! (`network create/ls/inspect/rm/prune`, `connect`, `disconnect`), OVS's habits for
+//! dumps (`fdb show`, `stats`); every listing also as `--format json`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use control::api::{call, ClientError, Connect, NetworkCreate, Request, DEFAULT_SOCKET};
+use serde_json::Value;
+
+#[derive(Parser, Debug)]
+#[command(name = "vswitchctl", version, about = "Control vswitchd: networks, sandboxes, endpoints, ports")]
+struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET, env = "VSWITCHD_SOCKET")]
+    socket: PathBuf,
+    /// Output format of listings.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// How long to wait for the daemon's answer, in seconds.
+    #[arg(long, global = true, default_value_t = 120)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage sandboxes (network namespaces).
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Connect a sandbox to a network.
+    Connect {
+        network: String,
+        sandbox: String,
+        /// IPv4 address (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// MAC address (default: 02:42 followed by the IPv4 address).
+        #[arg(long)]
+        mac: Option<String>,
+        /// veth (default) or tap.
+        #[arg(long)]
+        port_kind: Option<String>,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, sandbox: String },
+    /// Attach existing interfaces (or new TAPs) to networks.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// MAC tables.
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Counters per port and drops by reason.
+    Stats {
+        /// Only this port (sandbox/ifname, interface name, or port number).
+        #[arg(long)]
+        port: Option<String>,
+    },
+    /// Check that the daemon answers.
+    Ping,
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        /// Subnet in CIDR form (default: a free one from 172.17-31.0.0/16, 192.168.0.0/16).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (default: the first address of the subnet).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Allocate endpoint addresses from this sub-range.
+        #[arg(long)]
+        ip_range: Option<String>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Maximum number of learned MAC addresses.
+        #[arg(long)]
+        mac_table_size: Option<u32>,
+        /// Seconds before an idle MAC entry is forgotten.
+        #[arg(long)]
+        mac_aging: Option<u32>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Only names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while sandboxes or ports are attached).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network without endpoints or ports.
+    Prune {
+        /// Accepted for Docker compatibility; prune never asks.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCmd {
+    /// Create a sandbox (a network namespace `ip netns exec NAME` can enter).
+    Create { name: String },
+    /// Remove sandboxes (disconnecting them first).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+enum PortCmd {
+    /// Attach an existing interface (system) or a new TAP (tap) to a network.
+    Add {
+        network: String,
+        iface: String,
+        /// system (default: read an existing interface with AF_PACKET) or tap.
+        #[arg(long = "type")]
+        kind: Option<String>,
+    },
+    /// Detach an interface from a network.
+    Rm { network: String, iface: String },
+    /// List attached interfaces.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+enum FdbCmd {
+    /// Learned MAC addresses of a network.
+    Show { network: String },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    let go = |req: Request| -> Value {
+        match call(&cli.socket, &req, timeout) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                std::process::exit(match e {
+                    ClientError::NotRunning(_) => 3,
+                    _ => 1,
+                });
+            }
+        }
+    };
+    let json = cli.format == Format::Json;
+    match cli.cmd {
+        Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
+        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging }) => {
+            let v = go(Request::NetworkCreate(NetworkCreate { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging }));
+            print_or(json, &v, |v| println!("{}", s(&v["id"])));
+        }
+        Cmd::Network(NetworkCmd::Ls { quiet }) => {
+            let v = go(Request::NetworkLs);
+            print_or(json, &v, |v| {
+                if quiet {
+                    rows(v).iter().for_each(|n| println!("{}", s(&n["name"])));
+                    return;
+                }
+                table(
+                    &["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "ENDPOINTS", "PORTS"],
+                    rows(v).iter().map(|n| {
+                        vec![short(&n["id"]), s(&n["name"]), s(&n["driver"]), s(&n["subnet"]), s(&n["gateway"]), s(&n["endpoints"]), s(&n["ports"])]
+                    }),
+                )
+            });
+        }
+        Cmd::Network(NetworkCmd::Inspect { names }) => {
+            let mut all = Vec::new();
+            for name in names {
+                if let Value::Array(a) = go(Request::NetworkInspect { name }) {
+                    all.extend(a);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default());
+        }
+        Cmd::Network(NetworkCmd::Rm { names }) => {
+            for name in names {
+                go(Request::NetworkRm { name: name.clone() });
+                println!("{name}");
+            }
+        }
+        Cmd::Network(NetworkCmd::Prune { .. }) => {
+            let v = go(Request::NetworkPrune);
+            print_or(json, &v, |v| {
+                let removed = rows(&v["removed"]);
+                if !removed.is_empty() {
+                    println!("Deleted Networks:");
+                    removed.iter().for_each(|n| println!("{}", s(n)));
+                }
+            });
+        }
+        Cmd::Sandbox(SandboxCmd::Create { name }) => {
+            let v = go(Request::SandboxCreate { name });
+            print_or(json, &v, |v| println!("{}", s(&v["name"])));
+        }
+        Cmd::Sandbox(SandboxCmd::Rm { names }) => {
+            for name in names {
+                go(Request::SandboxRm { name: name.clone() });
+                println!("{name}");
+            }
+        }
+        Cmd::Sandbox(SandboxCmd::Ls) => {
+            let v = go(Request::SandboxLs);
+            print_or(json, &v, |v| {
+                table(
+                    &["NAME", "SANDBOX ID", "NETWORKS"],
+                    rows(v).iter().map(|sb| {
+                        let nets: Vec<String> = rows(&sb["endpoints"])
+                            .iter()
+                            .map(|e| format!("{}:{}={}", s(&e["network"]), s(&e["interface"]), s(&e["ipv4_address"])))
+                            .collect();
+                        vec![s(&sb["name"]), short(&sb["id"]), nets.join(",")]
+                    }),
+                )
+            });
+        }
+        Cmd::Connect { network, sandbox, ip, mac, port_kind } => {
+            let v = go(Request::Connect(Connect { network, sandbox, ip, mac, kind: port_kind }));
+            print_or(json, &v, |v| {
+                println!("{} {} {} {} {}", s(&v["sandbox"]), s(&v["interface"]), s(&v["ipv4_address"]), s(&v["mac_address"]), s(&v["kind"]))
+            });
+        }
+        Cmd::Disconnect { network, sandbox } => {
+            go(Request::Disconnect { network, sandbox });
+        }
+        Cmd::Port(PortCmd::Add { network, iface, kind }) => {
+            let v = go(Request::PortAdd { network, ifname: iface, kind });
+            print_or(json, &v, |v| println!("{}", s(&v["interface"])));
+        }
+        Cmd::Port(PortCmd::Rm { network, iface }) => {
+            go(Request::PortRm { network, ifname: iface });
+        }
+        Cmd::Port(PortCmd::Ls) => {
+            let v = go(Request::PortLs);
+            print_or(json, &v, |v| {
+                table(
+                    &["PORT", "INTERFACE", "TYPE", "NETWORK", "STATE"],
+                    rows(v).iter().map(|p| {
+                        let st = if p["attached"].as_bool() == Some(true) { "up" } else { "down" };
+                        vec![s(&p["port_id"]), s(&p["interface"]), s(&p["type"]), s(&p["network"]), st.to_string()]
+                    }),
+                )
+            });
+        }
+        Cmd::Fdb(FdbCmd::Show { network }) => {
+            let v = go(Request::FdbShow { network });
+            print_or(json, &v, |v| {
+                table(&["PORT", "MAC", "AGE"], rows(v).iter().map(|e| vec![s(&e["port"]), s(&e["mac"]), s(&e["age"])]))
+            });
+        }
+        Cmd::Stats { port } => {
+            let v = go(Request::Stats { port });
+            print_or(json, &v, |v| {
+                table(
+                    &["PORT", "NETWORK", "TYPE", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "TX DROP"],
+                    rows(&v["ports"]).iter().map(|p| {
+                        vec![
+                            s(&p["port"]),
+                            s(&p["network"]),
+                            s(&p["type"]),
+                            s(&p["rx_packets"]),
+                            s(&p["rx_bytes"]),
+                            s(&p["tx_packets"]),
+                            s(&p["tx_bytes"]),
+                            s(&p["tx_dropped"]),
+                        ]
+                    }),
+                );
+                let nonzero = |m: &Value| -> Vec<String> {
+                    m.as_object()
+                        .map(|o| o.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
+                        .unwrap_or_default()
+                };
+                let d = nonzero(&v["drops"]);
+                println!("\ndrops: {}", if d.is_empty() { "none".to_string() } else { d.join(" ") });
+                println!("events: {}", nonzero(&v["events"]).join(" "));
+                println!("workers: {} (rx packets per worker: {})", v["workers"], v["worker_rx_packets"]);
+            });
+        }
+    }
+}
+
+fn print_or(json: bool, v: &Value, f: impl FnOnce(&Value)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        f(v)
+    }
+}
+
+fn rows(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(x) => x.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn short(v: &Value) -> String {
+    s(v).chars().take(12).collect()
+}
+
+fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{:<width$}   ", c, width = w[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}

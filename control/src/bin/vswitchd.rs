@@ -1,1 +1,77 @@
-fn main(){}
+//! `vswitchd`: the switch daemon. See `vswitchd --help`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use control::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use control::daemon::{run, DaemonOpts};
+use control::dp::DpConfig;
+use dataplane::port::afpacket::AfPacketOpts;
+use dataplane::port::tap::TapOpts;
+
+/// A userspace virtual switch for containers and VMs.
+#[derive(Parser, Debug)]
+#[command(name = "vswitchd", version)]
+struct Args {
+    /// Where the desired state is kept.
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The API socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Forwarding worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Run inside the network namespace /run/netns/NAME.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// Pin worker i to CPU i (modulo the CPU count).
+    #[arg(long)]
+    pin_cpus: bool,
+    /// Workers spin instead of sleeping (lower latency, burns one core per worker).
+    #[arg(long)]
+    busy_poll: bool,
+    /// Frames read from a port per poll-loop turn.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
+    rx_batch: u16,
+    /// Packet buffers per worker (each holds one 64 KiB frame).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    pool_buffers: u32,
+    /// Do not use virtio-net headers on ports: every frame crosses as a plain
+    /// MTU-sized frame with a complete checksum (for comparison; slower).
+    #[arg(long)]
+    no_offload: bool,
+    /// Log filter (also RUST_LOG), e.g. info, debug, control=debug.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let a = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or(a.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = a.workers.unwrap_or(ncpu);
+    if workers == 0 || workers > 256 {
+        eprintln!("vswitchd: --workers {workers}: must be between 1 and 256");
+        std::process::exit(2);
+    }
+    let vnet = !a.no_offload;
+    let dp = DpConfig {
+        workers,
+        rx_batch: a.rx_batch as usize,
+        pool_buffers: a.pool_buffers,
+        pin: if a.pin_cpus { (0..ncpu).collect() } else { Vec::new() },
+        busy_poll: a.busy_poll,
+        afpacket: AfPacketOpts { vnet, ..Default::default() },
+        tap: TapOpts { vnet, ..Default::default() },
+    };
+    let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp };
+    if let Err(e) = run(opts) {
+        eprintln!("vswitchd: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,157 @@
+//! The JSON API over the daemon's Unix socket: one request per line, one response
+//! per line. Shared by the daemon (server side) and `vswitchctl` (client side).
+//!
+//! ```text
+//! → {"cmd":"network_create","name":"web","subnet":"10.10.0.0/24"}
+//! ← {"ok":true,"result":{...}}
+//! ← {"ok":false,"error":"network create: subnet \"10.10.0.0/33\": prefix length 33 is more than 32"}
+//! ```
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const DEFAULT_SOCKET: &str = "/run/vswitchd/vswitchd.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vswitchd";
+
+/// Parameters of `network create`. Strings are validated by the daemon, which names
+/// the field in its error.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_table_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_aging: Option<u32>,
+}
+
+/// Parameters of `connect`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Connect {
+    pub network: String,
+    pub sandbox: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Every request the daemon understands.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    NetworkCreate(NetworkCreate),
+    NetworkLs,
+    NetworkInspect { name: String },
+    NetworkRm { name: String },
+    NetworkPrune,
+    SandboxCreate { name: String },
+    SandboxRm { name: String },
+    SandboxLs,
+    Connect(Connect),
+    Disconnect { network: String, sandbox: String },
+    PortAdd { network: String, ifname: String, #[serde(default, skip_serializing_if = "Option::is_none")] kind: Option<String> },
+    PortRm { network: String, ifname: String },
+    PortLs,
+    FdbShow { network: String },
+    Stats { #[serde(default, skip_serializing_if = "Option::is_none")] port: Option<String> },
+}
+
+/// A response line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(v: Value) -> Response {
+        Response { ok: true, result: Some(v), error: None }
+    }
+    pub fn err(e: impl Into<String>) -> Response {
+        Response { ok: false, result: None, error: Some(e.into()) }
+    }
+}
+
+/// Why a call failed, from the client's side.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No daemon answers on the socket.
+    NotRunning(String),
+    /// Transport trouble after connecting.
+    Io(io::Error),
+    /// The daemon refused the request; the message is for the user.
+    Refused(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NotRunning(m) => f.write_str(m),
+            ClientError::Io(e) => write!(f, "talking to vswitchd: {e}"),
+            ClientError::Refused(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Sends one request and returns the daemon's result.
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Value, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        let why = match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => "is vswitchd running?".to_string(),
+            io::ErrorKind::PermissionDenied => "permission denied (run as root?)".to_string(),
+            _ => e.to_string(),
+        };
+        ClientError::NotRunning(format!("cannot connect to vswitchd at {}: {why}", socket.display()))
+    })?;
+    s.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Io(io::Error::other(e)))?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(ClientError::Io)?;
+    let mut r = BufReader::new(s);
+    let mut resp = String::new();
+    r.read_line(&mut resp).map_err(ClientError::Io)?;
+    if resp.is_empty() {
+        return Err(ClientError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "vswitchd closed the connection")));
+    }
+    let resp: Response = serde_json::from_str(&resp).map_err(|e| ClientError::Io(io::Error::other(e)))?;
+    if resp.ok {
+        Ok(resp.result.unwrap_or(Value::Null))
+    } else {
+        Err(ClientError::Refused(resp.error.unwrap_or_else(|| "request failed".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r = Request::NetworkCreate(NetworkCreate { name: "web".into(), subnet: Some("10.10.0.0/24".into()), ..Default::default() });
+        let j = serde_json::to_string(&r).unwrap();
+        assert_eq!(j, r#"{"cmd":"network_create","name":"web","subnet":"10.10.0.0/24"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r);
+        let d: Request = serde_json::from_str(r#"{"cmd":"disconnect","network":"a","sandbox":"b"}"#).unwrap();
+        assert_eq!(d, Request::Disconnect { network: "a".into(), sandbox: "b".into() });
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+    }
+}

@@ -1,0 +1,725 @@
+//! The controller: owns the desired state, validates requests, realises them in the
+//! kernel (namespaces, links) and the dataplane (port handles, tables), and persists
+//! every accepted change before acknowledging it. A refused request leaves state,
+//! kernel and dataplane as they were.
+//!
+//! One controller per daemon, used under one mutex by the API threads; the workers
+//! never see it.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use dataplane::wire::MacAddr;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::api::{Connect, NetworkCreate, Request};
+use crate::dp::Dp;
+use crate::endpoint;
+use crate::ipam;
+use crate::model::{self, AttachedPort, Endpoint, EndpointKind, Ipv4Cidr, Network, PortKind, Sandbox, State};
+use crate::netlink::Netlink;
+use crate::netns::{self, Netns};
+use crate::store::FileStore;
+
+pub const DEFAULT_MTU: u32 = 1500;
+pub const DEFAULT_MAC_TABLE_SIZE: u32 = 65536;
+pub const DEFAULT_MAC_AGING: u32 = 300;
+/// Prefix of the switch-side veth names and of TAP names before they move.
+pub const VETH_PREFIX: &str = "vsw";
+pub const TAP_PREFIX: &str = "vst";
+
+type R<T> = Result<T, String>;
+
+pub struct Controller {
+    pub state: State,
+    store: FileStore,
+    pub dp: Dp,
+    nl: Netlink,
+}
+
+impl Controller {
+    pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
+        Ok(Controller { state, store, dp, nl: Netlink::open()? })
+    }
+
+    /// Persists `new` and makes it the current state.
+    fn commit(&mut self, new: State) -> R<()> {
+        self.store.save(&new).map_err(|e| format!("saving state in {}: {e}", self.store.dir().display()))?;
+        self.state = new;
+        Ok(())
+    }
+
+    /// Handles one API request.
+    pub fn handle(&mut self, req: Request) -> R<Value> {
+        match req {
+            Request::Ping => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "workers": self.dp.worker_count()})),
+            Request::NetworkCreate(p) => self.network_create(p),
+            Request::NetworkLs => Ok(self.network_ls()),
+            Request::NetworkInspect { name } => {
+                let n = self.state.networks.get(&name).ok_or_else(|| format!("network {name} not found"))?;
+                Ok(json!([self.network_json(n)]))
+            }
+            Request::NetworkRm { name } => self.network_rm(&name),
+            Request::NetworkPrune => self.network_prune(),
+            Request::SandboxCreate { name } => self.sandbox_create(&name),
+            Request::SandboxRm { name } => self.sandbox_rm(&name),
+            Request::SandboxLs => Ok(self.sandbox_ls()),
+            Request::Connect(c) => self.connect(c),
+            Request::Disconnect { network, sandbox } => self.disconnect(&network, &sandbox),
+            Request::PortAdd { network, ifname, kind } => self.port_add(&network, &ifname, kind.as_deref()),
+            Request::PortRm { network, ifname } => self.port_rm(&network, &ifname),
+            Request::PortLs => Ok(self.port_ls()),
+            Request::FdbShow { network } => self.fdb_show(&network),
+            Request::Stats { port } => self.stats(port.as_deref()),
+        }
+    }
+
+    // ---- networks -------------------------------------------------------------------
+
+    fn network_create(&mut self, p: NetworkCreate) -> R<Value> {
+        model::validate_name("network", &p.name)?;
+        if self.state.networks.contains_key(&p.name) {
+            return Err(format!("network {} already exists", p.name));
+        }
+        let existing: Vec<(String, Ipv4Cidr)> = self.state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
+        let subnet = match &p.subnet {
+            Some(s) => {
+                let c: Ipv4Cidr = s.parse().map_err(|e| format!("subnet {s:?}: {e}"))?;
+                if !c.is_network_address() {
+                    return Err(format!("subnet {s:?}: has host bits set; did you mean {}?", c.trunc()));
+                }
+                if c.prefix_len > 30 {
+                    return Err(format!("subnet {s:?}: too small, the prefix must be /30 or shorter"));
+                }
+                if let Some((n, o)) = existing.iter().find(|(_, o)| o.overlaps(&c)) {
+                    return Err(format!("subnet {c} overlaps the subnet {o} of network {n}"));
+                }
+                c
+            }
+            None => ipam::pick_subnet(&existing.iter().map(|x| x.1).collect::<Vec<_>>())
+                .ok_or("no free subnet left in the default pools; give one with --subnet")?,
+        };
+        let gateway = match &p.gateway {
+            Some(g) => {
+                let ip: Ipv4Addr = g.parse().map_err(|_| format!("gateway {g:?}: not an IPv4 address"))?;
+                if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                    return Err(format!("gateway {ip}: not a host address of the subnet {subnet}"));
+                }
+                ip
+            }
+            None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        };
+        let ip_range = match &p.ip_range {
+            Some(r) => {
+                let c: Ipv4Cidr = r.parse().map_err(|e| format!("ip-range {r:?}: {e}"))?;
+                if !c.is_network_address() {
+                    return Err(format!("ip-range {r:?}: has host bits set; did you mean {}?", c.trunc()));
+                }
+                if !subnet.contains_cidr(&c) {
+                    return Err(format!("ip-range {c}: not inside the subnet {subnet}"));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
+        if !(68..=65535).contains(&mtu) {
+            return Err(format!("mtu {mtu}: must be between 68 and 65535"));
+        }
+        let mac_table_size = p.mac_table_size.unwrap_or(DEFAULT_MAC_TABLE_SIZE);
+        if !(1..=(1 << 24)).contains(&mac_table_size) {
+            return Err(format!("mac-table-size {mac_table_size}: must be between 1 and 16777216"));
+        }
+        let mac_aging = p.mac_aging.unwrap_or(DEFAULT_MAC_AGING);
+        if !(1..=1_000_000).contains(&mac_aging) {
+            return Err(format!("mac-aging {mac_aging}: must be between 1 and 1000000 seconds"));
+        }
+        let used: BTreeSet<u16> = self.state.networks.values().map(|n| n.net_id).collect();
+        let net_id = (1..=u16::MAX).find(|i| !used.contains(i)).ok_or("too many networks")?;
+        let id = model::random_id();
+        let idb = u64::from_str_radix(&id[..8], 16).unwrap_or(0).to_be_bytes();
+        let net = Network {
+            name: p.name.clone(),
+            id,
+            net_id,
+            subnet,
+            gateway,
+            gateway_mac: MacAddr([0x02, 0x00, idb[4], idb[5], idb[6], idb[7]]),
+            ip_range,
+            mtu,
+            mac_table_size,
+            mac_aging,
+            created: model::now_unix(),
+        };
+        let mut new = self.state.clone();
+        new.networks.insert(p.name.clone(), net.clone());
+        self.commit(new)?;
+        self.dp.forget_network(net_id);
+        self.dp.publish(&self.state);
+        info!(network = %net.name, subnet = %net.subnet, gateway = %net.gateway, "network created");
+        Ok(self.network_json(&net))
+    }
+
+    fn network_json(&self, n: &Network) -> Value {
+        let eps: Vec<Value> = self.state.endpoints_of_network(&n.name).map(|e| self.endpoint_json(e, n)).collect();
+        let ports: Vec<Value> = self
+            .state
+            .ports_of_network(&n.name)
+            .map(|p| json!({"interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id)}))
+            .collect();
+        json!({
+            "name": n.name,
+            "id": n.id,
+            "driver": "bridge",
+            "created": n.created,
+            "subnet": n.subnet.to_string(),
+            "gateway": n.gateway.to_string(),
+            "gateway_mac": n.gateway_mac.to_string(),
+            "ip_range": n.ip_range.map(|r| r.to_string()),
+            "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging},
+            "endpoints": eps,
+            "ports": ports,
+        })
+    }
+
+    fn endpoint_json(&self, e: &Endpoint, n: &Network) -> Value {
+        json!({
+            "sandbox": e.sandbox,
+            "endpoint_id": e.id,
+            "interface": e.ifname,
+            "host_interface": e.host_ifname,
+            "kind": e.kind,
+            "mac_address": e.mac.to_string(),
+            "ipv4_address": format!("{}/{}", e.ip, n.subnet.prefix_len),
+            "gateway": n.gateway.to_string(),
+            "default_route": e.default_route,
+            "port_id": e.port_id,
+            "attached": self.dp.is_attached(e.port_id),
+        })
+    }
+
+    fn network_ls(&self) -> Value {
+        Value::Array(
+            self.state
+                .networks
+                .values()
+                .map(|n| {
+                    json!({
+                        "name": n.name, "id": n.id, "driver": "bridge", "subnet": n.subnet.to_string(),
+                        "gateway": n.gateway.to_string(),
+                        "endpoints": self.state.endpoints_of_network(&n.name).count(),
+                        "ports": self.state.ports_of_network(&n.name).count(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn network_rm(&mut self, name: &str) -> R<Value> {
+        let n = self.state.networks.get(name).ok_or_else(|| format!("network {name} not found"))?.clone();
+        let eps: Vec<&str> = self.state.endpoints_of_network(name).map(|e| e.sandbox.as_str()).collect();
+        if !eps.is_empty() {
+            return Err(format!("network {name} has active endpoints ({}); disconnect them first", eps.join(", ")));
+        }
+        let ports: Vec<&str> = self.state.ports_of_network(name).map(|p| p.ifname.as_str()).collect();
+        if !ports.is_empty() {
+            return Err(format!("network {name} has attached ports ({}); remove them first", ports.join(", ")));
+        }
+        let mut new = self.state.clone();
+        new.networks.remove(name);
+        self.commit(new)?;
+        self.dp.publish(&self.state);
+        self.dp.forget_network(n.net_id);
+        info!(network = name, "network removed");
+        Ok(json!({"removed": name}))
+    }
+
+    fn network_prune(&mut self) -> R<Value> {
+        let idle: Vec<String> = self
+            .state
+            .networks
+            .keys()
+            .filter(|n| self.state.endpoints_of_network(n).next().is_none() && self.state.ports_of_network(n).next().is_none())
+            .cloned()
+            .collect();
+        if idle.is_empty() {
+            return Ok(json!({"removed": []}));
+        }
+        let mut new = self.state.clone();
+        let ids: Vec<u16> = idle.iter().filter_map(|n| new.networks.remove(n)).map(|n| n.net_id).collect();
+        self.commit(new)?;
+        self.dp.publish(&self.state);
+        for id in ids {
+            self.dp.forget_network(id);
+        }
+        info!(networks = ?idle, "networks pruned");
+        Ok(json!({"removed": idle}))
+    }
+
+    // ---- sandboxes ------------------------------------------------------------------
+
+    fn sandbox_create(&mut self, name: &str) -> R<Value> {
+        model::validate_name("sandbox", name)?;
+        if self.state.sandboxes.contains_key(name) {
+            return Err(format!("sandbox {name} already exists"));
+        }
+        if netns::exists(name) {
+            return Err(format!("a network namespace named {name} already exists (not created by vswitchd)"));
+        }
+        netns::create_named(name).map_err(|e| format!("creating namespace {name}: {e}"))?;
+        let sb = Sandbox { name: name.to_string(), id: model::random_id(), created: model::now_unix() };
+        let mut new = self.state.clone();
+        new.sandboxes.insert(name.to_string(), sb.clone());
+        if let Err(e) = self.commit(new) {
+            let _ = netns::delete_named(name);
+            return Err(e);
+        }
+        info!(sandbox = name, "sandbox created");
+        Ok(json!({"name": sb.name, "id": sb.id, "path": netns::named_path(name)}))
+    }
+
+    fn sandbox_rm(&mut self, name: &str) -> R<Value> {
+        if !self.state.sandboxes.contains_key(name) {
+            return Err(format!("sandbox {name} not found"));
+        }
+        let nets: Vec<String> = self.state.endpoints_of_sandbox(name).map(|e| e.network.clone()).collect();
+        for n in &nets {
+            self.disconnect(n, name)?;
+        }
+        let mut new = self.state.clone();
+        new.sandboxes.remove(name);
+        self.commit(new)?;
+        if let Err(e) = netns::delete_named(name) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(sandbox = name, error = %e, "deleting namespace");
+            }
+        }
+        info!(sandbox = name, "sandbox removed");
+        Ok(json!({"removed": name, "disconnected": nets}))
+    }
+
+    fn sandbox_ls(&self) -> Value {
+        Value::Array(
+            self.state
+                .sandboxes
+                .values()
+                .map(|s| {
+                    let eps: Vec<Value> = self
+                        .state
+                        .endpoints_of_sandbox(&s.name)
+                        .map(|e| json!({"network": e.network, "interface": e.ifname, "ipv4_address": e.ip.to_string(), "mac_address": e.mac.to_string()}))
+                        .collect();
+                    json!({"name": s.name, "id": s.id, "created": s.created, "path": netns::named_path(&s.name), "endpoints": eps})
+                })
+                .collect(),
+        )
+    }
+
+    // ---- endpoints ------------------------------------------------------------------
+
+    fn free_port_id(&self) -> R<u16> {
+        let used: BTreeSet<u16> = self.state.used_port_ids().collect();
+        (1..=u16::MAX).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
+    }
+
+    fn connect(&mut self, c: Connect) -> R<Value> {
+        let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
+        if !self.state.sandboxes.contains_key(&c.sandbox) {
+            return Err(format!("sandbox {} not found", c.sandbox));
+        }
+        if self.state.endpoint(&c.network, &c.sandbox).is_some() {
+            return Err(format!("sandbox {} is already connected to network {}", c.sandbox, c.network));
+        }
+        let kind: EndpointKind = match &c.kind {
+            Some(k) => k.parse().map_err(|e| format!("port-kind: {e}"))?,
+            None => EndpointKind::Veth,
+        };
+        let used_ips: BTreeSet<Ipv4Addr> = self.state.endpoints_of_network(&net.name).map(|e| e.ip).collect();
+        let ip = match &c.ip {
+            Some(s) => {
+                let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
+                ipam::check_requested(&net, ip, &used_ips)?;
+                ip
+            }
+            None => ipam::allocate(&net, &used_ips)?,
+        };
+        let mac = match &c.mac {
+            Some(s) => {
+                let m: MacAddr = s.parse().map_err(|e| format!("--mac: {e}"))?;
+                if !m.is_unicast() {
+                    return Err(format!("--mac {m}: must be a unicast address"));
+                }
+                m
+            }
+            None => MacAddr::from_ipv4_docker(ip),
+        };
+        if mac == net.gateway_mac || self.state.endpoints_of_network(&net.name).any(|e| e.mac == mac) {
+            return Err(format!("--mac {mac}: already in use on network {}", net.name));
+        }
+        let taken: BTreeSet<String> = self.state.endpoints_of_sandbox(&c.sandbox).map(|e| e.ifname.clone()).collect();
+        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
+        let id = model::random_id();
+        let host_ifname = match kind {
+            EndpointKind::Veth => format!("{VETH_PREFIX}{}", &id[..10]),
+            EndpointKind::Tap => format!("{TAP_PREFIX}{}", &id[..10]),
+        };
+        let ep = Endpoint {
+            id,
+            network: net.name.clone(),
+            sandbox: c.sandbox.clone(),
+            ifname,
+            host_ifname,
+            kind,
+            mac,
+            ip,
+            port_id: self.free_port_id()?,
+            default_route: self.state.endpoints_of_sandbox(&c.sandbox).next().is_none(),
+        };
+        let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
+        self.realise_endpoint(&sb, &ep, &net, true)?;
+        let mut new = self.state.clone();
+        new.endpoints.insert(ep.id.clone(), ep.clone());
+        if let Err(e) = self.commit(new) {
+            self.dp.detach(ep.port_id);
+            endpoint::delete(&mut self.nl, Some(&sb), &ep);
+            return Err(e);
+        }
+        self.dp.publish(&self.state);
+        info!(network = %net.name, sandbox = %ep.sandbox, ip = %ep.ip, kind = %ep.kind, "connected");
+        Ok(self.endpoint_json(&ep, &net))
+    }
+
+    /// Creates (or, with `fresh == false`, reattaches to) the kernel objects of an
+    /// endpoint and hands its port to the workers. On error nothing is left behind
+    /// when `fresh`.
+    fn realise_endpoint(&mut self, sb: &Netns, ep: &Endpoint, net: &Network, fresh: bool) -> R<()> {
+        let workers = self.dp.worker_count();
+        let tap_opts = self.dp.cfg.tap;
+        let r: std::io::Result<()> = (|| match ep.kind {
+            EndpointKind::Veth => {
+                let exists = !fresh && self.nl.link_by_name(&ep.host_ifname)?.is_some();
+                if exists {
+                    endpoint::configure_switch_side(&mut self.nl, &ep.host_ifname, Some(net.mtu))?;
+                    if let Err(e) = endpoint::configure_sandbox_side(sb, ep, net) {
+                        // The sandbox end is gone or foreign: start over.
+                        warn!(sandbox = %ep.sandbox, error = %e, "recreating veth endpoint");
+                        endpoint::delete(&mut self.nl, Some(sb), ep);
+                        endpoint::create_veth(&mut self.nl, sb, ep, net)?;
+                    }
+                } else {
+                    endpoint::create_veth(&mut self.nl, sb, ep, net)?;
+                }
+                self.dp.attach_system(ep.port_id, &ep.host_ifname)
+            }
+            EndpointKind::Tap => {
+                let reopened = if fresh { None } else { endpoint::reopen_tap(sb, ep, workers, &tap_opts)? };
+                let qs = match reopened {
+                    Some(qs) => {
+                        endpoint::configure_sandbox_side(sb, ep, net)?;
+                        qs
+                    }
+                    None => endpoint::create_tap(&mut self.nl, sb, ep, net, workers, &tap_opts)?,
+                };
+                self.dp.attach_tap(ep.port_id, qs)
+            }
+        })();
+        if let Err(e) = r {
+            self.dp.detach(ep.port_id);
+            if fresh {
+                endpoint::delete(&mut self.nl, Some(sb), ep);
+            }
+            return Err(format!("connecting {} to {}: {e}", ep.sandbox, ep.network));
+        }
+        Ok(())
+    }
+
+    fn disconnect(&mut self, network: &str, sandbox: &str) -> R<Value> {
+        if !self.state.networks.contains_key(network) {
+            return Err(format!("network {network} not found"));
+        }
+        if !self.state.sandboxes.contains_key(sandbox) {
+            return Err(format!("sandbox {sandbox} not found"));
+        }
+        let ep = self
+            .state
+            .endpoint(network, sandbox)
+            .ok_or_else(|| format!("sandbox {sandbox} is not connected to network {network}"))?
+            .clone();
+        let net = self.state.networks[network].clone();
+        let mut new = self.state.clone();
+        new.endpoints.remove(&ep.id);
+        // The default route moves to the sandbox's next endpoint, as Docker does.
+        let heir = if ep.default_route {
+            let h = new.endpoints.values_mut().filter(|e| e.sandbox == sandbox).min_by(|a, b| a.ifname.cmp(&b.ifname));
+            h.map(|h| {
+                h.default_route = true;
+                h.clone()
+            })
+        } else {
+            None
+        };
+        self.commit(new)?;
+        self.dp.publish(&self.state);
+        self.dp.detach(ep.port_id);
+        self.dp.flush_port(net.net_id, ep.port_id);
+        let sb = Netns::open_named(sandbox).ok();
+        endpoint::delete(&mut self.nl, sb.as_ref(), &ep);
+        if let (Some(h), Some(sb)) = (heir, sb.as_ref()) {
+            let hnet = &self.state.networks[&h.network];
+            let r = Netlink::open_in(sb).and_then(|mut nl| {
+                let l = nl.link_by_name(&h.ifname)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+                endpoint::set_default_route(&mut nl, hnet.gateway, l.index)
+            });
+            if let Err(e) = r {
+                warn!(sandbox, error = %e, "moving the default route");
+            }
+        }
+        info!(network, sandbox, "disconnected");
+        Ok(json!({"network": network, "sandbox": sandbox, "released_ip": ep.ip.to_string()}))
+    }
+
+    // ---- attached ports -------------------------------------------------------------
+
+    fn port_add(&mut self, network: &str, ifname: &str, kind: Option<&str>) -> R<Value> {
+        model::validate_ifname(ifname)?;
+        let net = self.state.networks.get(network).ok_or_else(|| format!("network {network} not found"))?.clone();
+        let kind: PortKind = match kind {
+            Some(k) => k.parse().map_err(|e| format!("type: {e}"))?,
+            None => PortKind::System,
+        };
+        if let Some(p) = self.state.ports.get(ifname) {
+            return Err(format!("interface {ifname} is already a port of network {}", p.network));
+        }
+        if self.state.endpoints.values().any(|e| e.host_ifname == ifname) {
+            return Err(format!("interface {ifname} belongs to an endpoint"));
+        }
+        let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()? };
+        self.realise_port(&p, &net, true)?;
+        let mut new = self.state.clone();
+        new.ports.insert(ifname.to_string(), p.clone());
+        if let Err(e) = self.commit(new) {
+            self.dp.detach(p.port_id);
+            return Err(e);
+        }
+        self.dp.publish(&self.state);
+        info!(network, ifname, kind = %kind, "port added");
+        Ok(json!({"network": network, "interface": ifname, "type": kind, "port_id": p.port_id}))
+    }
+
+    fn realise_port(&mut self, p: &AttachedPort, net: &Network, fresh: bool) -> R<()> {
+        let r: std::io::Result<()> = (|| match p.kind {
+            PortKind::System => {
+                let l = self
+                    .nl
+                    .link_by_name(&p.ifname)?
+                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("interface {} not found", p.ifname)))?;
+                self.nl.set_up(l.index, true)?;
+                self.dp.attach_system(p.port_id, &p.ifname)
+            }
+            PortKind::Tap => {
+                if let Some(l) = self.nl.link_by_name(&p.ifname)? {
+                    if l.kind.as_deref() != Some("tun") {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("interface {} exists and is not a TAP", p.ifname),
+                        ));
+                    }
+                }
+                let qs = dataplane::port::tap::TapQueue::open_queues(&p.ifname, self.dp.worker_count(), &self.dp.cfg.tap)?;
+                qs[0].set_persist(true)?;
+                if let Some(l) = self.nl.link_by_name(&p.ifname)? {
+                    let _ = self.nl.set_mtu(l.index, net.mtu);
+                    self.nl.set_up(l.index, true)?;
+                }
+                self.dp.attach_tap(p.port_id, qs)
+            }
+        })();
+        r.map_err(|e| {
+            self.dp.detach(p.port_id);
+            if fresh && p.kind == PortKind::Tap {
+                if let Ok(Some(l)) = self.nl.link_by_name(&p.ifname) {
+                    let _ = self.nl.delete_link(l.index);
+                }
+            }
+            format!("port {}: {e}", p.ifname)
+        })
+    }
+
+    fn port_rm(&mut self, network: &str, ifname: &str) -> R<Value> {
+        let p = self.state.ports.get(ifname).ok_or_else(|| format!("interface {ifname} is not a port"))?.clone();
+        if p.network != network {
+            return Err(format!("interface {ifname} is a port of network {}, not {network}", p.network));
+        }
+        let net_id = self.state.networks.get(network).map(|n| n.net_id);
+        let mut new = self.state.clone();
+        new.ports.remove(ifname);
+        self.commit(new)?;
+        self.dp.publish(&self.state);
+        self.dp.detach(p.port_id);
+        if let Some(id) = net_id {
+            self.dp.flush_port(id, p.port_id);
+        }
+        if p.kind == PortKind::Tap {
+            if let Ok(Some(l)) = self.nl.link_by_name(ifname) {
+                let _ = self.nl.delete_link(l.index);
+            }
+        }
+        info!(network, ifname, "port removed");
+        Ok(json!({"removed": ifname}))
+    }
+
+    fn port_ls(&self) -> Value {
+        Value::Array(
+            self.state
+                .ports
+                .values()
+                .map(|p| json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id)}))
+                .collect(),
+        )
+    }
+
+    // ---- dumps ------------------------------------------------------------------------
+
+    /// Every port: (id, display name, network, kind).
+    fn all_ports(&self) -> Vec<(u16, String, String, String)> {
+        let mut v: Vec<_> = self
+            .state
+            .endpoints
+            .values()
+            .map(|e| (e.port_id, format!("{}/{}", e.sandbox, e.ifname), e.network.clone(), format!("{}-endpoint", e.kind)))
+            .chain(self.state.ports.values().map(|p| (p.port_id, p.ifname.clone(), p.network.clone(), p.kind.to_string())))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn fdb_show(&self, network: &str) -> R<Value> {
+        let net = self.state.networks.get(network).ok_or_else(|| format!("network {network} not found"))?;
+        let names = self.all_ports();
+        let now = dataplane::clock::now_secs();
+        let mut rows: Vec<(u16, String, u32)> = match self.dp.fdb(net.net_id) {
+            Some(f) => f.entries().into_iter().map(|e| (e.port, e.mac.to_string(), now.saturating_sub(e.seen))).collect(),
+            None => vec![],
+        };
+        rows.sort();
+        Ok(Value::Array(
+            rows.into_iter()
+                .map(|(port, mac, age)| {
+                    let name = names.iter().find(|n| n.0 == port).map(|n| n.1.clone()).unwrap_or_else(|| format!("#{port}"));
+                    json!({"port": name, "port_id": port, "mac": mac, "age": age})
+                })
+                .collect(),
+        ))
+    }
+
+    fn stats(&self, port: Option<&str>) -> R<Value> {
+        let all = self.all_ports();
+        let host_names: Vec<(u16, String)> = self
+            .state
+            .endpoints
+            .values()
+            .map(|e| (e.port_id, e.host_ifname.clone()))
+            .collect();
+        let selected: Vec<_> = match port {
+            None => all.clone(),
+            Some(q) => {
+                let v: Vec<_> = all
+                    .iter()
+                    .filter(|p| p.1 == q || host_names.iter().any(|h| h.0 == p.0 && h.1 == q) || p.0.to_string() == q)
+                    .cloned()
+                    .collect();
+                if v.is_empty() {
+                    return Err(format!("port {q} not found"));
+                }
+                v
+            }
+        };
+        let ports: Vec<Value> = selected
+            .iter()
+            .map(|(id, name, net, kind)| {
+                let t = self.dp.port_totals(*id);
+                json!({
+                    "port": name, "port_id": id, "network": net, "type": kind, "attached": self.dp.is_attached(*id),
+                    "rx_packets": t.rx_packets, "rx_bytes": t.rx_bytes, "tx_packets": t.tx_packets, "tx_bytes": t.tx_bytes,
+                    "tx_dropped": t.tx_dropped, "rx_dropped": t.rx_dropped,
+                })
+            })
+            .collect();
+        let snap = self.dp.snapshot();
+        let drops: serde_json::Map<String, Value> = snap.drops.iter().map(|(r, n)| (r.as_str().to_string(), json!(n))).collect();
+        let events: serde_json::Map<String, Value> = snap.events.iter().map(|(r, n)| (r.as_str().to_string(), json!(n))).collect();
+        let ids: Vec<u16> = all.iter().map(|p| p.0).collect();
+        Ok(json!({"workers": self.dp.worker_count(), "worker_rx_packets": self.dp.worker_rx(&ids), "ports": ports, "drops": drops, "events": events}))
+    }
+
+    // ---- start-up -----------------------------------------------------------------------
+
+    /// Brings kernel objects and the dataplane in line with the saved state after a
+    /// start: recreates missing sandboxes and endpoints, reattaches to the ones that
+    /// survived, removes orphaned switch-side links, and publishes the tables.
+    pub fn reconcile(&mut self) {
+        let known: BTreeSet<String> = self
+            .state
+            .endpoints
+            .values()
+            .map(|e| e.host_ifname.clone())
+            .chain(self.state.ports.keys().cloned())
+            .collect();
+        if let Ok(links) = self.nl.links() {
+            for l in links {
+                if (l.name.starts_with(VETH_PREFIX) || l.name.starts_with(TAP_PREFIX)) && l.name.len() == 13 && !known.contains(&l.name) {
+                    info!(link = %l.name, "removing orphaned link");
+                    let _ = self.nl.delete_link(l.index);
+                }
+            }
+        }
+        let sandboxes: Vec<String> = self.state.sandboxes.keys().cloned().collect();
+        for name in &sandboxes {
+            if !netns::exists(name) {
+                match netns::create_named(name) {
+                    Ok(_) => info!(sandbox = %name, "recreated missing namespace"),
+                    Err(e) => warn!(sandbox = %name, error = %e, "cannot recreate namespace"),
+                }
+            }
+        }
+        let eps: Vec<Endpoint> = self.state.endpoints.values().cloned().collect();
+        let total = eps.len();
+        for (i, ep) in eps.iter().enumerate() {
+            let Some(net) = self.state.networks.get(&ep.network).cloned() else { continue };
+            let sb = match Netns::open_named(&ep.sandbox) {
+                Ok(sb) => sb,
+                Err(e) => {
+                    warn!(sandbox = %ep.sandbox, error = %e, "sandbox namespace unavailable");
+                    continue;
+                }
+            };
+            if let Err(e) = self.realise_endpoint(&sb, ep, &net, false) {
+                warn!(error = %e, "endpoint not restored");
+            }
+            if total >= 20 && (i + 1) % 20 == 0 {
+                info!("restored {}/{} endpoints", i + 1, total);
+            }
+        }
+        let ports: Vec<AttachedPort> = self.state.ports.values().cloned().collect();
+        for p in &ports {
+            let Some(net) = self.state.networks.get(&p.network).cloned() else { continue };
+            if let Err(e) = self.realise_port(p, &net, false) {
+                warn!(error = %e, "port not attached");
+            }
+        }
+        self.dp.publish(&self.state);
+        info!(
+            networks = self.state.networks.len(),
+            sandboxes = self.state.sandboxes.len(),
+            endpoints = total,
+            ports = ports.len(),
+            "state restored"
+        );
+    }
+
+    /// (MAC table, aging seconds) of every network, for the aging sweep.
+    pub fn aging_work(&self) -> Vec<(std::sync::Arc<dataplane::bridge::fdb::Fdb>, u32)> {
+        self.state.networks.values().filter_map(|n| self.dp.fdb(n.net_id).map(|f| (f, n.mac_aging))).collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! `vswitchd` start-up and shutdown: enter the requested namespace, lock and load the
+//! state directory, start the workers, reconcile, serve the API, age MAC tables, and
+//! stop cleanly on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{error, info};
+
+use crate::controller::Controller;
+use crate::dp::{Dp, DpConfig};
+use crate::netns::Netns;
+use crate::store::FileStore;
+
+/// Options of the daemon (the `vswitchd` command line).
+#[derive(Clone, Debug)]
+pub struct DaemonOpts {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// Run inside /run/netns/NAME instead of the caller's namespace.
+    pub netns: Option<String>,
+    pub dp: DpConfig,
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set; the mask is inherited by every thread
+    // started afterwards, so only `sigwait` in the main thread sees these signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        // A client that disconnects mid-reply must not kill us.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    loop {
+        let mut sig = 0;
+        // SAFETY: valid set and output pointer.
+        if unsafe { libc::sigwait(set, &mut sig) } == 0 && sig != libc::SIGHUP {
+            return sig;
+        }
+    }
+}
+
+/// Runs the daemon until a signal stops it.
+pub fn run(opts: DaemonOpts) -> Result<(), String> {
+    let set = block_signals();
+    if let Some(ns) = &opts.netns {
+        let h = Netns::open_named(ns).map_err(|e| format!("--netns {ns}: {e}"))?;
+        // SAFETY: setns on the main thread before any other thread exists.
+        if unsafe { libc::setns(h.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("--netns {ns}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let store = FileStore::open(&opts.state_dir).map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
+    let state = store.load().map_err(|e| format!("loading state: {e}"))?;
+    info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, "starting");
+    let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
+    let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
+    ctl.reconcile();
+    let ctl = Arc::new(Mutex::new(ctl));
+    let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
+    info!(socket = %sock.display(), "listening");
+
+    let hk = ctl.clone();
+    std::thread::Builder::new()
+        .name("vsw-housekeeping".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let work = hk.lock().unwrap_or_else(|p| p.into_inner()).aging_work();
+            let now = dataplane::clock::now_secs();
+            for (fdb, aging) in work {
+                fdb.age_out(now, aging);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+
+    let sig = wait_signal(&set);
+    info!(signal = sig, "stopping");
+    let _ = std::fs::remove_file(&sock);
+    let c = match Arc::try_unwrap(ctl) {
+        Ok(m) => Some(m.into_inner().unwrap_or_else(|p| p.into_inner())),
+        Err(_) => None,
+    };
+    match c {
+        Some(c) => c.dp.stop(),
+        None => {
+            // API threads still hold the controller: stop the workers through it.
+            error!("API clients still connected at shutdown; exiting without joining workers");
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+

@@ -1,0 +1,217 @@
+//! Control's handle on the dataplane: starts the workers, hands them port handles,
+//! compiles the desired state into `Tables` snapshots, and reads counters and MAC
+//! tables back. Never touches a packet.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::sync::Arc;
+
+use dataplane::bridge::fdb::Fdb;
+use dataplane::buf::PortId;
+use dataplane::port::afpacket::{self, AfPacket, AfPacketOpts};
+use dataplane::port::tap::{TapOpts, TapQueue};
+use dataplane::port::Port;
+use dataplane::stats::{PortTotals, StatsSnapshot};
+use dataplane::tables::{GatewayV4, NetworkEntry, PortEntry, Tables, TablesHandle};
+use dataplane::worker::{WorkerConfig, WorkerHandle};
+
+use crate::model::State;
+
+/// How the dataplane runs.
+#[derive(Clone, Debug)]
+pub struct DpConfig {
+    pub workers: usize,
+    pub rx_batch: usize,
+    pub pool_buffers: u32,
+    /// Pin worker i to CPU `pin[i % len]`.
+    pub pin: Vec<usize>,
+    pub busy_poll: bool,
+    pub afpacket: AfPacketOpts,
+    pub tap: TapOpts,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        DpConfig {
+            workers: 1,
+            rx_batch: 32,
+            pool_buffers: 1024,
+            pin: Vec::new(),
+            busy_poll: false,
+            afpacket: AfPacketOpts::default(),
+            tap: TapOpts::default(),
+        }
+    }
+}
+
+/// The running dataplane.
+pub struct Dp {
+    pub cfg: DpConfig,
+    tables: Arc<TablesHandle>,
+    workers: Vec<WorkerHandle>,
+    /// MAC tables by network number, carried across snapshots.
+    fdbs: HashMap<u16, Arc<Fdb>>,
+    /// Ports whose handles the workers hold.
+    attached: BTreeSet<PortId>,
+    /// Ports that accept offloaded frames.
+    offload: HashMap<PortId, bool>,
+}
+
+impl Dp {
+    pub fn start(cfg: DpConfig) -> io::Result<Dp> {
+        let tables = Arc::new(TablesHandle::new());
+        let mut workers = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let wc = WorkerConfig {
+                index: i,
+                rx_batch: cfg.rx_batch,
+                pool_buffers: cfg.pool_buffers,
+                cpu: if cfg.pin.is_empty() { None } else { Some(cfg.pin[i % cfg.pin.len()]) },
+                busy_poll: cfg.busy_poll,
+            };
+            workers.push(WorkerHandle::spawn(wc, tables.clone())?);
+        }
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new() })
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Hands one handle per worker to the workers as port `id`. On failure, nothing
+    /// stays attached.
+    fn attach(&mut self, id: PortId, handles: Vec<Box<dyn Port>>) -> io::Result<()> {
+        self.detach(id);
+        if handles.len() != self.workers.len() {
+            return Err(io::Error::other(format!("{} handles for {} workers", handles.len(), self.workers.len())));
+        }
+        let vnet = handles.iter().all(|h| h.caps().vnet);
+        for (w, h) in self.workers.iter().zip(handles) {
+            if let Err(e) = w.add_port(id, h) {
+                for w in &self.workers {
+                    let _ = w.remove_port(id);
+                }
+                return Err(e);
+            }
+        }
+        self.attached.insert(id);
+        self.offload.insert(id, vnet);
+        Ok(())
+    }
+
+    /// Attaches an existing interface of the daemon's namespace with AF_PACKET sockets
+    /// (one per worker, one fanout group).
+    pub fn attach_system(&mut self, id: PortId, ifname: &str) -> io::Result<()> {
+        let idx = afpacket::ifindex(ifname).map_err(|e| io::Error::new(e.kind(), format!("interface {ifname}: {e}")))?;
+        let socks = AfPacket::open_group(idx, self.workers.len(), &self.cfg.afpacket)
+            .map_err(|e| io::Error::new(e.kind(), format!("AF_PACKET socket on {ifname}: {e}")))?;
+        self.attach(id, socks.into_iter().map(|s| Box::new(s) as Box<dyn Port>).collect())
+    }
+
+    /// Attaches the queues of a TAP (one per worker).
+    pub fn attach_tap(&mut self, id: PortId, queues: Vec<TapQueue>) -> io::Result<()> {
+        self.attach(id, queues.into_iter().map(|q| Box::new(q) as Box<dyn Port>).collect())
+    }
+
+    /// Takes port `id` away from every worker (closing their handles). Publish tables
+    /// without the port first, so nobody forwards to it meanwhile.
+    pub fn detach(&mut self, id: PortId) {
+        if self.attached.remove(&id) {
+            for w in &self.workers {
+                let _ = w.remove_port(id);
+            }
+        }
+        self.offload.remove(&id);
+    }
+
+    pub fn is_attached(&self, id: PortId) -> bool {
+        self.attached.contains(&id)
+    }
+
+    /// Compiles `state` into tables and publishes them. Only attached ports are
+    /// included. MAC tables are kept for networks that still exist (entries of a port
+    /// that left are removed by `flush_port`; until then they count as misses).
+    pub fn publish(&mut self, state: &State) {
+        let mut t = Tables::default();
+        let mut members: HashMap<u16, Vec<(PortId, String)>> = HashMap::new();
+        let mut add_port = |t: &mut Tables, net: u16, id: PortId, name: String, offload: bool| {
+            t.set_port(PortEntry { id, net, name: name.clone(), offload });
+            members.entry(net).or_default().push((id, name));
+        };
+        for ep in state.endpoints.values() {
+            let Some(net) = state.networks.get(&ep.network) else { continue };
+            if self.attached.contains(&ep.port_id) {
+                let off = self.offload.get(&ep.port_id).copied().unwrap_or(true);
+                add_port(&mut t, net.net_id, ep.port_id, ep.host_ifname.clone(), off);
+            }
+        }
+        for p in state.ports.values() {
+            let Some(net) = state.networks.get(&p.network) else { continue };
+            if self.attached.contains(&p.port_id) {
+                let off = self.offload.get(&p.port_id).copied().unwrap_or(true);
+                add_port(&mut t, net.net_id, p.port_id, p.ifname.clone(), off);
+            }
+        }
+        let mut live = BTreeSet::new();
+        for net in state.networks.values() {
+            live.insert(net.net_id);
+            let fdb = self.fdbs.entry(net.net_id).or_insert_with(|| Arc::new(Fdb::new(net.mac_table_size))).clone();
+            let mut ports: Vec<PortId> = members.get(&net.net_id).map(|v| v.iter().map(|x| x.0).collect()).unwrap_or_default();
+            ports.sort_unstable();
+            t.set_network(NetworkEntry {
+                id: net.net_id,
+                name: net.name.clone(),
+                fdb,
+                ports,
+                gateway: Some(GatewayV4 { ip: net.gateway, prefix_len: net.subnet.prefix_len, mac: net.gateway_mac }),
+                mtu: net.mtu,
+            });
+        }
+        self.fdbs.retain(|id, _| live.contains(id));
+        self.tables.publish(t);
+    }
+
+    /// Replaces the MAC table of a network (size changed) — used when a network is
+    /// recreated with the same number.
+    pub fn forget_network(&mut self, net_id: u16) {
+        self.fdbs.remove(&net_id);
+    }
+
+    /// Forgets every MAC learned on `port` in network `net_id` (after it left).
+    pub fn flush_port(&self, net_id: u16, port: PortId) -> usize {
+        self.fdbs.get(&net_id).map(|f| f.flush_port(port)).unwrap_or(0)
+    }
+
+    pub fn fdb(&self, net_id: u16) -> Option<Arc<Fdb>> {
+        self.fdbs.get(&net_id).cloned()
+    }
+
+    /// All MAC tables with their aging time, for the housekeeping sweep.
+    pub fn fdbs(&self) -> Vec<(u16, Arc<Fdb>)> {
+        self.fdbs.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+
+    pub fn port_totals(&self, id: PortId) -> PortTotals {
+        let mut t = PortTotals::default();
+        for w in &self.workers {
+            t.add(&w.stats().port_totals(id));
+        }
+        t
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot::sum(self.workers.iter().map(|w| w.stats().as_ref()))
+    }
+
+    /// Per-worker totals of received packets over all ports (to show the spread).
+    pub fn worker_rx(&self, ports: &[PortId]) -> Vec<u64> {
+        self.workers.iter().map(|w| ports.iter().map(|p| w.stats().port_totals(*p).rx_packets).sum()).collect()
+    }
+
+    /// Stops every worker.
+    pub fn stop(self) {
+        for w in self.workers {
+            w.stop();
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Typed desired state: networks, sandboxes, endpoints and attached ports, as
+//! persisted in the state directory. Values are typed (`Ipv4Cidr`, `MacAddr`, names
+//! checked on the way in); nothing here touches the kernel or the dataplane.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use dataplane::wire::MacAddr;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An IPv4 prefix, e.g. 10.10.0.0/24. The address may have host bits set (an
+/// interface address with its prefix); `network()` clears them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Ipv4Cidr, String> {
+        if prefix_len > 32 {
+            return Err(format!("prefix length {prefix_len} is more than 32"));
+        }
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        }
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// The prefix with host bits cleared.
+    pub fn trunc(&self) -> Ipv4Cidr {
+        Ipv4Cidr { addr: self.network(), prefix_len: self.prefix_len }
+    }
+
+    pub fn is_network_address(&self) -> bool {
+        self.addr == self.network()
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+
+    /// `other` lies entirely inside this prefix.
+    pub fn contains_cidr(&self, other: &Ipv4Cidr) -> bool {
+        other.prefix_len >= self.prefix_len && self.contains(other.network())
+    }
+
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+
+    /// Number of addresses.
+    pub fn size(&self) -> u64 {
+        1u64 << (32 - self.prefix_len as u32)
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ipv4Cidr, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| "missing /PREFIX (want e.g. 10.10.0.0/24)".to_string())?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix_len: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        Ipv4Cidr::new(addr, prefix_len)
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde for `MacAddr` as text.
+pub mod mac_serde {
+    use super::*;
+    pub fn serialize<S: Serializer>(m: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(m)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How an endpoint's interface is realised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A veth pair: the sandbox end is the endpoint, the host end is read with AF_PACKET.
+    #[default]
+    Veth,
+    /// A TAP device opened by the dataplane and moved into the sandbox.
+    Tap,
+}
+
+impl FromStr for EndpointKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "veth" => Ok(EndpointKind::Veth),
+            "tap" => Ok(EndpointKind::Tap),
+            _ => Err(format!("{s:?} is not a port kind (want veth or tap)")),
+        }
+    }
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndpointKind::Veth => "veth",
+            EndpointKind::Tap => "tap",
+        })
+    }
+}
+
+/// How an interface attached with `port add` is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// An existing interface, read with AF_PACKET (like `ovs-vsctl add-port`).
+    #[default]
+    System,
+    /// A TAP device the dataplane creates and opens itself (like a VDE/OVS tap port).
+    Tap,
+}
+
+impl FromStr for PortKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" | "afpacket" => Ok(PortKind::System),
+            "tap" => Ok(PortKind::Tap),
+            _ => Err(format!("{s:?} is not a port type (want system or tap)")),
+        }
+    }
+}
+
+impl fmt::Display for PortKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PortKind::System => "system",
+            PortKind::Tap => "tap",
+        })
+    }
+}
+
+/// One L2 segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    /// 64 hex digits, like Docker's network ids.
+    pub id: String,
+    /// Dataplane network number.
+    pub net_id: u16,
+    pub subnet: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    #[serde(with = "mac_serde")]
+    pub gateway_mac: MacAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Cidr>,
+    pub mtu: u32,
+    pub mac_table_size: u32,
+    pub mac_aging: u32,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// A network namespace managed by vswitchd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub name: String,
+    pub id: String,
+    pub created: u64,
+}
+
+/// A sandbox's interface on a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network: String,
+    pub sandbox: String,
+    /// Name inside the sandbox (eth0, eth1, …).
+    pub ifname: String,
+    /// Name of the switch-side interface: the veth's host end, or the TAP's name before
+    /// it moved into the sandbox.
+    pub host_ifname: String,
+    pub kind: EndpointKind,
+    #[serde(with = "mac_serde")]
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    /// Dataplane port number.
+    pub port_id: u16,
+    /// This endpoint carries the sandbox's default route.
+    #[serde(default)]
+    pub default_route: bool,
+}
+
+/// An interface attached to a network with `port add`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedPort {
+    pub network: String,
+    pub ifname: String,
+    pub kind: PortKind,
+    pub port_id: u16,
+}
+
+/// Everything vswitchd keeps across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub networks: BTreeMap<String, Network>,
+    pub sandboxes: BTreeMap<String, Sandbox>,
+    /// By endpoint id.
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// By interface name.
+    pub ports: BTreeMap<String, AttachedPort>,
+}
+
+pub const STATE_VERSION: u32 = 1;
+
+impl State {
+    pub fn endpoints_of_network<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.values().filter(move |e| e.network == net)
+    }
+
+    pub fn endpoints_of_sandbox<'a>(&'a self, sb: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints.values().filter(move |e| e.sandbox == sb)
+    }
+
+    pub fn ports_of_network<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a AttachedPort> + 'a {
+        self.ports.values().filter(move |p| p.network == net)
+    }
+
+    pub fn endpoint(&self, net: &str, sb: &str) -> Option<&Endpoint> {
+        self.endpoints.values().find(|e| e.network == net && e.sandbox == sb)
+    }
+
+    /// Every dataplane port id in use.
+    pub fn used_port_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.endpoints.values().map(|e| e.port_id).chain(self.ports.values().map(|p| p.port_id))
+    }
+}
+
+/// Checks a user-chosen name (network, sandbox): 1-64 of [A-Za-z0-9_.-], starting
+/// with a letter or digit.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("{what} name {name:?} must be 1 to 64 characters"));
+    }
+    let first = name.as_bytes()[0];
+    if !first.is_ascii_alphanumeric() {
+        return Err(format!("{what} name {name:?} must start with a letter or digit"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
+        return Err(format!("{what} name {name:?} contains {c:?} (allowed: letters, digits, _ . -)"));
+    }
+    Ok(())
+}
+
+/// Checks a kernel interface name: 1-15 bytes, no '/', ':' or whitespace.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("interface name {name:?} must be 1 to 15 characters"));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!("interface name {name:?} is not valid"));
+    }
+    Ok(())
+}
+
+/// 64 random hex digits.
+pub fn random_id() -> String {
+    let mut b = [0u8; 32];
+    // SAFETY: getrandom writes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_basics() {
+        let c: Ipv4Cidr = "10.10.0.7/24".parse().unwrap();
+        assert_eq!(c.network(), Ipv4Addr::new(10, 10, 0, 0));
+        assert_eq!(c.broadcast(), Ipv4Addr::new(10, 10, 0, 255));
+        assert!(!c.is_network_address());
+        assert!(c.contains("10.10.0.200".parse().unwrap()));
+        assert!(!c.contains("10.10.1.1".parse().unwrap()));
+        let big: Ipv4Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(big.overlaps(&c) && c.overlaps(&big));
+        assert!(big.contains_cidr(&c.trunc()));
+        assert!(!c.overlaps(&"10.10.1.0/24".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0/8".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0".parse::<Ipv4Cidr>().is_err());
+        assert_eq!("0.0.0.0/0".parse::<Ipv4Cidr>().unwrap().mask(), 0);
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("network", "web").is_ok());
+        assert!(validate_name("network", "my_net-2.x").is_ok());
+        assert!(validate_name("network", "").is_err());
+        assert!(validate_name("network", "-x").is_err());
+        assert!(validate_name("network", "a/b").is_err());
+        assert!(validate_ifname("eth0").is_ok());
+        assert!(validate_ifname("a_very_long_ifname").is_err());
+    }
+
+    #[test]
+    fn state_roundtrip() {
+        let mut s = State { version: STATE_VERSION, ..Default::default() };
+        s.networks.insert(
+            "web".into(),
+            Network {
+                name: "web".into(),
+                id: random_id(),
+                net_id: 1,
+                subnet: "10.10.0.0/24".parse().unwrap(),
+                gateway: "10.10.0.1".parse().unwrap(),
+                gateway_mac: "02:00:00:00:00:01".parse().unwrap(),
+                ip_range: None,
+                mtu: 1500,
+                mac_table_size: 65536,
+                mac_aging: 300,
+                created: 1,
+            },
+        );
+        let j = serde_json::to_string(&s).unwrap();
+        let back: State = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(random_id().len(), 64);
+    }
+}

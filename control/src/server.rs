@@ -1,0 +1,85 @@
+//! The API server: a Unix socket, one thread per client connection, one JSON request
+//! per line. Requests run one at a time under the controller's mutex; a panic while
+//! handling one becomes an error response, never the daemon's death.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tracing::{debug, warn};
+
+use crate::api::{Request, Response};
+use crate::controller::Controller;
+
+const MAX_LINE: u64 = 1 << 20;
+
+/// Binds the socket (refusing if another daemon answers on it) and serves it from a
+/// background thread. Returns the path to remove at shutdown.
+pub fn serve(socket: &Path, ctl: Arc<Mutex<Controller>>) -> io::Result<PathBuf> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("another vswitchd is listening on {}", socket.display())));
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    std::thread::Builder::new().name("vsw-api".into()).spawn(move || {
+        for conn in listener.incoming() {
+            match conn {
+                Ok(s) => {
+                    let ctl = ctl.clone();
+                    let _ = std::thread::Builder::new().name("vsw-api-conn".into()).spawn(move || client(s, ctl));
+                }
+                Err(e) => warn!(error = %e, "accept"),
+            }
+        }
+    })?;
+    Ok(socket.to_path_buf())
+}
+
+fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {
+    let Ok(mut w) = s.try_clone() else { return };
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        match (&mut r).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
+            let _ = respond(&mut w, &Response::err("request too long"));
+            return;
+        }
+        let resp = match serde_json::from_str::<Request>(line.trim()) {
+            Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(req) => {
+                debug!(?req, "request");
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    let mut c = ctl.lock().unwrap_or_else(|p| p.into_inner());
+                    c.handle(req)
+                }));
+                match outcome {
+                    Ok(Ok(v)) => Response::ok(v),
+                    Ok(Err(e)) => Response::err(e),
+                    Err(_) => Response::err("internal error while handling the request (see the daemon's log)"),
+                }
+            }
+        };
+        if respond(&mut w, &resp).is_err() {
+            return;
+        }
+    }
+}
+
+fn respond(w: &mut UnixStream, r: &Response) -> io::Result<()> {
+    let mut v = serde_json::to_vec(r).map_err(io::Error::other)?;
+    v.push(b'\n');
+    w.write_all(&v)
+}

@@ -1,0 +1,97 @@
+//! The embedded state store: one JSON file in the state directory, replaced
+//! atomically (write to a temporary file, fsync, rename, fsync the directory) before a
+//! change is acknowledged, and a lock file so two daemons never share a directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::model::{State, STATE_VERSION};
+
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lock";
+
+/// Owns the state directory while the daemon runs.
+pub struct FileStore {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl FileStore {
+    /// Opens (creating) `dir` and takes its lock. Fails if another daemon holds it.
+    pub fn open(dir: &Path) -> io::Result<FileStore> {
+        fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+        // SAFETY: flock on an open file.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("state directory {} is in use by another vswitchd", dir.display()),
+            ));
+        }
+        Ok(FileStore { dir: dir.to_path_buf(), _lock: lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The saved state, or an empty one if none was saved yet.
+    pub fn load(&self) -> io::Result<State> {
+        let p = self.dir.join(STATE_FILE);
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State { version: STATE_VERSION, ..Default::default() }),
+            Err(e) => return Err(e),
+        };
+        let s: State = serde_json::from_slice(&data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", p.display())))?;
+        if s.version > STATE_VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: state version {} is newer than this vswitchd ({STATE_VERSION})", p.display(), s.version),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Replaces the saved state with `s`, durably.
+    pub fn save(&self, s: &State) -> io::Result<()> {
+        let data = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
+        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(STATE_FILE))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Sandbox;
+
+    #[test]
+    fn save_load_and_lock() {
+        let d = std::env::temp_dir().join(format!("vsw-store-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let st = FileStore::open(&d).unwrap();
+        assert_eq!(st.load().unwrap().version, STATE_VERSION);
+        let mut s = st.load().unwrap();
+        s.sandboxes.insert("c1".into(), Sandbox { name: "c1".into(), id: "x".into(), created: 3 });
+        st.save(&s).unwrap();
+        assert_eq!(st.load().unwrap(), s);
+        assert!(FileStore::open(&d).is_err(), "second opener refused");
+        drop(st);
+        assert_eq!(FileStore::open(&d).unwrap().load().unwrap(), s);
+        fs::write(d.join(STATE_FILE), b"{ not json").unwrap();
+        assert!(FileStore::open(&d).unwrap().load().is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
