@@ -89,6 +89,7 @@ impl WorkerHandle {
             dirty: Vec::with_capacity(1024),
             events: vec![PollEvent { events: 0, u64: 0 }; 256],
             batch: Batch::new(),
+            last_sec: 0,
             cfg,
         };
         let thread = std::thread::Builder::new().name(format!("vsw-worker-{index}")).spawn(move || w.run())?;
@@ -159,6 +160,7 @@ struct Worker {
     dirty: Vec<PortId>,
     events: Vec<PollEvent>,
     batch: Batch,
+    last_sec: u32,
 }
 
 /// The pipeline's view of the worker's tx side.
@@ -238,7 +240,8 @@ impl Worker {
         if let Some(cpu) = self.cfg.cpu {
             pin_to_cpu(cpu);
         }
-        let timeout = if self.cfg.busy_poll { 0 } else { -1 };
+        // Wake at least once a second for housekeeping (kernel drop counters).
+        let timeout = if self.cfg.busy_poll { 0 } else { 1000 };
         loop {
             let n = match self.epoll.wait(&mut self.events, timeout) {
                 Ok(n) => n,
@@ -250,6 +253,10 @@ impl Worker {
             // After the wait: a snapshot published while we slept is used at once.
             self.view.refresh();
             let now = clock::now_secs();
+            if now != self.last_sec {
+                self.last_sec = now;
+                self.poll_kernel_drops();
+            }
             for i in 0..n {
                 let token = self.events[i].u64;
                 if token == WAKER_TOKEN {
@@ -301,6 +308,20 @@ impl Worker {
         let mut out = TxSide { ports: &mut self.ports, dirty: &mut self.dirty, stats: &self.stats };
         pipeline::process(&cx, &mut self.pool, id, &self.batch, &mut out);
         self.batch.clear();
+    }
+
+    /// Adds the kernel's drop counts of every port to its rx_dropped counter.
+    fn poll_kernel_drops(&mut self) {
+        for (id, wp) in self.ports.iter_mut().enumerate() {
+            if let Some(wp) = wp {
+                let n = wp.port.kernel_drops();
+                if n > 0 {
+                    if let Some(c) = self.stats.port(id as PortId) {
+                        bump(&c.rx_dropped, n);
+                    }
+                }
+            }
+        }
     }
 
     fn flush_all(&mut self) {

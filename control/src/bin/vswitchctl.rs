@@ -282,7 +282,7 @@ fn main() {
             let v = go(Request::Stats { port });
             print_or(json, &v, |v| {
                 table(
-                    &["PORT", "NETWORK", "TYPE", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "TX DROP"],
+                    &["PORT", "NETWORK", "TYPE", "RX PKTS", "RX BYTES", "RX DROP", "TX PKTS", "TX BYTES", "TX DROP"],
                     rows(&v["ports"]).iter().map(|p| {
                         vec![
                             s(&p["port"]),
@@ -290,6 +290,7 @@ fn main() {
                             s(&p["type"]),
                             s(&p["rx_packets"]),
                             s(&p["rx_bytes"]),
+                            s(&p["rx_dropped"]),
                             s(&p["tx_packets"]),
                             s(&p["tx_bytes"]),
                             s(&p["tx_dropped"]),

@@ -26,8 +26,8 @@
 //!   [`TcpCoalescer::start_unverified`] skips that for callers that already know (for
 //!   example frames with `F_DATA_VALID`).
 
-use super::{csum, fix_ipv4_csum, parse_headers, pseudo_sum, put16, Headers, OffloadError, IPPROTO_TCP};
 use super::{be16, be32, TCP_CSUM_OFFSET};
+use super::{csum, fix_ipv4_csum, parse_headers, pseudo_sum, put16, Headers, OffloadError, IPPROTO_TCP};
 use crate::vnet::{VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 
 const TCP_FIN: u8 = 0x01;
@@ -57,8 +57,15 @@ enum IdMode {
 /// segment count). It does not own or keep the buffer: the caller keeps the super-frame in
 /// a buffer `buf` whose first `len()` bytes are the first segment as passed to
 /// [`TcpCoalescer::start`] (its Ethernet padding, if any, is not part of the super-frame)
-/// and passes the same buffer to every call. No allocation; never panics on any input —
-/// mismatching or malformed segments are simply not appended.
+/// and passes the same buffer to every call. The flow key is not copied: the first
+/// segment's headers in `buf[..hdr_len()]` *are* the key, so the caller must not change
+/// them before `finish`. `buf` needs room for the result (up to the max length, 65535 by
+/// default); a shorter `buf` just refuses appends that would not fit. No allocation; never
+/// panics on any input — mismatching or malformed segments are simply not appended.
+///
+/// API note: unlike a `(buf, len: &mut usize, seg)` shape, the coalescer is the single
+/// owner of the super-frame length ([`TcpCoalescer::len`]), which also lets it drop the
+/// first segment's Ethernet padding; `finish` returns the final length.
 ///
 /// Usage: `start(first)` → `try_append(buf, seg)` while it returns `true` → `finish(buf)`
 /// gives the final length and virtio header. A refused segment is the caller's to
@@ -89,7 +96,7 @@ fn tcp_layout(seg: &[u8]) -> Option<Headers> {
 
 /// IPv4 header and TCP checksums of `seg` are correct.
 fn csums_ok(seg: &[u8], h: &Headers) -> bool {
-    if !h.ipv6 && seg.get(h.l3_off..h.l4_off).map_or(true, |b| csum::checksum(b) != 0) {
+    if !h.ipv6 && !matches!(seg.get(h.l3_off..h.l4_off), Some(b) if csum::checksum(b) == 0) {
         return false;
     }
     match seg.get(h.l4_off..h.ip_end) {
@@ -199,7 +206,9 @@ impl TcpCoalescer {
         if self.closed || buf.len() < self.len {
             return false;
         }
-        let Some(s) = tcp_layout(seg) else { return false };
+        let Some(s) = tcp_layout(seg) else {
+            return false;
+        };
         let h = self.h;
         if s.l3_off != h.l3_off || s.ipv6 != h.ipv6 || s.l4_off != h.l4_off || s.l4_hdr_len != h.l4_hdr_len {
             return false;

@@ -91,20 +91,10 @@ impl<'a> Segmenter<'a> {
             GSO_UDP => return Err(OffloadError::Unsupported(Unsupported::Ufo)),
             _ => return Err(OffloadError::Unsupported(Unsupported::GsoType)),
         };
-        let empty = Headers { l3_off: 0, ipv6: false, l4_off: 0, l4_proto: 0, l4_hdr_len: 0, ip_end: 0, fragment: false };
-        let mut s = Segmenter {
-            frame,
-            vh: *vh,
-            mode,
-            kind,
-            h: empty,
-            mss: 0,
-            off: 0,
-            index: 0,
-            count: 1,
-            ip_id: 0,
-            seq: 0,
-        };
+        let empty =
+            Headers { l3_off: 0, ipv6: false, l4_off: 0, l4_proto: 0, l4_hdr_len: 0, ip_end: 0, fragment: false };
+        let mut s =
+            Segmenter { frame, vh: *vh, mode, kind, h: empty, mss: 0, off: 0, index: 0, count: 1, ip_id: 0, seq: 0 };
         if kind == Kind::Pass {
             return Ok(s);
         }
@@ -188,10 +178,8 @@ impl<'a> Segmenter<'a> {
         let hdr_len = h.hdr_len();
         let plen = self.mss.min(h.payload_len().saturating_sub(self.off));
         let seg_len = hdr_len + plen;
-        let src_payload = self
-            .frame
-            .get(hdr_len + self.off..hdr_len + self.off + plen)
-            .ok_or(OffloadError::Truncated)?;
+        let src_payload =
+            self.frame.get(hdr_len + self.off..hdr_len + self.off + plen).ok_or(OffloadError::Truncated)?;
         let (src_hdr, out) = match (self.frame.get(..hdr_len), dst.get_mut(..seg_len)) {
             (Some(a), Some(b)) => (a, b),
             (None, _) => return Err(OffloadError::Truncated),

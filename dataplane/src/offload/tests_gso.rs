@@ -94,7 +94,9 @@ fn check(s: &Spec, mss: u16) {
                 assert_eq!(t.cwr, i == 0 && s.flags & TCP_CWR != 0);
                 assert_eq!(t.ece, s.flags & TCP_ECE != 0);
             }
-            Some(etherparse::TransportHeader::Udp(u)) => assert_eq!(u.length as usize, seg.len() - b.l4),
+            Some(etherparse::TransportHeader::Udp(u)) => {
+                assert_eq!(u.length as usize, seg.len() - b.l4)
+            }
             _ => panic!(),
         }
         concat.extend_from_slice(payload);
@@ -118,7 +120,7 @@ fn check(s: &Spec, mss: u16) {
 fn flag_variants(rng: &mut Rng) -> u8 {
     let mut f = TCP_ACK;
     for bit in [TCP_FIN, TCP_PSH, TCP_CWR, TCP_ECE] {
-        if rng.next() % 3 == 0 {
+        if rng.one_in(3) {
             f |= bit;
         }
     }
@@ -129,7 +131,17 @@ fn flag_variants(rng: &mut Rng) -> u8 {
 fn segment_fixed_cases() {
     let mut rng = Rng(10);
     for s in shapes() {
-        for (n, mss) in [(0usize, 1448u16), (1, 1448), (1448, 1448), (1449, 1448), (4000, 536), (3 * 1448, 1448), (20000, 8948), (10, 1), (100, 7)] {
+        for (n, mss) in [
+            (0usize, 1448u16),
+            (1, 1448),
+            (1448, 1448),
+            (1449, 1448),
+            (4000, 536),
+            (3 * 1448, 1448),
+            (20000, 8948),
+            (10, 1),
+            (100, 7),
+        ] {
             let s = Spec { payload: rng.bytes(n), flags: flag_variants(&mut rng), ..s.clone() };
             check(&s, mss);
         }
@@ -149,7 +161,7 @@ fn segment_random_large() {
             flags: flag_variants(&mut rng),
             seq: rng.next() as u32, // exercises wrap-around
             ip_id: rng.next() as u16,
-            df: rng.next() % 2 == 0,
+            df: rng.one_in(2),
             ..s.clone()
         };
         check(&s, mss);
@@ -273,8 +285,8 @@ fn fuzz_segmenter_no_panic() {
         seeds.push(super_frame(&s, 100));
     }
     let mut buf = vec![0u8; 2048];
-    for i in 0..40_000 {
-        let (frame, mut vh) = if i % 4 == 0 {
+    for _ in 0..fuzz_iters(40_000) {
+        let (frame, mut vh) = if rng.one_in(4) {
             let n = rng.range(0, 400);
             let vh = VnetHdr {
                 flags: rng.next() as u8,
@@ -296,17 +308,17 @@ fn fuzz_segmenter_no_panic() {
             f.truncate(cut);
             (f, *vh)
         };
-        if rng.next() % 4 == 0 {
+        if rng.one_in(4) {
             vh.gso_size = rng.range(0, 400) as u16;
         }
-        let mode = if rng.next() % 2 == 0 { SegCsum::Full } else { SegCsum::Partial };
+        let mode = if rng.one_in(2) { SegCsum::Full } else { SegCsum::Partial };
         if let Ok(mut sg) = Segmenter::new(&frame, &vh, mode) {
             let count = sg.segment_count();
             let max = sg.max_segment_len();
             assert!(max <= frame.len());
             let mut got = 0;
             for _ in 0..count + 2 {
-                let len = if rng.next() % 8 == 0 { rng.range(0, max) } else { max };
+                let len = if rng.one_in(8) { rng.range(0, max) } else { max };
                 match sg.next_into(&mut buf[..len.min(2048)]) {
                     None => break,
                     Some(Ok((n, svh))) => {

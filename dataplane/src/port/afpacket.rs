@@ -22,6 +22,7 @@ const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const ETH_P_ALL: u16 = 0x0003;
@@ -308,5 +309,20 @@ impl Port for AfPacket {
 
     fn kind(&self) -> &'static str {
         "afpacket"
+    }
+
+    fn kernel_drops(&mut self) -> u64 {
+        // struct tpacket_stats { tp_packets, tp_drops }; reading resets it.
+        let mut st = [0u32; 2];
+        let mut len = size_of::<[u32; 2]>() as libc::socklen_t;
+        // SAFETY: st is a valid buffer of len bytes.
+        let r = unsafe {
+            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, st.as_mut_ptr() as *mut libc::c_void, &mut len)
+        };
+        if r < 0 {
+            0
+        } else {
+            st[1] as u64
+        }
     }
 }

@@ -86,4 +86,10 @@ pub trait Port: Send {
 
     /// Short kind name for logs ("afpacket", "tap", "mem").
     fn kind(&self) -> &'static str;
+
+    /// Frames the kernel dropped on the way to this handle since the last call (for
+    /// AF_PACKET: the socket's receive queue overflowed). Called about once a second.
+    fn kernel_drops(&mut self) -> u64 {
+        0
+    }
 }
