@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing vswitchd needs on Debian/Ubuntu (as root):
+# the Rust toolchain (if cargo is missing) and the tools the end-to-end tests drive.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(iproute2 iputils-ping iperf3 ethtool python3 procps util-linux curl ca-certificates gcc libc6-dev)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    :
+  else
+    echo "installing the Rust toolchain (rustup, stable)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+  fi
+fi
