@@ -7,13 +7,15 @@
 //! second per MAC (the only write on the hit path), so hot entries do not bounce cache
 //! lines between workers.
 //!
-//! Bounded: at most `capacity` entries. A learn beyond that (or into two full buckets)
-//! is refused and reported to the caller, which counts it; the frame is still forwarded
-//! (flooded). Buckets hold 8 slots (one cache line) and each MAC has two candidate buckets (two-choice
-//! hashing) over 2× `capacity` slots, so buckets overflow long before the table is full
-//! only under a deliberate collision attack, which the per-table random seed defeats.
-//! The bucket array is allocated zeroed (lazily backed by the kernel), so a big table
-//! that holds a few MACs costs a few pages.
+//! Bounded: at most `capacity` entries. A learn beyond that is refused and reported
+//! to the caller, which counts it; the frame is still forwarded (flooded). Buckets
+//! hold 8 slots (one cache line); each MAC has a primary and a secondary bucket over
+//! 2x `capacity` slots. Inserts fill the primary bucket first (so most lookups read
+//! one line), then the secondary, then move one resident to its other bucket (one
+//! cuckoo step), so the table fills to capacity with random MACs; a per-table random
+//! hash seed defeats deliberate collisions. The arrays are allocated zeroed (backed by
+//! the kernel page by page), so a big table that holds a few MACs costs a few pages;
+//! tables of 8 MiB and more use transparent huge pages.
 //!
 //! Aging and port flushes are sweeps (`age_out`, `flush_port`) done off the packet
 //! path by a housekeeping thread; they remove entries with a CAS and never block a
@@ -57,9 +59,11 @@ pub struct FdbEntry {
 
 /// A bounded MAC table shared by the workers of one network. See the module docs.
 pub struct Fdb {
-    buckets: Box<[Bucket]>,
-    seen: Box<[AtomicU32]>,
+    buckets: MapSlice<Bucket>,
+    seen: MapSlice<AtomicU32>,
     mask: usize,
+    /// log2 of the bucket count.
+    bits: u32,
     seed: u64,
     capacity: u32,
     count: AtomicU32,
@@ -107,9 +111,9 @@ impl Fdb {
         let capacity = capacity.max(1);
         let want_buckets = ((capacity as usize * 2).div_ceil(SLOTS)).max(2).next_power_of_two();
         // SAFETY: both types are plain atomics of integers; all-zero is a valid empty value.
-        let buckets = unsafe { zeroed_slice::<Bucket>(want_buckets) };
-        let seen = unsafe { zeroed_slice::<AtomicU32>(want_buckets * SLOTS) };
-        Fdb { buckets, seen, mask: want_buckets - 1, seed: random_seed(), capacity, count: AtomicU32::new(0), insert_lock: InsertLock::default() }
+        let buckets = unsafe { MapSlice::<Bucket>::zeroed(want_buckets) };
+        let seen = unsafe { MapSlice::<AtomicU32>::zeroed(want_buckets * SLOTS) };
+        Fdb { buckets, seen, mask: want_buckets - 1, bits: want_buckets.trailing_zeros(), seed: random_seed(), capacity, count: AtomicU32::new(0), insert_lock: InsertLock::default() }
     }
 
     /// Maximum number of entries.
@@ -126,41 +130,40 @@ impl Fdb {
         self.len() == 0
     }
 
+    /// The two candidate buckets of a MAC: both from the high bits of one multiply
+    /// (the well-mixed ones), the second never equal to the first.
     #[inline]
     fn hash(&self, mac: u64) -> (usize, usize) {
         let h = (mac ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let h = h ^ (h >> 29);
-        let h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let b1 = (h >> 32) as usize & self.mask;
-        let mut b2 = (h as u32 as usize) & self.mask;
-        if b2 == b1 {
-            b2 = (b1 + 1) & self.mask;
-        }
-        (b1, b2)
+        let b1 = (h >> (64 - self.bits)) as usize;
+        let b2 = (h >> (64 - 2 * self.bits)) as usize & self.mask;
+        (b1, if b2 == b1 { b1 ^ 1 } else { b2 })
     }
 
-    /// Hints the CPU to fetch the buckets of `mac` (used by batch lookups).
+    /// Hints the CPU to fetch the primary bucket of `mac` (used by batch lookups;
+    /// nearly every entry lives in its primary bucket).
     #[inline]
     pub fn prefetch(&self, mac: MacAddr) {
-        let (b1, b2) = self.hash(mac.to_u64());
+        let (b1, _) = self.hash(mac.to_u64());
         prefetch(&self.buckets[b1]);
-        prefetch(&self.buckets[b2]);
     }
 
     /// (slot index, entry word) of `mac`.
     #[inline]
     fn find(&self, mac: u64) -> Option<(usize, u64)> {
         let (b1, b2) = self.hash(mac);
-        for b in [b1, b2] {
-            let bucket = &self.buckets[b];
-            for s in 0..SLOTS {
-                let e = bucket.entries[s].load(Relaxed);
-                if e != 0 && unpack(e).0 == mac {
-                    return Some((b * SLOTS + s, e));
-                }
-            }
+        self.find_in(mac, b1, b2)
+    }
+
+    #[inline]
+    fn find_in(&self, mac: u64, b1: usize, b2: usize) -> Option<(usize, u64)> {
+        if mac == 0 {
+            return None; // never stored; also keeps empty slots from matching
         }
-        None
+        if let Some((s, e)) = scan(&self.buckets[b1], mac) {
+            return Some((b1 * SLOTS + s, e));
+        }
+        scan(&self.buckets[b2], mac).map(|(s, e)| (b2 * SLOTS + s, e))
     }
 
     #[inline]
@@ -174,15 +177,22 @@ impl Fdb {
         self.find(mac.to_u64()).map(|(_, e)| unpack(e).1)
     }
 
-    /// Looks up a batch of MACs: prefetches every candidate bucket first, then
-    /// reads them, so cache misses of a large table overlap instead of adding up.
+    /// Looks up a batch of MACs: hashes and prefetches every primary bucket first,
+    /// then reads them, so the cache misses of a large table overlap instead of adding up.
     #[inline]
     pub fn lookup_batch(&self, macs: &[MacAddr], out: &mut [Option<PortId>]) {
-        for m in macs {
-            self.prefetch(*m);
-        }
-        for (m, o) in macs.iter().zip(out.iter_mut()) {
-            *o = self.lookup(*m);
+        const CHUNK: usize = 64;
+        for (macs, out) in macs.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let mut keys = [(0u64, 0usize, 0usize); CHUNK];
+            for (k, m) in keys.iter_mut().zip(macs) {
+                let v = m.to_u64();
+                let (b1, b2) = self.hash(v);
+                prefetch(&self.buckets[b1]);
+                *k = (v, b1, b2);
+            }
+            for (o, &(v, b1, b2)) in out.iter_mut().zip(keys.iter()) {
+                *o = self.find_in(v, b1, b2).map(|(_, e)| unpack(e).1);
+            }
         }
     }
 
@@ -227,34 +237,60 @@ impl Fdb {
             self.count.fetch_sub(1, Relaxed);
             return Some(Learn::Refused);
         }
-        // Power of two choices: the emptier bucket first.
+        // First fit: the primary bucket, then the secondary one, so most entries sit in
+        // their primary bucket and most lookups read one cache line.
         let (b1, b2) = self.hash(mac);
-        let order = if self.free_slots(b2) > self.free_slots(b1) { [b2, b1] } else { [b1, b2] };
-        for b in order {
-            let bucket = &self.buckets[b];
+        for b in [b1, b2] {
+            if self.claim_free(b, new, now).is_some() {
+                return Some(Learn::Inserted);
+            }
+        }
+        // Both full: move one resident of either bucket to its other candidate bucket
+        // (one cuckoo step) and take its slot. A reader may find the moved entry in
+        // both places for a moment, never in neither.
+        for b in [b1, b2] {
             for s in 0..SLOTS {
-                let cur = bucket.entries[s].load(Relaxed);
-                if cur != 0 {
-                    if unpack(cur).0 == mac {
-                        // Another worker inserted the same MAC first.
-                        self.count.fetch_sub(1, Relaxed);
-                        return None;
-                    }
+                let e = self.buckets[b].entries[s].load(Relaxed);
+                if e == 0 {
+                    continue;
+                }
+                let (o1, o2) = self.hash(unpack(e).0);
+                let alt = if o1 == b { o2 } else { o1 };
+                let seen = self.seen[b * SLOTS + s].load(Relaxed);
+                if self.claim_free(alt, e, seen).is_none() {
                     continue;
                 }
                 self.seen[b * SLOTS + s].store(now, Relaxed);
-                match bucket.entries[s].compare_exchange(0, new, Relaxed, Relaxed) {
-                    Ok(_) => return Some(Learn::Inserted),
-                    Err(cur) if unpack(cur).0 == mac => {
-                        self.count.fetch_sub(1, Relaxed);
-                        return None;
-                    }
-                    Err(_) => {}
+                if self.buckets[b].entries[s].compare_exchange(e, new, Relaxed, Relaxed).is_ok() {
+                    return Some(Learn::Inserted);
                 }
+                // The resident changed under us (moved by its owner): undo the copy.
+                self.remove_exact(alt, e);
             }
         }
         self.count.fetch_sub(1, Relaxed);
         Some(Learn::Refused)
+    }
+
+    /// Puts `entry` into a free slot of bucket `b`; returns the slot index.
+    fn claim_free(&self, b: usize, entry: u64, seen: u32) -> Option<usize> {
+        let bucket = &self.buckets[b];
+        for s in 0..SLOTS {
+            if bucket.entries[s].load(Relaxed) != 0 {
+                continue;
+            }
+            self.seen[b * SLOTS + s].store(seen, Relaxed);
+            if bucket.entries[s].compare_exchange(0, entry, Relaxed, Relaxed).is_ok() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn remove_exact(&self, b: usize, entry: u64) {
+        for s in 0..SLOTS {
+            let _ = self.buckets[b].entries[s].compare_exchange(entry, 0, Relaxed, Relaxed);
+        }
     }
 
     /// Removes `mac` (if present). Returns whether it was there.
@@ -315,18 +351,69 @@ impl Fdb {
     }
 }
 
-/// A boxed slice of `n` zeroed `T`s. Large ones come straight from mmap and are backed
-/// by the kernel page by page as they are written.
-///
-/// # Safety
-/// All-zero bytes must be a valid `T`.
-unsafe fn zeroed_slice<T>(n: usize) -> Box<[T]> {
-    let layout = std::alloc::Layout::array::<T>(n).expect("fdb layout");
-    let p = std::alloc::alloc_zeroed(layout) as *mut T;
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
+/// A zeroed array in its own anonymous mapping: pages are backed by the kernel as they
+/// are written, and arrays of 8 MiB and more ask for transparent huge pages (a lookup
+/// in a big table then costs one cache miss, not a cache miss plus a page walk).
+struct MapSlice<T> {
+    ptr: *mut T,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is owned; T is Sync/Send (atomics).
+unsafe impl<T: Sync> Sync for MapSlice<T> {}
+unsafe impl<T: Send> Send for MapSlice<T> {}
+
+const HUGE_MIN: usize = 8 << 20;
+
+impl<T> MapSlice<T> {
+    /// # Safety
+    /// All-zero bytes must be a valid `T`.
+    unsafe fn zeroed(len: usize) -> MapSlice<T> {
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            std::alloc::handle_alloc_error(std::alloc::Layout::array::<T>(len).expect("layout"));
+        }
+        if bytes >= HUGE_MIN {
+            libc::madvise(p, bytes, libc::MADV_HUGEPAGE);
+        }
+        MapSlice { ptr: p as *mut T, len, bytes }
     }
-    Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+}
+
+impl<T> std::ops::Deref for MapSlice<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: ptr/len describe the live mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T> Drop for MapSlice<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `zeroed` mapped.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.bytes) };
+    }
+}
+
+/// Finds `mac` in one bucket: (slot, entry word).
+#[inline(always)]
+fn scan(bucket: &Bucket, mac: u64) -> Option<(usize, u64)> {
+    for s in 0..SLOTS {
+        let e = bucket.entries[s].load(Relaxed);
+        if (e >> 16) == mac {
+            return Some((s, e));
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -414,6 +501,23 @@ mod tests {
             }
             assert_eq!(f.len(), cap);
         }
+    }
+
+    #[test]
+    fn most_entries_sit_in_their_primary_bucket() {
+        let f = Fdb::new(100_000);
+        for i in 0..100_000u64 {
+            assert_eq!(f.learn(MacAddr::from_u64(0x0200_0000_0000 | (i * 7919)), 1, 0), Learn::Inserted);
+        }
+        let primary = f
+            .entries()
+            .iter()
+            .filter(|e| {
+                let (b1, _) = f.hash(e.mac.to_u64());
+                f.buckets[b1].entries.iter().any(|x| unpack(x.load(Relaxed)).0 == e.mac.to_u64())
+            })
+            .count();
+        assert!(primary > 95_000, "{primary} of 100000 in the primary bucket");
     }
 
     #[test]
