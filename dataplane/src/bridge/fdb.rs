@@ -224,10 +224,6 @@ impl Fdb {
         }
     }
 
-    fn free_slots(&self, b: usize) -> usize {
-        self.buckets[b].entries.iter().filter(|e| e.load(Relaxed) == 0).count()
-    }
-
     fn insert(&self, mac: u64, new: u64, now: u32) -> Option<Learn> {
         let _guard = self.insert_lock.lock();
         if self.find(mac).is_some() {
