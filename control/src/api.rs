@@ -35,6 +35,11 @@ pub struct NetworkCreate {
     pub mac_table_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_aging: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// Inter-container communication (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icc: Option<bool>,
 }
 
 /// Parameters of `connect`.
@@ -48,6 +53,11 @@ pub struct Connect {
     pub mac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// `-p` specs, Docker syntax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// Every request the daemon understands.
@@ -69,6 +79,8 @@ pub enum Request {
     PortRm { network: String, ifname: String },
     PortLs,
     FdbShow { network: String },
+    /// Published ports of a sandbox (`docker port`).
+    PortMappings { sandbox: String },
     Stats { #[serde(default, skip_serializing_if = "Option::is_none")] port: Option<String> },
 }
 

@@ -31,16 +31,30 @@ pub const TAP_PREFIX: &str = "vst";
 
 type R<T> = Result<T, String>;
 
+/// Host-level settings of the controller (daemon options, not persisted state).
+#[derive(Clone, Debug)]
+pub struct CtlOpts {
+    /// Host ports handed out for `-p CONTAINER_PORT` without a host port.
+    pub ephemeral_ports: (u16, u16),
+}
+
+impl Default for CtlOpts {
+    fn default() -> Self {
+        CtlOpts { ephemeral_ports: (49153, 60999) }
+    }
+}
+
 pub struct Controller {
     pub state: State,
     store: FileStore,
     pub dp: Dp,
     nl: Netlink,
+    pub opts: CtlOpts,
 }
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()? })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -71,6 +85,7 @@ impl Controller {
             Request::PortRm { network, ifname } => self.port_rm(&network, &ifname),
             Request::PortLs => Ok(self.port_ls()),
             Request::FdbShow { network } => self.fdb_show(&network),
+            Request::PortMappings { sandbox } => self.port_mappings(&sandbox),
             Request::Stats { port } => self.stats(port.as_deref()),
         }
     }
@@ -151,6 +166,8 @@ impl Controller {
             mac_table_size,
             mac_aging,
             created: model::now_unix(),
+            internal: p.internal,
+            icc: p.icc.unwrap_or(true),
         };
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());
@@ -177,7 +194,7 @@ impl Controller {
             "gateway": n.gateway.to_string(),
             "gateway_mac": n.gateway_mac.to_string(),
             "ip_range": n.ip_range.map(|r| r.to_string()),
-            "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging},
+            "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging, "internal": n.internal, "icc": n.icc},
             "endpoints": eps,
             "ports": ports,
         })
@@ -196,6 +213,8 @@ impl Controller {
             "default_route": e.default_route,
             "port_id": e.port_id,
             "attached": self.dp.is_attached(e.port_id),
+            "aliases": e.aliases,
+            "published": e.published.iter().map(|m| json!({"proto": m.proto, "host_ip": m.host_ip.map(|i| i.to_string()), "host_port": m.host_port, "container_port": m.container_port})).collect::<Vec<_>>(),
         })
     }
 
@@ -357,6 +376,20 @@ impl Controller {
         if mac == net.gateway_mac || self.state.endpoints_of_network(&net.name).any(|e| e.mac == mac) {
             return Err(format!("--mac {mac}: already in use on network {}", net.name));
         }
+        let specs: Vec<crate::publish::PublishSpec> = c.publish.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+        if net.internal && !specs.is_empty() {
+            return Err(format!("-p: network {} is internal, ports cannot be published from it", net.name));
+        }
+        let taken: Vec<(crate::publish::PortMapping, String)> = self
+            .state
+            .endpoints
+            .values()
+            .flat_map(|e| e.published.iter().map(move |m| (*m, format!("sandbox {}", e.sandbox))))
+            .collect();
+        let published = crate::publish::allocate(&specs, &taken, self.opts.ephemeral_ports)?;
+        for a in &c.aliases {
+            model::validate_name("alias", a)?;
+        }
         let taken: BTreeSet<String> = self.state.endpoints_of_sandbox(&c.sandbox).map(|e| e.ifname.clone()).collect();
         let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
         let id = model::random_id();
@@ -375,6 +408,8 @@ impl Controller {
             ip,
             port_id: self.free_port_id()?,
             default_route: self.state.endpoints_of_sandbox(&c.sandbox).next().is_none(),
+            published,
+            aliases: c.aliases.clone(),
         };
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;
@@ -580,6 +615,25 @@ impl Controller {
     }
 
     // ---- dumps ------------------------------------------------------------------------
+
+    fn port_mappings(&self, sandbox: &str) -> R<Value> {
+        if !self.state.sandboxes.contains_key(sandbox) {
+            return Err(format!("sandbox {sandbox} not found"));
+        }
+        let mut v: Vec<(crate::publish::PortMapping, String)> = self
+            .state
+            .endpoints_of_sandbox(sandbox)
+            .flat_map(|e| e.published.iter().map(move |m| (*m, e.network.clone())))
+            .collect();
+        v.sort();
+        Ok(Value::Array(
+            v.into_iter()
+                .map(|(m, net)| {
+                    json!({"proto": m.proto, "container_port": m.container_port, "host_ip": m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(), "host_port": m.host_port, "network": net, "text": m.to_string()})
+                })
+                .collect(),
+        ))
+    }
 
     /// Every port: (id, display name, network, kind).
     fn all_ports(&self) -> Vec<(u16, String, String, String)> {

@@ -71,6 +71,8 @@ mod tests {
             mac_table_size: 1,
             mac_aging: 1,
             created: 0,
+            internal: false,
+            icc: true,
         }
     }
 

@@ -11,5 +11,6 @@ pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod publish;
 pub mod server;
 pub mod store;

@@ -192,6 +192,17 @@ pub struct Network {
     pub mac_aging: u32,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// No route to the uplink and no published ports (`--internal`).
+    #[serde(default)]
+    pub internal: bool,
+    /// Sandboxes of this network may talk to each other (`--icc`, default true); when
+    /// false they reach only the gateway.
+    #[serde(default = "yes")]
+    pub icc: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A network namespace managed by vswitchd.
@@ -222,6 +233,12 @@ pub struct Endpoint {
     /// This endpoint carries the sandbox's default route.
     #[serde(default)]
     pub default_route: bool,
+    /// Ports published with `-p`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<crate::publish::PortMapping>,
+    /// DNS aliases on this network (`--alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// An interface attached to a network with `port add`.
@@ -365,6 +382,8 @@ mod tests {
                 mac_table_size: 65536,
                 mac_aging: 300,
                 created: 1,
+                internal: false,
+                icc: true,
             },
         );
         let j = serde_json::to_string(&s).unwrap();

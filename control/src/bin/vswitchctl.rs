@@ -52,12 +52,18 @@ enum Cmd {
         /// veth (default) or tap.
         #[arg(long)]
         port_kind: Option<String>,
+        /// Publish a port: [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|/udp] (repeatable).
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        publish: Vec<String>,
+        /// A DNS name for the sandbox on this network (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, sandbox: String },
-    /// Attach existing interfaces (or new TAPs) to networks.
-    #[command(subcommand)]
-    Port(PortCmd),
+    /// `port SANDBOX`: published ports of a sandbox (like `docker port`);
+    /// `port add|rm|ls`: attach existing interfaces (or new TAPs) to networks.
+    Port(PortArgs),
     /// MAC tables.
     #[command(subcommand)]
     Fdb(FdbCmd),
@@ -93,6 +99,12 @@ enum NetworkCmd {
         /// Seconds before an idle MAC entry is forgotten.
         #[arg(long)]
         mac_aging: Option<u32>,
+        /// No way out: no route to the uplink, no published ports.
+        #[arg(long)]
+        internal: bool,
+        /// Inter-container communication; --icc=false lets sandboxes reach only the gateway.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        icc: Option<bool>,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -135,6 +147,15 @@ enum SandboxCmd {
     Ls,
 }
 
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct PortArgs {
+    #[command(subcommand)]
+    cmd: Option<PortCmd>,
+    /// List the ports SANDBOX publishes.
+    sandbox: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum PortCmd {
     /// Attach an existing interface (system) or a new TAP (tap) to a network.
@@ -175,8 +196,18 @@ fn main() {
     let json = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
-        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging }) => {
-            let v = go(Request::NetworkCreate(NetworkCreate { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging }));
+        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc }) => {
+            let v = go(Request::NetworkCreate(NetworkCreate {
+                name,
+                subnet,
+                gateway,
+                ip_range,
+                mtu,
+                mac_table_size,
+                mac_aging,
+                internal,
+                icc,
+            }));
             print_or(json, &v, |v| println!("{}", s(&v["id"])));
         }
         Cmd::Network(NetworkCmd::Ls { quiet }) => {
@@ -244,8 +275,8 @@ fn main() {
                 )
             });
         }
-        Cmd::Connect { network, sandbox, ip, mac, port_kind } => {
-            let v = go(Request::Connect(Connect { network, sandbox, ip, mac, kind: port_kind }));
+        Cmd::Connect { network, sandbox, ip, mac, port_kind, publish, aliases } => {
+            let v = go(Request::Connect(Connect { network, sandbox, ip, mac, kind: port_kind, publish, aliases }));
             print_or(json, &v, |v| {
                 println!("{} {} {} {} {}", s(&v["sandbox"]), s(&v["interface"]), s(&v["ipv4_address"]), s(&v["mac_address"]), s(&v["kind"]))
             });
@@ -253,14 +284,22 @@ fn main() {
         Cmd::Disconnect { network, sandbox } => {
             go(Request::Disconnect { network, sandbox });
         }
-        Cmd::Port(PortCmd::Add { network, iface, kind }) => {
+        Cmd::Port(PortArgs { cmd: None, sandbox: Some(sandbox) }) => {
+            let v = go(Request::PortMappings { sandbox });
+            print_or(json, &v, |v| rows(v).iter().for_each(|m| println!("{}", s(&m["text"]))));
+        }
+        Cmd::Port(PortArgs { cmd: None, sandbox: None }) => {
+            eprintln!("Error: port: give a SANDBOX, or one of add, rm, ls");
+            std::process::exit(2);
+        }
+        Cmd::Port(PortArgs { cmd: Some(PortCmd::Add { network, iface, kind }), .. }) => {
             let v = go(Request::PortAdd { network, ifname: iface, kind });
             print_or(json, &v, |v| println!("{}", s(&v["interface"])));
         }
-        Cmd::Port(PortCmd::Rm { network, iface }) => {
+        Cmd::Port(PortArgs { cmd: Some(PortCmd::Rm { network, iface }), .. }) => {
             go(Request::PortRm { network, ifname: iface });
         }
-        Cmd::Port(PortCmd::Ls) => {
+        Cmd::Port(PortArgs { cmd: Some(PortCmd::Ls), .. }) => {
             let v = go(Request::PortLs);
             print_or(json, &v, |v| {
                 table(
