@@ -28,6 +28,8 @@ pub fn tables(ports: PortId, fdb_cap: u32) -> Tables {
         ports: ids,
         gateway: Some(GatewayV4 { ip: [10, 0, 0, 1].into(), prefix_len: 24, mac: MacAddr([2, 0, 0, 0, 0, 1]) }),
         mtu: 1500,
+        internal: false,
+        icc: true,
     });
     t
 }

@@ -31,16 +31,37 @@ pub const TAP_PREFIX: &str = "vst";
 
 type R<T> = Result<T, String>;
 
+fn e2s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 /// Host-level settings of the controller (daemon options, not persisted state).
 #[derive(Clone, Debug)]
 pub struct CtlOpts {
     /// Host ports handed out for `-p CONTAINER_PORT` without a host port.
     pub ephemeral_ports: (u16, u16),
+    /// Relay published ports from 127.0.0.1 of the daemon's namespace.
+    pub userland_proxy: bool,
+    /// The interface towards the outside world, if any.
+    pub uplink: Option<UplinkCfg>,
 }
+
+/// `vswitchd --uplink IFACE --uplink-addr IP/PREFIX [--uplink-gateway IP]`: an
+/// interface of the daemon's namespace whose address the dataplane owns (the kernel
+/// holds no address on it).
+#[derive(Clone, Debug)]
+pub struct UplinkCfg {
+    pub ifname: String,
+    pub addr: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Port number reserved for the uplink.
+pub const UPLINK_PORT: u16 = u16::MAX;
 
 impl Default for CtlOpts {
     fn default() -> Self {
-        CtlOpts { ephemeral_ports: (49153, 60999) }
+        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None }
     }
 }
 
@@ -50,11 +71,12 @@ pub struct Controller {
     pub dp: Dp,
     nl: Netlink,
     pub opts: CtlOpts,
+    proxy: crate::proxy::Proxy,
 }
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -339,7 +361,7 @@ impl Controller {
 
     fn free_port_id(&self) -> R<u16> {
         let used: BTreeSet<u16> = self.state.used_port_ids().collect();
-        (1..=u16::MAX).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
+        (1..UPLINK_PORT).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
     }
 
     fn connect(&mut self, c: Connect) -> R<Value> {
@@ -413,11 +435,19 @@ impl Controller {
         };
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;
+        let undo = |me: &mut Controller| {
+            me.proxy_remove(&ep);
+            me.dp.detach(ep.port_id);
+            endpoint::delete(&mut me.nl, Some(&sb), &ep);
+        };
+        if let Err(e) = self.proxy_add(&ep) {
+            undo(self);
+            return Err(e);
+        }
         let mut new = self.state.clone();
         new.endpoints.insert(ep.id.clone(), ep.clone());
         if let Err(e) = self.commit(new) {
-            self.dp.detach(ep.port_id);
-            endpoint::delete(&mut self.nl, Some(&sb), &ep);
+            undo(self);
             return Err(e);
         }
         self.dp.publish(&self.state);
@@ -496,6 +526,7 @@ impl Controller {
         };
         self.commit(new)?;
         self.dp.publish(&self.state);
+        self.proxy_remove(&ep);
         self.dp.detach(ep.port_id);
         self.dp.flush_port(net.net_id, ep.port_id);
         let sb = Netns::open_named(sandbox).ok();
@@ -512,6 +543,29 @@ impl Controller {
         }
         info!(network, sandbox, "disconnected");
         Ok(json!({"network": network, "sandbox": sandbox, "released_ip": ep.ip.to_string()}))
+    }
+
+    /// Starts the userland proxy for the endpoint's published ports.
+    fn proxy_add(&mut self, ep: &Endpoint) -> R<()> {
+        if !self.opts.userland_proxy {
+            return Ok(());
+        }
+        let t = |m: &crate::publish::PortMapping| crate::proxy::Target { sandbox: ep.sandbox.clone(), ip: ep.ip, port: m.container_port };
+        for (i, m) in ep.published.iter().enumerate() {
+            if let Err(e) = self.proxy.add(m, &t(m)) {
+                for m in &ep.published[..i] {
+                    self.proxy.remove(m);
+                }
+                return Err(format!("-p {}: cannot listen on 127.0.0.1:{}/{}: {e}", m.container_port, m.host_port, m.proto));
+            }
+        }
+        Ok(())
+    }
+
+    fn proxy_remove(&mut self, ep: &Endpoint) {
+        for m in &ep.published {
+            self.proxy.remove(m);
+        }
     }
 
     // ---- attached ports -------------------------------------------------------------
@@ -751,6 +805,9 @@ impl Controller {
             if let Err(e) = self.realise_endpoint(&sb, ep, &net, false) {
                 warn!(error = %e, "endpoint not restored");
             }
+            if let Err(e) = self.proxy_add(ep) {
+                warn!(error = %e, "userland proxy not restored");
+            }
             if total >= 20 && (i + 1) % 20 == 0 {
                 info!("restored {}/{} endpoints", i + 1, total);
             }
@@ -762,6 +819,11 @@ impl Controller {
                 warn!(error = %e, "port not attached");
             }
         }
+        if let Some(u) = self.opts.uplink.clone() {
+            if let Err(e) = self.attach_uplink(&u) {
+                warn!(uplink = %u.ifname, error = %e, "uplink not attached");
+            }
+        }
         self.dp.publish(&self.state);
         info!(
             networks = self.state.networks.len(),
@@ -770,6 +832,29 @@ impl Controller {
             ports = ports.len(),
             "state restored"
         );
+    }
+
+    /// Attaches the uplink interface: up, no kernel ARP (the dataplane answers for the
+    /// uplink address), no IPv6 link-local, read with AF_PACKET like any port.
+    fn attach_uplink(&mut self, u: &UplinkCfg) -> R<()> {
+        let l = self
+            .nl
+            .link_by_name(&u.ifname)
+            .map_err(e2s)?
+            .ok_or_else(|| format!("--uplink {}: interface not found", u.ifname))?;
+        let mac = l.mac.ok_or_else(|| format!("--uplink {}: has no Ethernet address", u.ifname))?;
+        endpoint::configure_switch_side(&mut self.nl, &u.ifname, None).map_err(e2s)?;
+        self.dp.attach_system(UPLINK_PORT, &u.ifname).map_err(e2s)?;
+        self.dp.set_uplink(Some(dataplane::tables::UplinkEntry {
+            port: UPLINK_PORT,
+            ip: u.addr.addr,
+            prefix_len: u.addr.prefix_len,
+            mac: MacAddr(mac),
+            gateway: u.gateway,
+            mtu: l.mtu,
+        }));
+        info!(uplink = %u.ifname, addr = %u.addr, gateway = ?u.gateway, "uplink attached");
+        Ok(())
     }
 
     /// (MAC table, aging seconds) of every network, for the aging sweep.

@@ -21,6 +21,7 @@ pub struct DaemonOpts {
     /// Run inside /run/netns/NAME instead of the caller's namespace.
     pub netns: Option<String>,
     pub dp: DpConfig,
+    pub ctl: crate::controller::CtlOpts,
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -64,6 +65,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, "starting");
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
+    ctl.opts = opts.ctl.clone();
     ctl.reconcile();
     let ctl = Arc::new(Mutex::new(ctl));
     let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;

@@ -55,6 +55,7 @@ pub struct Dp {
     attached: BTreeSet<PortId>,
     /// Ports that accept offloaded frames.
     offload: HashMap<PortId, bool>,
+    uplink: Option<dataplane::tables::UplinkEntry>,
 }
 
 impl Dp {
@@ -71,7 +72,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new() })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -124,6 +125,15 @@ impl Dp {
         self.offload.remove(&id);
     }
 
+    /// Sets the uplink (published with the next `publish`).
+    pub fn set_uplink(&mut self, u: Option<dataplane::tables::UplinkEntry>) {
+        self.uplink = u;
+    }
+
+    pub fn uplink(&self) -> Option<dataplane::tables::UplinkEntry> {
+        self.uplink
+    }
+
     pub fn is_attached(&self, id: PortId) -> bool {
         self.attached.contains(&id)
     }
@@ -165,9 +175,12 @@ impl Dp {
                 ports,
                 gateway: Some(GatewayV4 { ip: net.gateway, prefix_len: net.subnet.prefix_len, mac: net.gateway_mac }),
                 mtu: net.mtu,
+                internal: net.internal,
+                icc: net.icc,
             });
         }
         self.fdbs.retain(|id, _| live.contains(id));
+        t.uplink = self.uplink.filter(|u| self.attached.contains(&u.port));
         self.tables.publish(t);
     }
 

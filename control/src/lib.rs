@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod model;
 pub mod netlink;
 pub mod netns;
+pub mod proxy;
 pub mod publish;
 pub mod server;
 pub mod store;

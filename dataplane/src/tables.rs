@@ -41,6 +41,21 @@ pub struct GatewayV4 {
     pub mac: MacAddr,
 }
 
+/// The interface towards the outside world. Its address is owned by the dataplane
+/// (the kernel has none on it): the router answers ARP and ping for it, masquerades
+/// sandbox traffic behind it and receives published ports on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkEntry {
+    pub port: PortId,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The interface's own MAC.
+    pub mac: MacAddr,
+    /// Next hop for everything outside the uplink's subnet.
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
 /// One network (L2 segment).
 #[derive(Clone)]
 pub struct NetworkEntry {
@@ -52,6 +67,10 @@ pub struct NetworkEntry {
     pub ports: Vec<PortId>,
     pub gateway: Option<GatewayV4>,
     pub mtu: u32,
+    /// No route to the uplink (`--internal`).
+    pub internal: bool,
+    /// Ports may talk to each other (`--icc`); when false, only to the gateway.
+    pub icc: bool,
 }
 
 /// An immutable snapshot of everything the workers forward with.
@@ -62,6 +81,7 @@ pub struct Tables {
     pub ports: Vec<Option<PortEntry>>,
     /// Indexed by `NetId`.
     pub networks: Vec<Option<NetworkEntry>>,
+    pub uplink: Option<UplinkEntry>,
 }
 
 impl Tables {

@@ -43,6 +43,21 @@ struct Args {
     /// MTU-sized frame with a complete checksum (for comparison; slower).
     #[arg(long)]
     no_offload: bool,
+    /// The interface towards the outside world (its address is owned by vswitchd).
+    #[arg(long, value_name = "IFACE", requires = "uplink_addr")]
+    uplink: Option<String>,
+    /// The uplink's address, e.g. 198.51.100.2/24.
+    #[arg(long, value_name = "IP/PREFIX", requires = "uplink")]
+    uplink_addr: Option<String>,
+    /// Next hop for everything beyond the uplink's subnet.
+    #[arg(long, value_name = "IP", requires = "uplink")]
+    uplink_gateway: Option<String>,
+    /// Relay published ports from 127.0.0.1 of this namespace (like docker-proxy).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    userland_proxy: bool,
+    /// Host ports for `-p CONTAINER_PORT` without a host port.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "49153-60999")]
+    ephemeral_ports: String,
     /// Log filter (also RUST_LOG), e.g. info, debug, control=debug.
     #[arg(long, default_value = "info")]
     log: String,
@@ -71,7 +86,38 @@ fn main() {
         afpacket: AfPacketOpts { vnet, ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
     };
-    let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp };
+    let fail = |m: String| -> ! {
+        eprintln!("vswitchd: {m}");
+        std::process::exit(2);
+    };
+    let uplink = match (&a.uplink, &a.uplink_addr) {
+        (Some(i), Some(addr)) => {
+            if let Err(e) = control::model::validate_ifname(i) {
+                fail(format!("--uplink: {e}"));
+            }
+            let addr: control::model::Ipv4Cidr = addr.parse().unwrap_or_else(|e| fail(format!("--uplink-addr {addr:?}: {e}")));
+            if addr.prefix_len > 31 || addr.is_network_address() {
+                fail(format!("--uplink-addr {addr}: want a host address with its prefix, e.g. 198.51.100.2/24"));
+            }
+            let gateway = a.uplink_gateway.as_ref().map(|g| {
+                let ip: std::net::Ipv4Addr = g.parse().unwrap_or_else(|_| fail(format!("--uplink-gateway {g:?}: not an IPv4 address")));
+                if !addr.contains(ip) || ip == addr.addr {
+                    fail(format!("--uplink-gateway {ip}: not another address of {}", addr.trunc()));
+                }
+                ip
+            });
+            Some(control::controller::UplinkCfg { ifname: i.clone(), addr, gateway })
+        }
+        _ => None,
+    };
+    let eph = a
+        .ephemeral_ports
+        .split_once('-')
+        .and_then(|(x, y)| Some((x.parse::<u16>().ok()?, y.parse::<u16>().ok()?)))
+        .filter(|(x, y)| *x >= 1 && x <= y)
+        .unwrap_or_else(|| fail(format!("--ephemeral-ports {:?}: want FIRST-LAST, e.g. 49153-60999", a.ephemeral_ports)));
+    let ctl = control::controller::CtlOpts { ephemeral_ports: eph, userland_proxy: a.userland_proxy, uplink };
+    let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp, ctl };
     if let Err(e) = run(opts) {
         eprintln!("vswitchd: {e}");
         std::process::exit(1);

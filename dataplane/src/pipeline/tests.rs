@@ -40,6 +40,8 @@ fn world(fdb_cap: u32) -> Tables {
             ports: ports.to_vec(),
             gateway: Some(GatewayV4 { ip: [10, 10, nid as u8, 1].into(), prefix_len: 24, mac: GW_MAC }),
             mtu: 1500,
+            internal: false,
+            icc: true,
         });
     }
     t
