@@ -39,14 +39,15 @@ fn bridge(c: &mut Criterion) {
             b.push(id);
         }
         let mut sink = Sink(0);
+        let mut rs = dataplane::pipeline::RouterState::default();
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_function(BenchmarkId::new("unicast_64B", batch), |bn| {
             bn.iter(|| {
                 for &id in b.as_slice() {
                     pool.add_ref(id, 1);
                 }
-                let cx = Ctx { tables: &t, now: 1, stats: &stats };
-                process(&cx, &mut pool, 1, &b, &mut sink);
+                let cx = Ctx { tables: &t, now: 1, now_ms: 1000, stats: &stats };
+                process(&cx, &mut rs, &mut pool, 1, &b, &mut sink);
             })
         });
         black_box(sink.0);

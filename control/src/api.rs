@@ -81,6 +81,8 @@ pub enum Request {
     FdbShow { network: String },
     /// Published ports of a sandbox (`docker port`).
     PortMappings { sandbox: String },
+    ConntrackLs,
+    ConntrackFlush,
     Stats { #[serde(default, skip_serializing_if = "Option::is_none")] port: Option<String> },
 }
 

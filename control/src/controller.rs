@@ -108,6 +108,12 @@ impl Controller {
             Request::PortLs => Ok(self.port_ls()),
             Request::FdbShow { network } => self.fdb_show(&network),
             Request::PortMappings { sandbox } => self.port_mappings(&sandbox),
+            Request::ConntrackLs => Ok(self.conntrack_ls()),
+            Request::ConntrackFlush => {
+                let epoch = self.dp.conntrack().flush();
+                info!(epoch, "connection table flushed");
+                Ok(json!({"flushed": true}))
+            }
             Request::Stats { port } => self.stats(port.as_deref()),
         }
     }
@@ -670,6 +676,24 @@ impl Controller {
 
     // ---- dumps ------------------------------------------------------------------------
 
+    fn conntrack_ls(&self) -> Value {
+        let now = dataplane::clock::now_secs();
+        let mut v = Vec::new();
+        self.dp.conntrack().dump(now, |c| {
+            v.push(json!({
+                "proto": match c.orig.proto { 6 => "tcp".to_string(), 17 => "udp".to_string(), 1 => "icmp".to_string(), p => p.to_string() },
+                "orig": c.orig.to_string(),
+                "reply": c.reply.to_string(),
+                "state": format!("{:?}", c.state),
+                "snat": c.snat,
+                "dnat": c.dnat,
+                "age": now.saturating_sub(c.created),
+                "expires_in": c.expires_in,
+            }));
+        });
+        Value::Array(v)
+    }
+
     fn port_mappings(&self, sandbox: &str) -> R<Value> {
         if !self.state.sandboxes.contains_key(sandbox) {
             return Err(format!("sandbox {sandbox} not found"));
@@ -855,6 +879,11 @@ impl Controller {
         }));
         info!(uplink = %u.ifname, addr = %u.addr, gateway = ?u.gateway, "uplink attached");
         Ok(())
+    }
+
+    /// The shared connection and neighbour tables, for the housekeeping sweeps.
+    pub fn router_tables(&self) -> (std::sync::Arc<dataplane::nat::ConnTable>, std::sync::Arc<dataplane::router::neigh::NeighCache>) {
+        (self.dp.conntrack().clone(), self.dp.neigh().clone())
     }
 
     /// (MAC table, aging seconds) of every network, for the aging sweep.

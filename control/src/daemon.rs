@@ -72,6 +72,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     info!(socket = %sock.display(), "listening");
 
     let hk = ctl.clone();
+    let (conntrack, neigh) = ctl.lock().unwrap_or_else(|p| p.into_inner()).router_tables();
     std::thread::Builder::new()
         .name("vsw-housekeeping".into())
         .spawn(move || loop {
@@ -81,6 +82,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             for (fdb, aging) in work {
                 fdb.age_out(now, aging);
             }
+            // Expired and flushed connections, a bounded slice per second (the whole
+            // table every few seconds at the default size), and stale neighbours.
+            conntrack.sweep(now, 65_536);
+            neigh.age_out(dataplane::clock::now_ms());
         })
         .map_err(|e| e.to_string())?;
 

@@ -12,7 +12,10 @@ use dataplane::port::afpacket::{self, AfPacket, AfPacketOpts};
 use dataplane::port::tap::{TapOpts, TapQueue};
 use dataplane::port::Port;
 use dataplane::stats::{PortTotals, StatsSnapshot};
-use dataplane::tables::{GatewayV4, NetworkEntry, PortEntry, Tables, TablesHandle};
+use dataplane::nat::{ConnTable, DnatRule, DnatTable, NatConfig};
+use dataplane::router::fib::{Egress, FibBuilder, NextHop};
+use dataplane::router::neigh::NeighCache;
+use dataplane::tables::{GatewayV4, LocalAddr, NetworkEntry, PortEntry, RouterTables, Tables, TablesHandle, UplinkEntry};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 
 use crate::model::State;
@@ -28,6 +31,8 @@ pub struct DpConfig {
     pub busy_poll: bool,
     pub afpacket: AfPacketOpts,
     pub tap: TapOpts,
+    /// Most connections tracked at once (`--conntrack-max`).
+    pub conntrack_max: u32,
 }
 
 impl Default for DpConfig {
@@ -40,6 +45,7 @@ impl Default for DpConfig {
             busy_poll: false,
             afpacket: AfPacketOpts::default(),
             tap: TapOpts::default(),
+            conntrack_max: 262_144,
         }
     }
 }
@@ -56,11 +62,15 @@ pub struct Dp {
     /// Ports that accept offloaded frames.
     offload: HashMap<PortId, bool>,
     uplink: Option<dataplane::tables::UplinkEntry>,
+    conntrack: Arc<ConnTable>,
+    neigh: Arc<NeighCache>,
 }
 
 impl Dp {
     pub fn start(cfg: DpConfig) -> io::Result<Dp> {
         let tables = Arc::new(TablesHandle::new());
+        let conntrack = Arc::new(ConnTable::new(NatConfig { max_conns: cfg.conntrack_max.max(1), ..NatConfig::default() }));
+        let neigh = Arc::new(NeighCache::default());
         let mut workers = Vec::new();
         for i in 0..cfg.workers.max(1) {
             let wc = WorkerConfig {
@@ -72,7 +82,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -181,7 +191,55 @@ impl Dp {
         }
         self.fdbs.retain(|id, _| live.contains(id));
         t.uplink = self.uplink.filter(|u| self.attached.contains(&u.port));
+        t.router = Some(Arc::new(self.router_tables(state, t.uplink)));
         self.tables.publish(t);
+    }
+
+    /// Routes, published ports, known endpoints and own addresses for the router.
+    fn router_tables(&self, state: &State, uplink: Option<UplinkEntry>) -> RouterTables {
+        let mut fib = FibBuilder::new();
+        let mut local = HashMap::new();
+        let mut hosts = HashMap::new();
+        for n in state.networks.values() {
+            let _ = fib.add(n.subnet.network().octets(), n.subnet.prefix_len, NextHop::Connected { net: n.net_id });
+            local.insert(n.gateway, LocalAddr::Gateway(n.net_id));
+        }
+        let mut rules = Vec::new();
+        for e in state.endpoints.values() {
+            let Some(n) = state.networks.get(&e.network) else { continue };
+            hosts.insert((n.net_id, e.ip), e.mac);
+            for m in &e.published {
+                // Published on every address, or on the uplink's: reachable in the
+                // dataplane. Loopback-only ones are the userland proxy's.
+                let host_ip = match m.host_ip {
+                    None => None,
+                    Some(ip) if uplink.is_some_and(|u| u.ip == ip) => Some(ip),
+                    Some(_) => continue,
+                };
+                rules.push(DnatRule::single(m.proto.number(), host_ip, m.host_port, e.ip, m.container_port));
+            }
+        }
+        if let Some(u) = uplink {
+            local.insert(u.ip, LocalAddr::Uplink);
+            let net = u32::from(u.ip) & (if u.prefix_len == 0 { 0 } else { u32::MAX << (32 - u.prefix_len) });
+            let direct = NextHop::Via { gateway: std::net::Ipv4Addr::UNSPECIFIED, egress: Egress::Uplink };
+            let _ = fib.add(std::net::Ipv4Addr::from(net).octets(), u.prefix_len, direct);
+            let gw = u.gateway.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            let _ = fib.add([0, 0, 0, 0], 0, NextHop::Via { gateway: gw, egress: Egress::Uplink });
+        }
+        let dnat = DnatTable::new(rules).unwrap_or_else(|e| {
+            tracing::warn!(error = ?e, "published ports conflict; none are active");
+            DnatTable::default()
+        });
+        RouterTables { fib: fib.build(), dnat, hosts, local, conntrack: self.conntrack.clone(), neigh: self.neigh.clone() }
+    }
+
+    pub fn conntrack(&self) -> &Arc<ConnTable> {
+        &self.conntrack
+    }
+
+    pub fn neigh(&self) -> &Arc<NeighCache> {
+        &self.neigh
     }
 
     /// Replaces the MAC table of a network (size changed) — used when a network is

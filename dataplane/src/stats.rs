@@ -53,8 +53,29 @@ named_enum! {
         OffloadFailed => "offload_failed",
         /// Larger than the receive buffer.
         Oversize => "oversize",
-        /// Dropped by isolation policy.
+        /// Dropped by isolation policy (between networks, --internal, --icc=false, or
+        /// unsolicited from the uplink).
         Isolated => "isolated",
+        /// TTL ran out (an ICMP time exceeded was sent, rate permitting).
+        TtlExceeded => "ttl_exceeded",
+        /// Larger than the egress MTU with DF set (fragmentation needed was sent).
+        TooBig => "too_big",
+        /// The connection table is full: new flow refused.
+        ConntrackFull => "conntrack_full",
+        /// No NAT port left for a new flow.
+        NatExhausted => "nat_exhausted",
+        /// Refused by connection tracking (invalid state, unrelated ICMP error, …).
+        ConntrackInvalid => "conntrack_invalid",
+        /// A non-first fragment without its first fragment.
+        FragmentNoState => "fragment_no_state",
+        /// Waiting for ARP: queue full.
+        NeighborPending => "neighbor_pending",
+        /// ARP resolution failed.
+        NeighborFailed => "neighbor_failed",
+        /// Not IPv4/ARP where only those are routed (IPv6 routing comes later).
+        NotIpv4 => "not_ipv4",
+        /// Addressed to the switch but no local service answers it.
+        LocalUnhandled => "local_unhandled",
     }
 }
 
@@ -72,6 +93,12 @@ named_enum! {
         SwGso => "sw_gso",
         /// Software checksum completion for a port without offloads.
         SwCsum => "sw_csum",
+        Routed => "routed",
+        NatNew => "nat_new",
+        ArpRequestSent => "arp_request_sent",
+        NeighLearned => "neigh_learned",
+        IcmpErrorSent => "icmp_error_sent",
+        IcmpErrorLimited => "icmp_error_rate_limited",
         RxBatches => "rx_batches",
         Wakeups => "wakeups",
     }

@@ -14,8 +14,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use std::collections::HashMap;
+
 use crate::bridge::fdb::Fdb;
 use crate::buf::PortId;
+use crate::nat::{ConnTable, DnatTable};
+use crate::router::fib::Fib;
+use crate::router::neigh::NeighCache;
 use crate::wire::MacAddr;
 
 /// Identifies a network (bridge domain) in the tables.
@@ -56,6 +61,36 @@ pub struct UplinkEntry {
     pub mtu: u32,
 }
 
+/// Whether `b` is in the subnet `a`/`len`.
+#[inline]
+pub fn same_subnet(a: Ipv4Addr, len: u8, b: Ipv4Addr) -> bool {
+    let m = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+    u32::from(a) & m == u32::from(b) & m
+}
+
+/// An address the switch owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalAddr {
+    /// The gateway address of a network.
+    Gateway(NetId),
+    /// The uplink's address.
+    Uplink,
+}
+
+/// What the router forwards with. Learned state (connections, neighbours) lives in the
+/// shared tables behind the `Arc`s, carried across snapshots by control.
+pub struct RouterTables {
+    pub fib: Fib,
+    /// Published ports (host address/port → sandbox address/port).
+    pub dnat: DnatTable,
+    /// Known endpoints: (network, address) → MAC, so no ARP is needed for sandboxes.
+    pub hosts: HashMap<(NetId, Ipv4Addr), MacAddr>,
+    /// Every address the switch owns.
+    pub local: HashMap<Ipv4Addr, LocalAddr>,
+    pub conntrack: Arc<ConnTable>,
+    pub neigh: Arc<NeighCache>,
+}
+
 /// One network (L2 segment).
 #[derive(Clone)]
 pub struct NetworkEntry {
@@ -82,6 +117,8 @@ pub struct Tables {
     /// Indexed by `NetId`.
     pub networks: Vec<Option<NetworkEntry>>,
     pub uplink: Option<UplinkEntry>,
+    /// Routing, NAT and neighbours; `None` means bridging only.
+    pub router: Option<Arc<RouterTables>>,
 }
 
 impl Tables {

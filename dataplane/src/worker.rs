@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::buf::{Batch, BufPool, PktId, PortId, BATCH_MAX};
 use crate::clock;
 use crate::pipeline::egress;
-use crate::pipeline::{self, Ctx, Output};
+use crate::pipeline::{self, Ctx, Output, RouterState};
 use crate::poll::{Epoll, Event as PollEvent, EventFd};
 use crate::port::{Port, PortError};
 use crate::stats::{bump, DropReason, WorkerStats};
@@ -90,6 +90,7 @@ impl WorkerHandle {
             events: vec![PollEvent { events: 0, u64: 0 }; 256],
             batch: Batch::new(),
             last_sec: 0,
+            router: RouterState::default(),
             cfg,
         };
         let thread = std::thread::Builder::new().name(format!("vsw-worker-{index}")).spawn(move || w.run())?;
@@ -161,6 +162,7 @@ struct Worker {
     events: Vec<PollEvent>,
     batch: Batch,
     last_sec: u32,
+    router: RouterState,
 }
 
 /// The pipeline's view of the worker's tx side.
@@ -240,9 +242,14 @@ impl Worker {
         if let Some(cpu) = self.cfg.cpu {
             pin_to_cpu(cpu);
         }
-        // Wake at least once a second for housekeeping (kernel drop counters).
-        let timeout = if self.cfg.busy_poll { 0 } else { 1000 };
         loop {
+            // Wake at least once a second for housekeeping (kernel drop counters), and
+            // sooner while packets wait for ARP.
+            let timeout = if self.cfg.busy_poll {
+                0
+            } else {
+                self.router.next_deadline_ms().map(|ms| ms as i32).unwrap_or(1000)
+            };
             let n = match self.epoll.wait(&mut self.events, timeout) {
                 Ok(n) => n,
                 Err(_) => {
@@ -253,6 +260,7 @@ impl Worker {
             // After the wait: a snapshot published while we slept is used at once.
             self.view.refresh();
             let now = clock::now_secs();
+            let now_ms = clock::now_ms();
             if now != self.last_sec {
                 self.last_sec = now;
                 self.poll_kernel_drops();
@@ -269,13 +277,18 @@ impl Worker {
                     self.view.refresh();
                     continue;
                 }
-                self.rx_port(token as PortId, now);
+                self.rx_port(token as PortId, now, now_ms);
+            }
+            if !self.router.pending.is_empty() {
+                let cx = Ctx { tables: self.view.get(), now, now_ms, stats: &self.stats };
+                let mut out = TxSide { ports: &mut self.ports, dirty: &mut self.dirty, stats: &self.stats };
+                pipeline::route::poll_pending(&cx, &mut self.router, &mut self.pool, &mut out);
             }
             self.flush_all();
         }
     }
 
-    fn rx_port(&mut self, id: PortId, now: u32) {
+    fn rx_port(&mut self, id: PortId, now: u32, now_ms: u64) {
         let Some(Some(wp)) = self.ports.get_mut(id as usize) else { return };
         self.batch.clear();
         match wp.port.rx_batch(&mut self.pool, id, &mut self.batch, self.cfg.rx_batch) {
@@ -304,9 +317,9 @@ impl Worker {
         }
         self.stats.event(crate::stats::Event::RxBatches, 1);
         let tables: &Tables = self.view.get();
-        let cx = Ctx { tables, now, stats: &self.stats };
+        let cx = Ctx { tables, now, now_ms, stats: &self.stats };
         let mut out = TxSide { ports: &mut self.ports, dirty: &mut self.dirty, stats: &self.stats };
-        pipeline::process(&cx, &mut self.pool, id, &self.batch, &mut out);
+        pipeline::process(&cx, &mut self.router, &mut self.pool, id, &self.batch, &mut out);
         self.batch.clear();
     }
 
@@ -383,6 +396,8 @@ impl Worker {
     }
 
     fn shutdown(&mut self) {
+        let pool = &mut self.pool;
+        self.router.pending.drain(|w| pool.release(w.pkt));
         self.flush_all();
         let ids: Vec<PortId> = (0..self.ports.len() as PortId).collect();
         for id in ids {

@@ -126,6 +126,7 @@ fn forwarding_allocates_nothing() {
     ];
 
     let mut sink = Sink { stats: stats.clone(), emitted: 0 };
+    let mut rs = dataplane::pipeline::RouterState::default();
     let mut batch = Batch::new();
     let mut round = |pool: &mut BufPool, sink: &mut Sink| {
         for (i, (f, v)) in inputs.iter().enumerate() {
@@ -142,8 +143,8 @@ fn forwarding_allocates_nothing() {
                 m.in_port = in_port;
                 batch.push(id);
             }
-            let cx = Ctx { tables: &t, now: 1, stats: &stats };
-            process(&cx, pool, in_port, &batch, sink);
+            let cx = Ctx { tables: &t, now: 1, now_ms: 1000, stats: &stats };
+            process(&cx, &mut rs, pool, in_port, &batch, sink);
         }
     };
     round(&mut pool, &mut sink); // warm-up: learns MACs

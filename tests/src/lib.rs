@@ -297,7 +297,7 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn iperf3(client_ns: &str, server_ns: &str, ip: &str, secs: u32, extra: &str, dir: &Path) -> f64 {
     let pidf = dir.join(format!("iperf3-{server_ns}.pid"));
     sh_ok(&format!("ip netns exec {server_ns} iperf3 -s -1 -D -B {ip} --pidfile {}", pidf.display()));
-    let up = wait_for(Duration::from_secs(5), || in_ns(server_ns, &format!("ss -ltn 'sport = :5201'")).stdout.len() > 60);
+    let up = wait_for(Duration::from_secs(10), || !in_ns(server_ns, "ss -Hltn 'sport = :5201'").stdout.is_empty());
     assert!(up, "iperf3 server did not start");
     let o = in_ns(client_ns, &format!("timeout {} iperf3 -c {ip} -t {secs} -J {extra}", secs + 20));
     if let Ok(pid) = std::fs::read_to_string(&pidf) {

@@ -67,6 +67,9 @@ enum Cmd {
     /// MAC tables.
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// The connection tracking table (NAT).
+    #[command(subcommand)]
+    Conntrack(ConntrackCmd),
     /// Counters per port and drops by reason.
     Stats {
         /// Only this port (sandbox/ifname, interface name, or port number).
@@ -170,6 +173,15 @@ enum PortCmd {
     Rm { network: String, iface: String },
     /// List attached interfaces.
     Ls,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConntrackCmd {
+    /// List tracked connections.
+    #[command(alias = "list")]
+    Ls,
+    /// Forget every connection (established flows are re-created by their next packet).
+    Flush,
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,6 +328,26 @@ fn main() {
             print_or(json, &v, |v| {
                 table(&["PORT", "MAC", "AGE"], rows(v).iter().map(|e| vec![s(&e["port"]), s(&e["mac"]), s(&e["age"])]))
             });
+        }
+        Cmd::Conntrack(ConntrackCmd::Ls) => {
+            let v = go(Request::ConntrackLs);
+            print_or(json, &v, |v| {
+                table(
+                    &["PROTO", "ORIGINAL", "REPLY", "STATE", "NAT", "EXPIRES"],
+                    rows(v).iter().map(|c| {
+                        let nat = match (c["snat"].as_bool(), c["dnat"].as_bool()) {
+                            (Some(true), Some(true)) => "snat+dnat",
+                            (Some(true), _) => "snat",
+                            (_, Some(true)) => "dnat",
+                            _ => "-",
+                        };
+                        vec![s(&c["proto"]), s(&c["orig"]), s(&c["reply"]), s(&c["state"]), nat.to_string(), s(&c["expires_in"])]
+                    }),
+                )
+            });
+        }
+        Cmd::Conntrack(ConntrackCmd::Flush) => {
+            go(Request::ConntrackFlush);
         }
         Cmd::Stats { port } => {
             let v = go(Request::Stats { port });

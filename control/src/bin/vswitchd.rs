@@ -55,6 +55,9 @@ struct Args {
     /// Relay published ports from 127.0.0.1 of this namespace (like docker-proxy).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     userland_proxy: bool,
+    /// Most connections tracked at once; new flows beyond it are refused and counted.
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    conntrack_max: u32,
     /// Host ports for `-p CONTAINER_PORT` without a host port.
     #[arg(long, value_name = "FIRST-LAST", default_value = "49153-60999")]
     ephemeral_ports: String,
@@ -85,6 +88,7 @@ fn main() {
         busy_poll: a.busy_poll,
         afpacket: AfPacketOpts { vnet, ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
+        conntrack_max: a.conntrack_max,
     };
     let fail = |m: String| -> ! {
         eprintln!("vswitchd: {m}");

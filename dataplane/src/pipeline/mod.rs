@@ -40,15 +40,31 @@ pub trait Output {
 /// What the pipeline reads besides the packets.
 pub struct Ctx<'a> {
     pub tables: &'a Tables,
-    /// Current second (monotonic), for MAC aging.
+    /// Current second (monotonic), for MAC aging and connection tracking.
     pub now: u32,
+    /// Current millisecond (same clock), for ARP timers and ICMP rate limits.
+    pub now_ms: u64,
     pub stats: &'a WorkerStats,
 }
 
 /// Forwards a batch received on `in_port`. Every packet of the batch is consumed
 /// (emitted or released); the batch itself is left for the caller to clear.
-pub fn process<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, batch: &Batch, out: &mut O) {
+pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, in_port: PortId, batch: &Batch, out: &mut O) {
     let ids = batch.as_slice();
+    if let Some(up) = cx.tables.uplink.filter(|u| u.port == in_port) {
+        let mut bytes = 0;
+        for &id in ids {
+            bytes += pool.meta(id).len as u64;
+        }
+        if let Some(c) = cx.stats.port(in_port) {
+            bump(&c.rx_packets, ids.len() as u64);
+            bump(&c.rx_bytes, bytes);
+        }
+        for &id in ids {
+            route::from_uplink(cx, rs, pool, id, &up, out);
+        }
+        return;
+    }
     let Some((_, net)) = cx.tables.port_network(in_port) else {
         cx.stats.count_drop(DropReason::PortUnknown, ids.len() as u64);
         for &id in ids {
@@ -83,7 +99,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, bat
         match next[i] {
             Next::Tx(p) => out.emit(pool, p, id),
             Next::Flood => flood(cx, pool, net, in_port, id, out),
-            Next::Local => local_unicast(cx, pool, net, in_port, id, out),
+            Next::Local => local_unicast(cx, rs, pool, net, in_port, id, out),
             Next::FloodLocal => {
                 local_broadcast(cx, pool, net, in_port, id, out);
                 flood(cx, pool, net, in_port, id, out);
@@ -126,7 +142,10 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
     }
     match net.fdb.lookup(dst) {
         Some(p) if p == in_port => Next::Drop(DropReason::SameSegment),
+        // --icc=false: ports reach the gateway only.
+        Some(_) if !net.icc => Next::Drop(DropReason::Isolated),
         Some(p) if cx.tables.port(p).is_some_and(|pe| pe.net == net.id) => Next::Tx(p),
+        _ if !net.icc => Next::Drop(DropReason::Isolated),
         _ => Next::Flood,
     }
 }
@@ -148,8 +167,8 @@ fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_por
     }
 }
 
-/// A frame to the gateway's MAC: answer it in place or drop it.
-fn local_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
+/// A frame to the gateway's MAC: answer it in place, or hand it to the router.
+fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
     let Some(gw) = net.gateway else {
         cx.stats.count_drop(DropReason::NoRoute, 1);
         pool.release(id);
@@ -178,8 +197,7 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry
         }
         Local::Malformed => None,
         Local::NotForUs | Local::Unhandled => {
-            cx.stats.count_drop(DropReason::NoRoute, 1);
-            pool.release(id);
+            route::from_network(cx, rs, pool, id, net, in_port, out);
             return;
         }
     };
@@ -229,6 +247,9 @@ fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEnt
 }
 
 pub mod egress;
+pub mod route;
+
+pub use route::RouterState;
 
 #[cfg(test)]
 mod tests;

@@ -76,8 +76,8 @@ impl Harness {
             b.push(self.pool.alloc_from(f, VnetHdr::default(), in_port).unwrap());
         }
         let mut rec = Rec::default();
-        let cx = Ctx { tables: &self.t, now: 100, stats: &self.stats };
-        process(&cx, &mut self.pool, in_port, &b, &mut rec);
+        let cx = Ctx { tables: &self.t, now: 100, now_ms: 100_000, stats: &self.stats };
+        process(&cx, &mut crate::pipeline::RouterState::default(), &mut self.pool, in_port, &b, &mut rec);
         assert_eq!(self.pool.available(), 256, "every buffer returned");
         rec.out
     }

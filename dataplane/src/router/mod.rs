@@ -1,2 +1,6 @@
-//! L3: what the switch answers itself (gateway ARP, ICMP echo). Routing comes later.
+//! L3: the gateway answers (local), the routing table (fib), neighbours (neigh, ARP),
+//! ICMP errors and TTL (icmp). The router stage itself is pipeline/route.rs.
+pub mod fib;
+pub mod icmp;
 pub mod local;
+pub mod neigh;

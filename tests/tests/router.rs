@@ -1,0 +1,246 @@
+//! Gateway router, NAT, published ports and isolation end to end: sandboxes behind
+//! vswitchd's uplink reach an "external" namespace through masquerade, published ports
+//! are reachable from outside, from siblings (hairpin) and from the host's loopback,
+//! networks stay isolated.
+//!
+//! World:  sandboxes ── vswitchd (host ns) ── up0 ==veth== eth0 (ext ns, 198.51.100.1/24)
+//! The uplink address 198.51.100.2/24 is owned by the dataplane; the kernel of the host
+//! namespace has no address on up0.
+
+use std::time::Duration;
+
+use vswitchd_e2e::*;
+
+const EXT_IP: &str = "198.51.100.1";
+const UPLINK_IP: &str = "198.51.100.2";
+
+struct Net {
+    w: World,
+    host: String,
+    ext: String,
+}
+
+fn world(test: &str, extra: &[&str], tools: &[&str]) -> Option<Net> {
+    let mut w = World::new(test, tools)?;
+    let host = w.netns("host");
+    let ext = w.netns("ext");
+    sh_ok(&format!("ip -n {host} link add up0 type veth peer name eth0 netns {ext}"));
+    sh_ok(&format!("ip -n {ext} addr add {EXT_IP}/24 dev eth0 && ip -n {ext} link set eth0 up"));
+    let mut args = vec!["--workers", "2", "--uplink", "up0", "--uplink-addr", "198.51.100.2/24", "--uplink-gateway", EXT_IP];
+    args.extend_from_slice(extra);
+    w.start_daemon(&host, &args);
+    Some(Net { w, host, ext })
+}
+
+fn sandbox(w: &World, net: &str, short: &str, extra: &[&str]) -> (String, String) {
+    let n = w.name(short);
+    w.ctl_ok(0, &["sandbox", "create", &n]);
+    let mut a = vec!["connect", net, &n];
+    a.extend_from_slice(extra);
+    let out = w.ctl_ok(0, &a);
+    let ip = out.split_whitespace().nth(2).and_then(|c| c.split('/').next()).unwrap().to_string();
+    (n, ip)
+}
+
+/// Starts a TCP server in `ns` on `port` that answers every connection with the
+/// client's address as it saw it ("peer=IP:PORT"), and a UDP echo that prefixes the
+/// same. Returns nothing; processes die with the namespace.
+fn who_am_i_servers(ns: &str, port: u16) {
+    let py = format!(
+        r#"
+import socket, threading
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", {port})); s.listen(64)
+    while True:
+        c, a = s.accept()
+        try:
+            c.recv(4096); c.sendall(("peer=%s:%d\n" % a).encode())
+        finally:
+            c.close()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", {port}))
+    while True:
+        d, a = u.recvfrom(65535); u.sendto(("peer=%s:%d " % a).encode() + d, a)
+threading.Thread(target=tcp, daemon=True).start()
+udp()
+"#
+    );
+    let f = format!("/tmp/whoami-{ns}-{port}.py");
+    std::fs::write(&f, py).unwrap();
+    sh_ok(&format!("ip netns exec {ns} sh -c 'python3 {f} >/dev/null 2>&1 &'"));
+    let listening = |proto: &str| !in_ns(ns, &format!("ss -H{proto}ln 'sport = :{port}'")).stdout.is_empty();
+    assert!(wait_for(Duration::from_secs(10), || listening("t") && listening("u")), "servers in {ns} did not start");
+}
+
+fn tcp_ask(ns: &str, ip: &str, port: u16) -> String {
+    let o = in_ns(ns, &format!("sh -c 'echo hi | timeout 5 nc -w 3 {ip} {port}'"));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn udp_ask(ns: &str, ip: &str, port: u16) -> String {
+    let o = in_ns(ns, &format!("sh -c 'echo ping | timeout 5 nc -u -w 2 {ip} {port}'"));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn masquerade_to_the_outside() {
+    let Some(n) = world("nat-out", &[], &["ping", "nc", "python3"]) else { return };
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.10.0.0/24"]);
+    let (c1, _) = sandbox(w, "web", "c1", &[]);
+    // The uplink address answers ARP and ping from outside.
+    assert!(ping(&n.ext, UPLINK_IP), "uplink address answers{}", w.log_tail(0));
+    // ICMP echo through NAT.
+    assert!(ping(&c1, EXT_IP), "sandbox pings the outside{}", w.log_tail(0));
+    // TCP and UDP: the server sees the uplink address as the source.
+    who_am_i_servers(&n.ext, 8000);
+    let r = tcp_ask(&c1, EXT_IP, 8000);
+    assert!(r.starts_with(&format!("peer={UPLINK_IP}:")), "TCP through masquerade: {r:?}");
+    let u = udp_ask(&c1, EXT_IP, 8000);
+    assert!(u.starts_with(&format!("peer={UPLINK_IP}:")), "UDP through masquerade: {u:?}");
+    // Port preservation: a client bound to a fixed port keeps it (RFC 4787 REQ-3).
+    let r = in_ns(&c1, &format!("sh -c 'echo hi | timeout 5 nc -p 40123 -w 3 {EXT_IP} 8000'"));
+    assert!(String::from_utf8_lossy(&r.stdout).contains(&format!("peer={UPLINK_IP}:40123")), "{r:?}");
+    // The connection table shows them.
+    let ct = w.ctl_json(0, &["conntrack", "ls"]);
+    assert!(ct.as_array().map(|a| !a.is_empty()).unwrap_or(false), "{ct}");
+    w.ctl_ok(0, &["conntrack", "flush"]);
+    // traceroute shows the gateway hop first.
+    if in_ns(&c1, "which traceroute").status.success() {
+        let t = String::from_utf8_lossy(&in_ns(&c1, &format!("traceroute -n -w 1 -q 1 -m 3 {EXT_IP}")).stdout).into_owned();
+        let hops: Vec<&str> = t.lines().skip(1).collect();
+        assert!(hops.first().map(|l| l.contains("10.10.0.1")).unwrap_or(false), "first hop is the gateway: {t}");
+        assert!(hops.iter().any(|l| l.contains(EXT_IP)), "{t}");
+    }
+}
+
+#[test]
+fn published_ports_from_outside_siblings_and_loopback() {
+    let Some(n) = world("publish", &[], &["nc", "python3"]) else { return };
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.20.0.0/24"]);
+    let (srv, _) = sandbox(w, "web", "srv", &["-p", "8080:80", "-p", "5353:53/udp", "-p", "9000-9001:90-91", "-p", "7000"]);
+    let (sib, _) = sandbox(w, "web", "sib", &[]);
+    who_am_i_servers(&srv, 80);
+    who_am_i_servers(&srv, 53);
+    who_am_i_servers(&srv, 91);
+    // `port SANDBOX` lists them like `docker port`.
+    let ports = w.ctl_ok(0, &["port", &srv]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:8080") && ports.contains("53/udp -> 0.0.0.0:5353"), "{ports}");
+    assert!(ports.contains("7000/tcp -> 0.0.0.0:49153"), "ephemeral host port: {ports}");
+    // From the external namespace at the uplink address; the service sees the real client.
+    let r = tcp_ask(&n.ext, UPLINK_IP, 8080);
+    assert!(r.starts_with(&format!("peer={EXT_IP}:")), "published TCP from outside: {r:?}{}", w.log_tail(0));
+    let u = udp_ask(&n.ext, UPLINK_IP, 5353);
+    assert!(u.starts_with(&format!("peer={EXT_IP}:")), "published UDP from outside: {u:?}");
+    assert!(tcp_ask(&n.ext, UPLINK_IP, 9001).starts_with("peer="), "port range maps one to one");
+    // From a sibling sandbox through the uplink address (hairpin NAT).
+    let h = tcp_ask(&sib, UPLINK_IP, 8080);
+    assert!(h.starts_with("peer="), "hairpin: {h:?}");
+    // From the host namespace's loopback through the userland proxy.
+    let l = tcp_ask(&n.host, "127.0.0.1", 8080);
+    assert!(l.starts_with("peer="), "userland proxy TCP: {l:?}");
+    let lu = udp_ask(&n.host, "127.0.0.1", 5353);
+    assert!(lu.starts_with("peer="), "userland proxy UDP: {lu:?}");
+    // A conflicting publication is refused with a clear error.
+    let (other, _) = sandbox(w, "web", "other", &[]);
+    let e = w.ctl_err(0, &["connect", "web", &other, "-p", "8080:80"]);
+    assert!(e.contains("already connected") || e.contains("8080/tcp is already published"), "{e}");
+    let (o2n, _) = (w.name("o2"), ());
+    w.ctl_ok(0, &["sandbox", "create", &o2n]);
+    let e = w.ctl_err(0, &["connect", "web", &o2n, "-p", "8080:80"]);
+    assert!(e.contains("8080/tcp is already published by sandbox"), "{e}");
+}
+
+#[test]
+fn isolation_internal_and_icc() {
+    let Some(n) = world("isolation-l3", &[], &["ping", "nc", "python3"]) else { return };
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "a", "--subnet", "10.30.0.0/24"]);
+    w.ctl_ok(0, &["network", "create", "b", "--subnet", "10.31.0.0/24"]);
+    w.ctl_ok(0, &["network", "create", "priv", "--subnet", "10.32.0.0/24", "--internal"]);
+    w.ctl_ok(0, &["network", "create", "noicc", "--subnet", "10.33.0.0/24", "--icc=false"]);
+    let (a1, _) = sandbox(w, "a", "a1", &[]);
+    let (_b1, b1ip) = sandbox(w, "b", "b1", &[]);
+    let (p1, p1ip) = sandbox(w, "priv", "p1", &[]);
+    let (p2, _) = sandbox(w, "priv", "p2", &[]);
+    let (n1, _) = sandbox(w, "noicc", "n1", &[]);
+    let (_n2, n2ip) = sandbox(w, "noicc", "n2", &[]);
+    // Between networks: dropped (routing would otherwise deliver).
+    assert!(no_ping(&a1, &b1ip), "a reaches b");
+    assert!(ping(&a1, EXT_IP), "a reaches the outside");
+    // Internal: the network works inside, no way out, no published ports.
+    assert!(ping(&p1, "10.32.0.3"));
+    assert!(ping(&p2, &p1ip));
+    assert!(no_ping(&p1, EXT_IP), "internal network reaches the outside");
+    let e = w.ctl_err(0, &["connect", "priv", &w.name("a1"), "-p", "81:80"]);
+    assert!(e.contains("internal"), "{e}");
+    // icc=false: only the gateway.
+    assert!(ping(&n1, "10.33.0.1"));
+    assert!(no_ping(&n1, &n2ip), "icc=false sandboxes reach each other");
+    assert!(ping(&n1, EXT_IP), "icc=false still reaches the outside");
+    let st = w.ctl_json(0, &["stats"]);
+    assert!(st["drops"]["isolated"].as_u64().unwrap_or(0) > 0, "{st}");
+}
+
+#[test]
+fn path_mtu_discovery_and_ttl() {
+    let Some(mut n) = world("pmtu", &[], &["ping", "tracepath"]) else { return };
+    // The uplink link is small: 1280 bytes. Sandboxes use 1500. The daemon reads the
+    // uplink's MTU when it attaches it: restart it.
+    sh_ok(&format!("ip -n {} link set up0 mtu 1280 && ip -n {} link set eth0 mtu 1280", n.host, n.ext));
+    n.w.stop_daemon(0, libc::SIGTERM);
+    n.w.restart_daemon(0);
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.40.0.0/24"]);
+    let (c1, _) = sandbox(w, "web", "c1", &[]);
+    // A DF packet bigger than the uplink MTU gets "fragmentation needed" with MTU 1280.
+    let o = in_ns(&c1, &format!("ping -c 1 -W 2 -M do -s 1400 {EXT_IP}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("mtu = 1280") || text.contains("mtu=1280") || text.contains("Frag needed"), "{text}");
+    // After that the sandbox's route cache knows 1280, and a 1252-byte ping (1280 total) passes.
+    assert!(in_ns(&c1, &format!("ping -c 2 -W 2 -M do -s 1252 {EXT_IP}")).status.success());
+    let tp = String::from_utf8_lossy(&in_ns(&c1, &format!("tracepath -n {EXT_IP}")).stdout).into_owned();
+    assert!(tp.contains("pmtu 1280"), "{tp}");
+    // TTL 1 to the outside: time exceeded from the gateway.
+    let o = in_ns(&c1, &format!("ping -c 1 -W 2 -t 1 {EXT_IP}"));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("10.40.0.1") && text.to_lowercase().contains("time to live exceeded"), "{text}");
+}
+
+#[test]
+fn conntrack_limit_refuses_new_flows_keeps_old() {
+    let Some(n) = world("ct-limit", &["--conntrack-max", "4"], &["nc", "python3"]) else { return };
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.50.0.0/24"]);
+    let (c1, _) = sandbox(w, "web", "c1", &[]);
+    who_am_i_servers(&n.ext, 8000);
+    // A long-lived UDP flow is set up first and keeps working.
+    let keep = in_ns(&c1, &format!("sh -c 'echo a | timeout 3 nc -u -p 41000 -w 1 {EXT_IP} 8000'"));
+    assert!(String::from_utf8_lossy(&keep.stdout).contains("peer="));
+    // Fill the table with more flows than allowed.
+    for p in 41001..41010 {
+        let _ = in_ns(&c1, &format!("sh -c 'echo a | timeout 2 nc -u -p {p} -w 1 {EXT_IP} 8000'"));
+    }
+    let st = w.ctl_json(0, &["stats"]);
+    assert!(st["drops"]["conntrack_full"].as_u64().unwrap_or(0) > 0, "{st}");
+    let again = in_ns(&c1, &format!("sh -c 'echo b | timeout 3 nc -u -p 41000 -w 1 {EXT_IP} 8000'"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("peer="), "existing flow still works");
+    assert!(w.ctl_json(0, &["conntrack", "ls"]).as_array().unwrap().len() <= 4);
+}
+
+#[test]
+fn nat_and_published_ports_survive_restart() {
+    let Some(mut n) = world("nat-restart", &[], &["nc", "python3", "ping"]) else { return };
+    n.w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.60.0.0/24"]);
+    let (srv, _) = sandbox(&n.w, "web", "srv", &["-p", "8080:80"]);
+    who_am_i_servers(&srv, 80);
+    who_am_i_servers(&n.ext, 8000);
+    assert!(tcp_ask(&n.ext, UPLINK_IP, 8080).starts_with("peer="));
+    n.w.stop_daemon(0, libc::SIGKILL);
+    n.w.restart_daemon(0);
+    let w = &n.w;
+    assert!(tcp_ask(&n.ext, UPLINK_IP, 8080).starts_with("peer="), "published port after restart{}", w.log_tail(0));
+    assert!(tcp_ask(&srv, EXT_IP, 8000).starts_with(&format!("peer={UPLINK_IP}:")), "masquerade after restart");
+    assert!(tcp_ask(&n.host, "127.0.0.1", 8080).starts_with("peer="), "proxy after restart");
+}
