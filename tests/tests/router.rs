@@ -92,6 +92,10 @@ fn masquerade_to_the_outside() {
     assert!(ping(&n.ext, UPLINK_IP), "uplink address answers{}", w.log_tail(0));
     // ICMP echo through NAT.
     assert!(ping(&c1, EXT_IP), "sandbox pings the outside{}", w.log_tail(0));
+    // Fragments of a NATed flow are not blackholed: a 3000-byte echo leaves as three
+    // fragments and its reply comes back as three.
+    let o = in_ns(&c1, &format!("ping -c 2 -i 0.3 -W 2 -s 3000 {EXT_IP}"));
+    assert!(o.status.success(), "fragmented ping through NAT: {}{}", String::from_utf8_lossy(&o.stdout), w.log_tail(0));
     // TCP and UDP: the server sees the uplink address as the source.
     who_am_i_servers(&n.ext, 8000);
     let r = tcp_ask(&c1, EXT_IP, 8000);

@@ -143,9 +143,12 @@ fn both_directions_on_different_threads() {
 #[test]
 fn churn_with_sweeper_and_control() {
     const WORKERS: u32 = 3;
-    const ROUNDS: u32 = 40;
-    const FLOWS: u32 = 150; // per worker; flows overlap between workers
-    let t = Arc::new(ConnTable::new(NatConfig { max_conns: 300, port_range: (20_000, 20_399), ..NatConfig::default() }));
+    const FLOWS: u32 = 150; // per round and worker; flows overlap between workers
+    let rounds: u32 = std::env::var("NAT_STRESS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    // Short timeouts, so connections die and are replaced while others use them.
+    let timeouts = Timeouts { udp: 2, udp_stream: 3, ..Timeouts::default() };
+    let cfg = NatConfig { max_conns: 300, port_range: (20_000, 20_399), timeouts, ..NatConfig::default() };
+    let t = Arc::new(ConnTable::new(cfg));
     let clock = Arc::new(AtomicU32::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..WORKERS)
@@ -154,7 +157,7 @@ fn churn_with_sweeper_and_control() {
             std::thread::spawn(move || {
                 let mut rng = Rng(w as u64 * 7919 + 1);
                 let mut drops: HashMap<Reason, u32> = HashMap::new();
-                for _ in 0..ROUNDS {
+                for _ in 0..rounds {
                     for _ in 0..FLOWS {
                         let i = rng.below(FLOWS as u64 * 2) as u32; // shared flow space
                         let now = clock.load(Relaxed);
@@ -192,9 +195,14 @@ fn churn_with_sweeper_and_control() {
         let (t, clock, stop) = (t.clone(), clock.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut removed = 0;
+            let mut pass = 0u32;
             while !stop.load(Relaxed) {
-                clock.fetch_add(1, Relaxed); // one "second" per pass
+                pass += 1;
+                if pass % 8 == 0 {
+                    clock.fetch_add(1, Relaxed); // one "second" every few passes
+                }
                 removed += t.sweep(clock.load(Relaxed), 64);
+                std::thread::yield_now();
             }
             removed
         })
@@ -224,10 +232,34 @@ fn churn_with_sweeper_and_control() {
     let now = clock.load(Relaxed);
     audit(&t, now);
     assert!(t.len() <= 300);
+    assert!(t.counters().removed > 0);
     // Everything ends: after the timeout, sweeping leaves no slot and no port behind.
     while t.sweep(now + 1000, 1000) > 0 {}
     assert!(t.is_empty(), "leaked slots: {}", t.len());
     let c = t.counters();
     assert_eq!(c.ports_held, 0, "leaked ports");
     assert_eq!(c.created, c.removed, "{c:?}");
+}
+
+#[test]
+fn index_fills_to_capacity() {
+    // Random tuples fill every slot: the index (two buckets per tuple, one cuckoo
+    // step) never refuses before the table is full.
+    for cap in [64u32, 5000, 40_000] {
+        let t = table(cap);
+        let mut rng = Rng(cap as u64 * 31 + 7);
+        let mut made = 0;
+        while made < cap {
+            let src = Ipv4Addr::from(0x0a00_0000 | rng.below(1 << 24) as u32);
+            let dst = Ipv4Addr::from(0xc633_6400 | rng.below(256) as u32);
+            match run(&t, &mut udp(src, rng.next() as u16, dst, 53, b""), Action::None, 0) {
+                Verdict::Forward { ct: CtState::New, .. } => made += 1,
+                Verdict::Forward { .. } => {}
+                v => panic!("refused at {made} of {cap}: {v:?}"),
+            }
+        }
+        assert_eq!(t.len(), cap);
+        assert_eq!(run(&t, &mut udp(H1, 1, REMOTE, 2, b""), Action::None, 0), Verdict::Drop(Reason::TableFull));
+        assert_eq!(audit(&t, 0), cap as usize);
+    }
 }
