@@ -60,6 +60,20 @@ pub struct Connect {
     pub aliases: Vec<String>,
 }
 
+/// Parameters of `sandbox create`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_option: Vec<String>,
+}
+
 /// Every request the daemon understands.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -70,7 +84,7 @@ pub enum Request {
     NetworkInspect { name: String },
     NetworkRm { name: String },
     NetworkPrune,
-    SandboxCreate { name: String },
+    SandboxCreate(SandboxCreate),
     SandboxRm { name: String },
     SandboxLs,
     Connect(Connect),

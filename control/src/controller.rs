@@ -72,11 +72,12 @@ pub struct Controller {
     nl: Netlink,
     pub opts: CtlOpts,
     proxy: crate::proxy::Proxy,
+    dns: Option<crate::dns::DnsServer>,
 }
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None })
     }
 
     /// Persists `new` and makes it the current state.
@@ -98,7 +99,7 @@ impl Controller {
             }
             Request::NetworkRm { name } => self.network_rm(&name),
             Request::NetworkPrune => self.network_prune(),
-            Request::SandboxCreate { name } => self.sandbox_create(&name),
+            Request::SandboxCreate(c) => self.sandbox_create(c),
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::SandboxLs => Ok(self.sandbox_ls()),
             Request::Connect(c) => self.connect(c),
@@ -278,6 +279,9 @@ impl Controller {
         self.commit(new)?;
         self.dp.publish(&self.state);
         self.dp.forget_network(n.net_id);
+        if let Some(d) = &self.dns {
+            d.update_names(|t| t.remove_network(name));
+        }
         info!(network = name, "network removed");
         Ok(json!({"removed": name}))
     }
@@ -306,8 +310,23 @@ impl Controller {
 
     // ---- sandboxes ------------------------------------------------------------------
 
-    fn sandbox_create(&mut self, name: &str) -> R<Value> {
+    fn sandbox_create(&mut self, c: crate::api::SandboxCreate) -> R<Value> {
+        let name = c.name.as_str();
         model::validate_name("sandbox", name)?;
+        if let Some(h) = &c.hostname {
+            if h.is_empty() || h.len() > 63 || !h.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.') || h.starts_with('-') {
+                return Err(format!("--hostname {h:?}: want 1-63 letters, digits, '-' or '.'"));
+            }
+        }
+        let dns: Vec<std::net::IpAddr> =
+            c.dns.iter().map(|d| d.parse().map_err(|_| format!("--dns {d:?}: not an IP address"))).collect::<Result<_, _>>()?;
+        let probe = crate::dns::files::SandboxFiles {
+            hostname: c.hostname.clone().unwrap_or_else(|| "x".into()),
+            search: c.dns_search.clone(),
+            options: c.dns_option.clone(),
+            ..Default::default()
+        };
+        probe.validate()?;
         if self.state.sandboxes.contains_key(name) {
             return Err(format!("sandbox {name} already exists"));
         }
@@ -315,12 +334,23 @@ impl Controller {
             return Err(format!("a network namespace named {name} already exists (not created by vswitchd)"));
         }
         netns::create_named(name).map_err(|e| format!("creating namespace {name}: {e}"))?;
-        let sb = Sandbox { name: name.to_string(), id: model::random_id(), created: model::now_unix() };
+        let sb = Sandbox {
+            name: name.to_string(),
+            id: model::random_id(),
+            created: model::now_unix(),
+            hostname: c.hostname.clone(),
+            dns,
+            dns_search: c.dns_search.clone(),
+            dns_options: c.dns_option.clone(),
+        };
         let mut new = self.state.clone();
         new.sandboxes.insert(name.to_string(), sb.clone());
         if let Err(e) = self.commit(new) {
             let _ = netns::delete_named(name);
             return Err(e);
+        }
+        if let Err(e) = self.dns_add_sandbox(name) {
+            warn!(sandbox = name, error = %e, "embedded DNS");
         }
         info!(sandbox = name, "sandbox created");
         Ok(json!({"name": sb.name, "id": sb.id, "path": netns::named_path(name)}))
@@ -337,6 +367,12 @@ impl Controller {
         let mut new = self.state.clone();
         new.sandboxes.remove(name);
         self.commit(new)?;
+        if let Some(d) = &self.dns {
+            // Before the namespace goes: the DNS sockets would keep it alive.
+            let _ = d.remove_sandbox(name);
+            d.update_names(|t| t.remove_sandbox(name));
+        }
+        let _ = crate::dns::files::remove_sandbox_files(name);
         if let Err(e) = netns::delete_named(name) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 warn!(sandbox = name, error = %e, "deleting namespace");
@@ -457,6 +493,7 @@ impl Controller {
             return Err(e);
         }
         self.dp.publish(&self.state);
+        self.dns_sync(&ep.sandbox);
         info!(network = %net.name, sandbox = %ep.sandbox, ip = %ep.ip, kind = %ep.kind, "connected");
         Ok(self.endpoint_json(&ep, &net))
     }
@@ -547,8 +584,89 @@ impl Controller {
                 warn!(sandbox, error = %e, "moving the default route");
             }
         }
+        self.dns_sync(sandbox);
         info!(network, sandbox, "disconnected");
         Ok(json!({"network": network, "sandbox": sandbox, "released_ip": ep.ip.to_string()}))
+    }
+
+    /// Starts the embedded DNS server (127.0.0.11 in every sandbox) and registers every
+    /// sandbox and name of the state. Called once at start-up, after `reconcile`.
+    pub fn start_dns(&mut self) {
+        match crate::dns::DnsServer::start(crate::dns::DnsConfig::default()) {
+            Ok(d) => self.dns = Some(d),
+            Err(e) => {
+                warn!(error = %e, "embedded DNS not started");
+                return;
+            }
+        }
+        let names: Vec<String> = self.state.sandboxes.keys().cloned().collect();
+        for n in &names {
+            if let Err(e) = self.dns_add_sandbox(n) {
+                warn!(sandbox = %n, error = %e, "embedded DNS");
+            }
+        }
+        if let Some(d) = &self.dns {
+            d.set_names(self.name_table());
+        }
+    }
+
+    fn name_table(&self) -> crate::dns::NameTable {
+        let mut t = crate::dns::NameTable::default();
+        for e in self.state.endpoints.values() {
+            t.set_endpoint(
+                &e.network,
+                crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: e.aliases.clone(), ipv4: Some(e.ip), ipv6: None },
+            );
+        }
+        t
+    }
+
+    /// The sandbox's upstream servers: `--dns`, else the host's.
+    fn upstreams(&self, sb: &Sandbox) -> Vec<std::net::SocketAddr> {
+        if sb.dns.is_empty() {
+            crate::dns::host_upstreams()
+        } else {
+            sb.dns.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect()
+        }
+    }
+
+    fn dns_add_sandbox(&mut self, name: &str) -> std::io::Result<()> {
+        self.write_sandbox_files(name)?;
+        let Some(sb) = self.state.sandboxes.get(name) else { return Ok(()) };
+        let up = self.upstreams(sb);
+        if let Some(d) = &self.dns {
+            d.add_sandbox(name, &Netns::open_named(name)?, up)?;
+        }
+        Ok(())
+    }
+
+    /// /etc/netns/NAME/{resolv.conf,hosts,hostname}: `ip netns exec NAME` sees them.
+    fn write_sandbox_files(&self, name: &str) -> std::io::Result<()> {
+        let Some(sb) = self.state.sandboxes.get(name) else { return Ok(()) };
+        let hostname = sb.hostname();
+        let hosts = self
+            .state
+            .endpoints_of_sandbox(name)
+            .map(|e| crate::dns::files::HostEntry::own(std::net::IpAddr::V4(e.ip), &hostname, name, &e.aliases))
+            .collect();
+        let f = crate::dns::files::SandboxFiles {
+            hostname,
+            search: sb.dns_search.clone(),
+            options: sb.dns_options.clone(),
+            hosts,
+            extra_hosts: vec![],
+        };
+        crate::dns::files::write_sandbox_files(name, &f)
+    }
+
+    /// After an endpoint of `sandbox` changed: names and the sandbox's hosts file.
+    fn dns_sync(&mut self, sandbox: &str) {
+        if let Some(d) = &self.dns {
+            d.set_names(self.name_table());
+        }
+        if let Err(e) = self.write_sandbox_files(sandbox) {
+            warn!(sandbox, error = %e, "writing /etc/netns files");
+        }
     }
 
     /// Starts the userland proxy for the endpoint's published ports.

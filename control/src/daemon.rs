@@ -67,6 +67,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
     ctl.opts = opts.ctl.clone();
     ctl.reconcile();
+    ctl.start_dns();
     let ctl = Arc::new(Mutex::new(ctl));
     let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
     info!(socket = %sock.display(), "listening");

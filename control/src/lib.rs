@@ -5,6 +5,7 @@
 pub mod api;
 pub mod controller;
 pub mod daemon;
+pub mod dns;
 pub mod dp;
 pub mod endpoint;
 pub mod ipam;

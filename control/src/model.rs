@@ -211,6 +211,24 @@ pub struct Sandbox {
     pub name: String,
     pub id: String,
     pub created: u64,
+    /// `--hostname` (default: the first 12 digits of the id, as Docker does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `--dns`: upstream servers for names that are not local (default: the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--dns-search`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+}
+
+impl Sandbox {
+    pub fn hostname(&self) -> String {
+        self.hostname.clone().unwrap_or_else(|| self.id.chars().take(12).collect())
+    }
 }
 
 /// A sandbox's interface on a network.

@@ -84,7 +84,7 @@ mod tests {
         let st = FileStore::open(&d).unwrap();
         assert_eq!(st.load().unwrap().version, STATE_VERSION);
         let mut s = st.load().unwrap();
-        s.sandboxes.insert("c1".into(), Sandbox { name: "c1".into(), id: "x".into(), created: 3 });
+        s.sandboxes.insert("c1".into(), Sandbox { name: "c1".into(), id: "x".into(), created: 3, hostname: None, dns: vec![], dns_search: vec![], dns_options: vec![] });
         st.save(&s).unwrap();
         assert_eq!(st.load().unwrap(), s);
         assert!(FileStore::open(&d).is_err(), "second opener refused");

@@ -238,6 +238,14 @@ impl Drop for World {
                 }
             }
         }
+        // Files the daemon wrote for its sandboxes (`ip netns del` leaves them).
+        if let Ok(rd) = std::fs::read_dir("/etc/netns") {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.prefix)) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         if std::env::var("VSWITCHD_KEEP_TEST_DIR").is_err() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -123,14 +123,15 @@ fn published_ports_from_outside_siblings_and_loopback() {
     let Some(n) = world("publish", &[], &["nc", "python3"]) else { return };
     let w = &n.w;
     w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.20.0.0/24"]);
-    let (srv, _) = sandbox(w, "web", "srv", &["-p", "8080:80", "-p", "5353:53/udp", "-p", "9000-9001:90-91", "-p", "7000"]);
+    let (srv, _) = sandbox(w, "web", "srv", &["-p", "8080:80", "-p", "5353:5300/udp", "-p", "9000-9001:90-91", "-p", "7000"]);
     let (sib, _) = sandbox(w, "web", "sib", &[]);
     who_am_i_servers(&srv, 80);
-    who_am_i_servers(&srv, 53);
+    // (Not 53: the embedded DNS listens on 127.0.0.11:53 in every sandbox.)
+    who_am_i_servers(&srv, 5300);
     who_am_i_servers(&srv, 91);
     // `port SANDBOX` lists them like `docker port`.
     let ports = w.ctl_ok(0, &["port", &srv]);
-    assert!(ports.contains("80/tcp -> 0.0.0.0:8080") && ports.contains("53/udp -> 0.0.0.0:5353"), "{ports}");
+    assert!(ports.contains("80/tcp -> 0.0.0.0:8080") && ports.contains("5300/udp -> 0.0.0.0:5353"), "{ports}");
     assert!(ports.contains("7000/tcp -> 0.0.0.0:49153"), "ephemeral host port: {ports}");
     // From the external namespace at the uplink address; the service sees the real client.
     let r = tcp_ask(&n.ext, UPLINK_IP, 8080);

@@ -138,7 +138,21 @@ enum NetworkCmd {
 #[derive(Subcommand, Debug)]
 enum SandboxCmd {
     /// Create a sandbox (a network namespace `ip netns exec NAME` can enter).
-    Create { name: String },
+    Create {
+        name: String,
+        /// Hostname inside the sandbox (default: the first 12 digits of its id).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Upstream DNS server for names that are not local (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// DNS search domain (repeatable).
+        #[arg(long)]
+        dns_search: Vec<String>,
+        /// resolv.conf option, e.g. ndots:2 (repeatable).
+        #[arg(long)]
+        dns_option: Vec<String>,
+    },
     /// Remove sandboxes (disconnecting them first).
     #[command(alias = "remove")]
     Rm {
@@ -262,8 +276,8 @@ fn main() {
                 }
             });
         }
-        Cmd::Sandbox(SandboxCmd::Create { name }) => {
-            let v = go(Request::SandboxCreate { name });
+        Cmd::Sandbox(SandboxCmd::Create { name, hostname, dns, dns_search, dns_option }) => {
+            let v = go(Request::SandboxCreate(control::api::SandboxCreate { name, hostname, dns, dns_search, dns_option }));
             print_or(json, &v, |v| println!("{}", s(&v["name"])));
         }
         Cmd::Sandbox(SandboxCmd::Rm { names }) => {

@@ -232,7 +232,7 @@ fn open_listeners(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
             tracing::warn!(error = %e, "dns: could not bring lo up in a sandbox");
         }
     }
-    let udp = UdpSocket::bind(listen)?;
+    let udp = udp_reuseaddr(listen)?;
     let tcp = TcpListener::bind(listen)?;
     udp.set_nonblocking(true)?;
     tcp.set_nonblocking(true)?;
@@ -649,5 +649,49 @@ impl Counters {
         } else if rc == rcode::SERVFAIL as u16 {
             self.servfail.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A UDP socket bound to `addr` with SO_REUSEADDR, so a DNS server of the sandbox's own
+/// that also sets it (dnsmasq, CoreDNS, BIND do) can bind the wildcard address on port
+/// 53 beside us. (A wildcard bind without SO_REUSEADDR still conflicts: the cost of
+/// answering at 127.0.0.11:53 without firewall rules.)
+fn udp_reuseaddr(addr: std::net::SocketAddr) -> io::Result<UdpSocket> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket calls on a descriptor we own; sockaddr built from `addr`.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = UdpSocket::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const _ as *const libc::c_void, 4);
+        let r = match addr {
+            std::net::SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(fd, &sin as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32)
+            }
+            std::net::SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as u16,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_scope_id: a.scope_id(),
+                };
+                libc::bind(fd, &sin6 as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in6>() as u32)
+            }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
     }
 }

@@ -201,7 +201,7 @@ fn word(tag: u32, dir: Dir, idx: u32) -> u64 {
 
 #[inline]
 fn decode(w: u64) -> (u32, Dir) {
-    let idx = (w & 0x7fff_ffff) as u32 - 1;
+    let idx = ((w & 0x7fff_ffff) as u32).wrapping_sub(1);
     (idx, if w & (1 << 31) != 0 { Dir::Reply } else { Dir::Orig })
 }
 
@@ -363,7 +363,8 @@ impl ConnTable {
         s.meta & meta::LIVE != 0 && s.epoch == epoch && now.saturating_sub(s.seen) <= self.timeouts.of(s.meta)
     }
 
-    /// The live slot (dead or alive) holding tuple `t`, and the direction `t` is.
+    /// The connection holding tuple `t` (possibly expired or flushed: the caller
+    /// decides) and the direction `t` is in it.
     #[inline]
     fn find(&self, t: &Tuple, p: &Pos) -> Option<(Snap, Dir)> {
         for b in [p.b1, p.b2] {
@@ -400,11 +401,13 @@ impl ConnTable {
         self.slots[idx as usize].meta.compare_exchange(old, new, AcqRel, Acquire).map(|_| ())
     }
 
-    /// Records a packet at second `now` (a write only when the second changed).
+    /// Records a packet at second `now`: a write only when the second changed, and
+    /// never backwards (workers' clocks may differ by a tick; a stale snapshot may
+    /// belong to a recycled slot).
     #[inline]
     pub(crate) fn touch(&self, s: &Snap, now: u32) {
         if now > s.seen {
-            self.slots[s.idx as usize].seen.store(now, Relaxed);
+            self.slots[s.idx as usize].seen.fetch_max(now, Relaxed);
         }
     }
 

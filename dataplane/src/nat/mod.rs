@@ -24,7 +24,15 @@
 //!   `nf_conntrack_tcp_loose=1`); UDP (30 s, 120 s once replied); ICMP queries (30 s;
 //!   echo, timestamp, information, address mask); other IP protocols by address
 //!   (600 s). Invalid packets (a TCP flow starting with SYN-ACK/FIN/RST, impossible
-//!   flags, an ICMP reply without a request, …) get [`Verdict::Drop`] with a [`Reason`].
+//!   flags, a TCP packet the state table calls invalid such as an ACK in SYN_SENT, an
+//!   ICMP reply without a request, …) get [`Verdict::Drop`]`(`[`Reason::Invalid`]`)`
+//!   and change nothing. Packets Linux ignores (a SYN on an established connection)
+//!   pass without changing the state or the timeout. A SYN on a TIME_WAIT or CLOSE
+//!   connection reopens it in place (same mapping).
+//! - **Filtering** is the caller's: a packet that matches no connection is a new flow
+//!   and goes to the policy, so an unsolicited packet to a masqueraded port is whatever
+//!   the policy says for new inbound flows ([`nat_action`] denies it: address- and
+//!   port-dependent filtering, like Linux).
 //! - **ICMP errors** (unreachable, time exceeded, parameter problem, redirect, source
 //!   quench) quoting a tracked packet are *related*: the outer addresses and the quoted
 //!   header (addresses, ports or identifier, inner IP checksum, inner L4 checksum when
@@ -85,6 +93,23 @@
 //! ([`Reason::PortsExhausted`]); a full fragment table evicts its oldest record. The
 //! caller counts drops per [`Reason`]; the table also keeps counters of its slow-path
 //! events ([`ConnTable::counters`]).
+//!
+//! # Using it
+//!
+//! Workers call [`process`] for every IPv4 packet that crosses the NAT boundary (the
+//! caller decides which: typically every routed packet), passing the offset of the IP
+//! header, whether the frame is CHECKSUM_PARTIAL, the policy for new flows, and the
+//! current second; they count [`Verdict::Drop`] reasons in their own counters. One
+//! housekeeping thread calls [`ConnTable::sweep`] regularly. Control builds
+//! [`DnatTable`]s, lists connections with [`ConnTable::dump`] and flushes.
+//!
+//! # Limits
+//!
+//! IPv4 only. No TCP window tracking, no sequence-number adjustment, no ALGs (FTP, …).
+//! A UDP length field is not checked against the IP length (GSO super-frames differ).
+//! Later fragments that arrive before their first fragment are dropped, not queued.
+//! An ICMP error is translated only when it arrives whole (not fragmented, not
+//! CHECKSUM_PARTIAL).
 //!
 //! # Hot-path contract
 //!

@@ -198,7 +198,7 @@ fn churn_with_sweeper_and_control() {
             let mut pass = 0u32;
             while !stop.load(Relaxed) {
                 pass += 1;
-                if pass % 8 == 0 {
+                if pass & 7 == 0 {
                     clock.fetch_add(1, Relaxed); // one "second" every few passes
                 }
                 removed += t.sweep(clock.load(Relaxed), 64);
@@ -211,10 +211,12 @@ fn churn_with_sweeper_and_control() {
         let (t, clock, stop) = (t.clone(), clock.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut flushes = 0;
+            let mut pass = 0u32;
             while !stop.load(Relaxed) {
+                pass += 1;
                 let n = t.dump(clock.load(Relaxed), |c| assert_eq!(c.orig.proto, IPPROTO_UDP));
                 assert!(n <= 300);
-                if n > 200 {
+                if n > 200 || pass & 63 == 0 {
                     t.flush();
                     flushes += 1;
                 }
