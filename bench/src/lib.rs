@@ -30,6 +30,7 @@ pub fn tables(ports: PortId, fdb_cap: u32) -> Tables {
         mtu: 1500,
         internal: false,
         icc: true,
+            gateway6: None,
     });
     t
 }

@@ -40,6 +40,13 @@ pub struct NetworkCreate {
     /// Inter-container communication (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icc: Option<bool>,
+    /// Dual stack: needs `subnet6`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
 }
 
 /// Parameters of `connect`.
@@ -58,6 +65,8 @@ pub struct Connect {
     pub publish: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
 }
 
 /// Parameters of `sandbox create`.

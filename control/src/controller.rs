@@ -179,6 +179,39 @@ impl Controller {
         if !(1..=1_000_000).contains(&mac_aging) {
             return Err(format!("mac-aging {mac_aging}: must be between 1 and 1000000 seconds"));
         }
+        let (subnet6, gateway6) = match (&p.subnet6, p.ipv6) {
+            (Some(s6), true) => {
+                let c: crate::model::Ipv6Cidr = s6.parse().map_err(|e| format!("subnet {s6:?}: {e}"))?;
+                if !c.is_network_address() {
+                    return Err(format!("subnet {s6:?}: has host bits set; did you mean {}/{}?", c.network(), c.prefix_len));
+                }
+                if c.prefix_len > 126 {
+                    return Err(format!("subnet {c}: too small, the prefix must be /126 or shorter"));
+                }
+                if let Some(o) = self.state.networks.values().find(|n| n.subnet6.is_some_and(|o| o.overlaps(&c))) {
+                    return Err(format!("subnet {c} overlaps the IPv6 subnet of network {}", o.name));
+                }
+                let gw: std::net::Ipv6Addr = match &p.gateway6 {
+                    Some(g) => {
+                        let ip: std::net::Ipv6Addr = g.parse().map_err(|_| format!("gateway {g:?}: not an IPv6 address"))?;
+                        if !c.contains(ip) || ip == c.network() {
+                            return Err(format!("gateway {ip}: not a host address of the subnet {c}"));
+                        }
+                        ip
+                    }
+                    None => (u128::from(c.network()) + 1).into(),
+                };
+                (Some(c), Some(gw))
+            }
+            (Some(s6), false) => return Err(format!("subnet {s6}: an IPv6 subnet needs --ipv6")),
+            (None, true) => return Err("--ipv6: give an IPv6 subnet too (--subnet fd00:…/64)".to_string()),
+            (None, false) => {
+                if let Some(g) = &p.gateway6 {
+                    return Err(format!("gateway {g}: an IPv6 gateway needs --ipv6 and an IPv6 subnet"));
+                }
+                (None, None)
+            }
+        };
         let used: BTreeSet<u16> = self.state.networks.values().map(|n| n.net_id).collect();
         let net_id = (1..=u16::MAX).find(|i| !used.contains(i)).ok_or("too many networks")?;
         let id = model::random_id();
@@ -197,6 +230,8 @@ impl Controller {
             created: model::now_unix(),
             internal: p.internal,
             icc: p.icc.unwrap_or(true),
+            subnet6,
+            gateway6,
         };
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());
@@ -223,6 +258,9 @@ impl Controller {
             "gateway": n.gateway.to_string(),
             "gateway_mac": n.gateway_mac.to_string(),
             "ip_range": n.ip_range.map(|r| r.to_string()),
+            "ipv6": n.subnet6.is_some(),
+            "subnet6": n.subnet6.map(|c| c.to_string()),
+            "gateway6": n.gateway6.map(|g| g.to_string()),
             "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging, "internal": n.internal, "icc": n.icc},
             "endpoints": eps,
             "ports": ports,
@@ -238,6 +276,7 @@ impl Controller {
             "kind": e.kind,
             "mac_address": e.mac.to_string(),
             "ipv4_address": format!("{}/{}", e.ip, n.subnet.prefix_len),
+            "ipv6_address": e.ip6.and_then(|a| n.subnet6.map(|c| format!("{a}/{}", c.prefix_len))),
             "gateway": n.gateway.to_string(),
             "default_route": e.default_route,
             "port_id": e.port_id,
@@ -454,6 +493,19 @@ impl Controller {
         for a in &c.aliases {
             model::validate_name("alias", a)?;
         }
+        let ip6 = match (&c.ip6, net.subnet6) {
+            (Some(s6), _) => {
+                let ip: std::net::Ipv6Addr = s6.parse().map_err(|_| format!("--ip6 {s6:?}: not an IPv6 address"))?;
+                let used6: BTreeSet<std::net::Ipv6Addr> = self.state.endpoints_of_network(&net.name).filter_map(|e| e.ip6).collect();
+                ipam::check_requested6(&net, ip, &used6)?;
+                Some(ip)
+            }
+            (None, Some(_)) => {
+                let used6: BTreeSet<std::net::Ipv6Addr> = self.state.endpoints_of_network(&net.name).filter_map(|e| e.ip6).collect();
+                Some(ipam::allocate6(&net, &used6)?)
+            }
+            (None, None) => None,
+        };
         let taken: BTreeSet<String> = self.state.endpoints_of_sandbox(&c.sandbox).map(|e| e.ifname.clone()).collect();
         let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
         let id = model::random_id();
@@ -474,6 +526,7 @@ impl Controller {
             default_route: self.state.endpoints_of_sandbox(&c.sandbox).next().is_none(),
             published,
             aliases: c.aliases.clone(),
+            ip6,
         };
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;
@@ -615,7 +668,7 @@ impl Controller {
         for e in self.state.endpoints.values() {
             t.set_endpoint(
                 &e.network,
-                crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: e.aliases.clone(), ipv4: Some(e.ip), ipv6: None },
+                crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: e.aliases.clone(), ipv4: Some(e.ip), ipv6: e.ip6 },
             );
         }
         t
@@ -647,7 +700,11 @@ impl Controller {
         let hosts = self
             .state
             .endpoints_of_sandbox(name)
-            .map(|e| crate::dns::files::HostEntry::own(std::net::IpAddr::V4(e.ip), &hostname, name, &e.aliases))
+            .flat_map(|e| {
+                let v4 = crate::dns::files::HostEntry::own(std::net::IpAddr::V4(e.ip), &hostname, name, &e.aliases);
+                let v6 = e.ip6.map(|a| crate::dns::files::HostEntry::own(std::net::IpAddr::V6(a), &hostname, name, &e.aliases));
+                std::iter::once(v4).chain(v6)
+            })
             .collect();
         let f = crate::dns::files::SandboxFiles {
             hostname,

@@ -187,6 +187,16 @@ impl Dp {
                 mtu: net.mtu,
                 internal: net.internal,
                 icc: net.icc,
+                gateway6: match (net.subnet6, net.gateway6) {
+                    (Some(c), Some(g)) => Some(dataplane::router::local6::GatewayV6 {
+                        ip: g,
+                        prefix_len: c.prefix_len,
+                        ll: dataplane::router::local6::link_local(net.gateway_mac),
+                        mac: net.gateway_mac,
+                        mtu: net.mtu,
+                    }),
+                    _ => None,
+                },
             });
         }
         self.fdbs.retain(|id, _| live.contains(id));

@@ -50,8 +50,18 @@ pub fn configure_sandbox_side(sb: &Netns, ep: &Endpoint, net: &Network) -> io::R
         .map_err(|e| ctx(e, format!("configuring {} in sandbox {}", ep.ifname, ep.sandbox)))?;
     ignore_exists(nl.add_address(link.index, IpAddr::V4(ep.ip), net.subnet.prefix_len))
         .map_err(|e| ctx(e, format!("address {}/{} on {} in {}", ep.ip, net.subnet.prefix_len, ep.ifname, ep.sandbox)))?;
+    if let (Some(a), Some(c)) = (ep.ip6, net.subnet6) {
+        // No duplicate address detection: IPAM already guarantees uniqueness, and the
+        // address is usable at once.
+        ignore_exists(nl.add_address_flags(link.index, IpAddr::V6(a), c.prefix_len, true))
+            .map_err(|e| ctx(e, format!("address {a}/{} on {} in {}", c.prefix_len, ep.ifname, ep.sandbox)))?;
+    }
     if ep.default_route {
         set_default_route(&mut nl, net.gateway, link.index).map_err(|e| ctx(e, format!("default route in {}", ep.sandbox)))?;
+        if let Some(g6) = net.gateway6 {
+            nl.replace_route(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0, Some(IpAddr::V6(g6)), Some(link.index))
+                .map_err(|e| ctx(e, format!("IPv6 default route in {}", ep.sandbox)))?;
+        }
     }
     Ok(())
 }

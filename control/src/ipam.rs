@@ -54,6 +54,33 @@ pub fn check_requested(net: &Network, ip: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -
     Ok(())
 }
 
+/// The lowest free IPv6 address of the network's IPv6 subnet (skipping the
+/// subnet-router anycast address and the gateway). Looks at the first 65,536.
+pub fn allocate6(net: &Network, used: &BTreeSet<std::net::Ipv6Addr>) -> Result<std::net::Ipv6Addr, String> {
+    let Some(sub) = net.subnet6 else { return Err(format!("network {} has no IPv6 subnet", net.name)) };
+    let base = u128::from(sub.network());
+    let size = if sub.prefix_len >= 128 { 1 } else { 1u128 << (128 - sub.prefix_len as u32).min(127) };
+    (1..size.min(65536))
+        .map(|i| std::net::Ipv6Addr::from(base + i))
+        .find(|ip| Some(*ip) != net.gateway6 && !used.contains(ip))
+        .ok_or_else(|| format!("network {}: no free IPv6 address left in {sub}", net.name))
+}
+
+/// Checks an address asked for with `--ip6`.
+pub fn check_requested6(net: &Network, ip: std::net::Ipv6Addr, used: &BTreeSet<std::net::Ipv6Addr>) -> Result<(), String> {
+    let Some(sub) = net.subnet6 else { return Err(format!("--ip6 {ip}: network {} has no IPv6 subnet (create it with --ipv6)", net.name)) };
+    if !sub.contains(ip) {
+        return Err(format!("--ip6 {ip}: not in the subnet {} of network {}", sub, net.name));
+    }
+    if Some(ip) == net.gateway6 || ip == sub.network() {
+        return Err(format!("--ip6 {ip}: is the gateway or subnet-router address of {}", net.name));
+    }
+    if used.contains(&ip) {
+        return Err(format!("--ip6 {ip}: already in use on network {}", net.name));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +100,8 @@ mod tests {
             created: 0,
             internal: false,
             icc: true,
+            subnet6: None,
+            gateway6: None,
         }
     }
 

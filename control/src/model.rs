@@ -99,6 +99,67 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
     }
 }
 
+/// An IPv6 prefix, e.g. fd00:10::/64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Cidr {
+    pub addr: std::net::Ipv6Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv6Cidr {
+    pub fn mask(&self) -> u128 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.prefix_len as u32)
+        }
+    }
+    pub fn network(&self) -> std::net::Ipv6Addr {
+        (u128::from(self.addr) & self.mask()).into()
+    }
+    pub fn is_network_address(&self) -> bool {
+        self.addr == self.network()
+    }
+    pub fn contains(&self, ip: std::net::Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.network())
+    }
+    pub fn overlaps(&self, o: &Ipv6Cidr) -> bool {
+        self.contains(o.network()) || o.contains(self.network())
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv6Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ipv6Cidr, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| "missing /PREFIX (want e.g. fd00:10::/64)".to_string())?;
+        let addr: std::net::Ipv6Addr = a.parse().map_err(|_| format!("{a:?} is not an IPv6 address"))?;
+        let prefix_len: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        if prefix_len > 128 {
+            return Err(format!("prefix length {prefix_len} is more than 128"));
+        }
+        Ok(Ipv6Cidr { addr, prefix_len })
+    }
+}
+
+impl Serialize for Ipv6Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv6Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Serde for `MacAddr` as text.
 pub mod mac_serde {
     use super::*;
@@ -199,6 +260,11 @@ pub struct Network {
     /// false they reach only the gateway.
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Dual stack (`--ipv6`): the IPv6 subnet and gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 fn yes() -> bool {
@@ -257,6 +323,9 @@ pub struct Endpoint {
     /// DNS aliases on this network (`--alias`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// IPv6 address on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// An interface attached to a network with `port add`.
@@ -373,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn cidr6() {
+        let c: Ipv6Cidr = "fd00:10::5/64".parse().unwrap();
+        assert_eq!(c.network().to_string(), "fd00:10::");
+        assert!(!c.is_network_address());
+        assert!(c.contains("fd00:10::ffff".parse().unwrap()));
+        assert!(!c.contains("fd00:11::1".parse().unwrap()));
+        assert!(c.overlaps(&"fd00::/16".parse().unwrap()));
+        assert!("fd00::/129".parse::<Ipv6Cidr>().is_err());
+        assert!("10.0.0.0/8".parse::<Ipv6Cidr>().is_err());
+    }
+
+    #[test]
     fn names() {
         assert!(validate_name("network", "web").is_ok());
         assert!(validate_name("network", "my_net-2.x").is_ok());
@@ -402,6 +483,8 @@ mod tests {
                 created: 1,
                 internal: false,
                 icc: true,
+                subnet6: None,
+                gateway6: None,
             },
         );
         let j = serde_json::to_string(&s).unwrap();

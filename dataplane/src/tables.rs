@@ -101,6 +101,8 @@ pub struct NetworkEntry {
     /// Every port of the network (the flood list).
     pub ports: Vec<PortId>,
     pub gateway: Option<GatewayV4>,
+    /// The gateway's IPv6 identity on a dual-stack network.
+    pub gateway6: Option<crate::router::local6::GatewayV6>,
     pub mtu: u32,
     /// No route to the uplink (`--internal`).
     pub internal: bool,

@@ -88,6 +88,7 @@ fn forwarding_allocates_nothing() {
         mtu: 1500,
         internal: false,
         icc: true,
+            gateway6: None,
     });
     let stats = Arc::new(WorkerStats::new());
     for p in 1..=4 {

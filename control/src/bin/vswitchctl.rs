@@ -58,6 +58,9 @@ enum Cmd {
         /// A DNS name for the sandbox on this network (repeatable).
         #[arg(long = "alias", value_name = "NAME")]
         aliases: Vec<String>,
+        /// IPv6 address on a dual-stack network (default: the next free one).
+        #[arg(long)]
+        ip6: Option<String>,
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, sandbox: String },
@@ -85,12 +88,16 @@ enum NetworkCmd {
     /// Create a network.
     Create {
         name: String,
-        /// Subnet in CIDR form (default: a free one from 172.17-31.0.0/16, 192.168.0.0/16).
+        /// Subnet in CIDR form (default: a free one from 172.17-31.0.0/16, 192.168.0.0/16);
+        /// give it twice, IPv4 and IPv6, with --ipv6.
         #[arg(long)]
-        subnet: Option<String>,
-        /// Gateway address (default: the first address of the subnet).
+        subnet: Vec<String>,
+        /// Gateway address (default: the first address of the subnet); once per family.
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
+        /// Dual stack: also an IPv6 subnet.
+        #[arg(long)]
+        ipv6: bool,
         /// Allocate endpoint addresses from this sub-range.
         #[arg(long)]
         ip_range: Option<String>,
@@ -222,11 +229,24 @@ fn main() {
     let json = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
-        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc }) => {
+        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6 }) => {
+            let split = |v: Vec<String>, what: &str| -> (Option<String>, Option<String>) {
+                let (v6, v4): (Vec<String>, Vec<String>) = v.into_iter().partition(|s| s.contains(':'));
+                if v4.len() > 1 || v6.len() > 1 {
+                    eprintln!("Error: --{what}: at most one IPv4 and one IPv6 value");
+                    std::process::exit(2);
+                }
+                (v4.into_iter().next(), v6.into_iter().next())
+            };
+            let (subnet, subnet6) = split(subnet, "subnet");
+            let (gateway, gateway6) = split(gateway, "gateway");
             let v = go(Request::NetworkCreate(NetworkCreate {
                 name,
                 subnet,
                 gateway,
+                ipv6,
+                subnet6,
+                gateway6,
                 ip_range,
                 mtu,
                 mac_table_size,
@@ -301,10 +321,11 @@ fn main() {
                 )
             });
         }
-        Cmd::Connect { network, sandbox, ip, mac, port_kind, publish, aliases } => {
-            let v = go(Request::Connect(Connect { network, sandbox, ip, mac, kind: port_kind, publish, aliases }));
+        Cmd::Connect { network, sandbox, ip, mac, port_kind, publish, aliases, ip6 } => {
+            let v = go(Request::Connect(Connect { network, sandbox, ip, mac, kind: port_kind, publish, aliases, ip6 }));
             print_or(json, &v, |v| {
-                println!("{} {} {} {} {}", s(&v["sandbox"]), s(&v["interface"]), s(&v["ipv4_address"]), s(&v["mac_address"]), s(&v["kind"]))
+                let v6 = v["ipv6_address"].as_str().map(|a| format!(" {a}")).unwrap_or_default();
+                println!("{} {} {} {} {}{v6}", s(&v["sandbox"]), s(&v["interface"]), s(&v["ipv4_address"]), s(&v["mac_address"]), s(&v["kind"]))
             });
         }
         Cmd::Disconnect { network, sandbox } => {

@@ -12,6 +12,7 @@
 use crate::bridge::fdb::Learn;
 use crate::buf::{Batch, BufPool, PktId, PortId, BATCH_MAX};
 use crate::router::local::{self, Local};
+use crate::router::local6::{self, GatewayV6, Local6};
 use crate::stats::{bump, DropReason, Event, WorkerStats};
 use crate::tables::{NetworkEntry, Tables};
 use crate::vnet::VnetHdr;
@@ -137,6 +138,11 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
             return Next::FloodLocal;
         }
     }
+    // IPv6 neighbour and router solicitations are multicast: flooded, and answered by
+    // the gateway when they are for it.
+    if dst.is_multicast() && net.gateway6.is_some() && eth::l3(f).is_some_and(|(_, et)| et == eth::ETHERTYPE_IPV6) {
+        return Next::FloodLocal;
+    }
     if dst.is_multicast() {
         return Next::Flood;
     }
@@ -169,6 +175,11 @@ fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_por
 
 /// A frame to the gateway's MAC: answer it in place, or hand it to the router.
 fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
+    if let Some(g6) = &net.gateway6 {
+        if eth::l3(pool.frame(id)).is_some_and(|(_, et)| et == eth::ETHERTYPE_IPV6) {
+            return local6_unicast(cx, pool, g6, in_port, id, out);
+        }
+    }
     let Some(gw) = net.gateway else {
         cx.stats.count_drop(DropReason::NoRoute, 1);
         pool.release(id);
@@ -216,9 +227,90 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPo
     }
 }
 
-/// A broadcast the gateway may answer (ARP request for its address): the reply goes in
-/// a new buffer; the request itself is left untouched for flooding.
+/// IPv6 to the gateway's MAC: neighbour solicitations (unicast, for reachability)
+/// and echo requests are answered; IPv6 is not routed (no IPv6 uplink), so the rest is
+/// dropped and counted.
+fn local6_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, g6: &GatewayV6, in_port: PortId, id: PktId, out: &mut O) {
+    let reply_len = match local6::classify(pool.frame(id), g6) {
+        Local6::EchoRequest => {
+            let r = local6::echo_reply_in_place(pool.frame_mut(id));
+            if r.is_some() {
+                cx.stats.event(Event::IcmpEchoReply, 1);
+            }
+            r
+        }
+        Local6::NeighborSolicit { target } => {
+            let mut req = [0u8; 128];
+            let f = pool.frame(id);
+            let n = f.len().min(128);
+            req[..n].copy_from_slice(&f[..n]);
+            let off = pool.meta(id).off as usize;
+            local6::neighbor_advert(&req[..n], target, g6, &mut pool.raw_mut(id)[off..off + local6::NA_LEN])
+        }
+        Local6::RouterSolicit => {
+            let mut req = [0u8; 128];
+            let f = pool.frame(id);
+            let n = f.len().min(128);
+            req[..n].copy_from_slice(&f[..n]);
+            let off = pool.meta(id).off as usize;
+            local6::router_advert(Some(&req[..n]), g6, &mut pool.raw_mut(id)[off..off + local6::RA_LEN])
+        }
+        Local6::NotForUs | Local6::Malformed => {
+            cx.stats.count_drop(DropReason::NotIpv4, 1);
+            pool.release(id);
+            return;
+        }
+    };
+    match reply_len {
+        Some(len) => {
+            let m = pool.meta_mut(id);
+            m.len = len as u32;
+            m.vnet = VnetHdr::default();
+            m.in_port = 0;
+            out.emit(pool, in_port, id);
+        }
+        None => {
+            cx.stats.count_drop(DropReason::BadLocal, 1);
+            pool.release(id);
+        }
+    }
+}
+
+/// A broadcast/multicast the gateway may answer (ARP request for its address, IPv6
+/// neighbour or router solicitation): the reply goes in a new buffer; the request
+/// itself is left untouched for flooding.
 fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
+    if let Some(g6) = &net.gateway6 {
+        if eth::l3(pool.frame(id)).is_some_and(|(_, et)| et == eth::ETHERTYPE_IPV6) {
+            let (kind, target) = match local6::classify(pool.frame(id), g6) {
+                Local6::NeighborSolicit { target } => (1, Some(target)),
+                Local6::RouterSolicit => (2, None),
+                _ => return,
+            };
+            let Some(reply) = pool.alloc() else {
+                cx.stats.count_drop(DropReason::NoBuffer, 1);
+                return;
+            };
+            let mut req = [0u8; 128];
+            let f = pool.frame(id);
+            let n = f.len().min(128);
+            req[..n].copy_from_slice(&f[..n]);
+            let off = pool.meta(reply).off as usize;
+            let buf = &mut pool.raw_mut(reply)[off..off + local6::RA_LEN.max(local6::NA_LEN)];
+            let r = match (kind, target) {
+                (1, Some(t)) => local6::neighbor_advert(&req[..n], t, g6, buf),
+                _ => local6::router_advert(Some(&req[..n]), g6, buf),
+            };
+            match r {
+                Some(len) => {
+                    pool.meta_mut(reply).len = len as u32;
+                    out.emit(pool, in_port, reply);
+                }
+                None => pool.release(reply),
+            }
+            return;
+        }
+    }
     let Some(gw) = net.gateway else { return };
     if local::classify(pool.frame(id), &gw) != Local::ArpRequest {
         return;

@@ -42,6 +42,7 @@ fn world(fdb_cap: u32) -> Tables {
             mtu: 1500,
             internal: false,
             icc: true,
+            gateway6: None,
         });
     }
     t

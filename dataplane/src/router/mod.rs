@@ -3,4 +3,5 @@
 pub mod fib;
 pub mod icmp;
 pub mod local;
+pub mod local6;
 pub mod neigh;

@@ -23,7 +23,7 @@ fn tables(fdb: &Arc<Fdb>, ports: &[PortId]) -> Tables {
     for &p in ports {
         t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true });
     }
-    t.set_network(NetworkEntry { id: 1, name: "n".into(), fdb: fdb.clone(), ports: ports.to_vec(), gateway: None, mtu: 1500, internal: false, icc: true });
+    t.set_network(NetworkEntry { id: 1, name: "n".into(), fdb: fdb.clone(), ports: ports.to_vec(), gateway: None, mtu: 1500, internal: false, icc: true, gateway6: None });
     t
 }
 
