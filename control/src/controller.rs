@@ -232,6 +232,9 @@ impl Controller {
             icc: p.icc.unwrap_or(true),
             subnet6,
             gateway6,
+            driver: crate::model::Driver::Bridge,
+            encap: None,
+            vni: None,
         };
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());

@@ -102,6 +102,9 @@ mod tests {
             icc: true,
             subnet6: None,
             gateway6: None,
+            driver: crate::model::Driver::Bridge,
+            encap: None,
+            vni: None,
         }
     }
 

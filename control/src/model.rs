@@ -172,6 +172,83 @@ pub mod mac_serde {
     }
 }
 
+/// Network driver (Docker's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// One host.
+    #[default]
+    Bridge,
+    /// Spans hosts through tunnels.
+    Overlay,
+}
+
+impl FromStr for Driver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bridge" => Ok(Driver::Bridge),
+            "overlay" => Ok(Driver::Overlay),
+            _ => Err(format!("{s:?} is not a driver (want bridge or overlay)")),
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Bridge => "bridge",
+            Driver::Overlay => "overlay",
+        })
+    }
+}
+
+/// Encapsulation of an overlay network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// RFC 7348, UDP 4789: Ethernet over UDP.
+    #[default]
+    Vxlan,
+    /// RFC 2784/2890, IP protocol 47, Transparent Ethernet Bridging with a key.
+    Gre,
+    /// IP packets over UDP 8285 (Flannel's udp backend): routed, one subnet per host.
+    Udp,
+}
+
+impl FromStr for Encap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vxlan" => Ok(Encap::Vxlan),
+            "gre" => Ok(Encap::Gre),
+            "udp" => Ok(Encap::Udp),
+            _ => Err(format!("{s:?} is not an encapsulation (want vxlan, gre or udp)")),
+        }
+    }
+}
+
+impl fmt::Display for Encap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encap::Vxlan => "vxlan",
+            Encap::Gre => "gre",
+            Encap::Udp => "udp",
+        })
+    }
+}
+
+/// The VNI a network gets when none is given: derived from its name, so that hosts
+/// without a cluster store agree on it (4096 and up, like Docker's overlay driver).
+pub fn default_vni(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    4096 + h % (0x00ff_ffff - 4096)
+}
+
 /// How an endpoint's interface is realised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -265,6 +342,13 @@ pub struct Network {
     pub subnet6: Option<Ipv6Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<std::net::Ipv6Addr>,
+    #[serde(default)]
+    pub driver: Driver,
+    /// Overlay networks: the encapsulation and its id (VNI for VXLAN, key for GRE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<Encap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -442,6 +526,16 @@ mod tests {
     }
 
     #[test]
+    fn vni_from_name_is_stable_and_in_range() {
+        assert_eq!(default_vni("web"), default_vni("web"));
+        assert_ne!(default_vni("web"), default_vni("db"));
+        for n in ["a", "web", "a-very-long-network-name"] {
+            let v = default_vni(n);
+            assert!((4096..0x00ff_ffff).contains(&v));
+        }
+    }
+
+    #[test]
     fn cidr6() {
         let c: Ipv6Cidr = "fd00:10::5/64".parse().unwrap();
         assert_eq!(c.network().to_string(), "fd00:10::");
@@ -485,6 +579,9 @@ mod tests {
                 icc: true,
                 subnet6: None,
                 gateway6: None,
+                driver: Driver::Bridge,
+                encap: None,
+                vni: None,
             },
         );
         let j = serde_json::to_string(&s).unwrap();

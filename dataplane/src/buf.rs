@@ -41,6 +41,11 @@ pub struct PktMeta {
     pub vnet: VnetHdr,
     /// Port the frame came in on (0 for frames the dataplane made itself).
     pub in_port: PortId,
+    /// For frames decapsulated from a tunnel: the remote host's underlay address (as
+    /// a big-endian u32) and the tunnel id (VNI / GRE key), so the worker can find the
+    /// peer port. Zero otherwise.
+    pub tun_src: u32,
+    pub tun_id: u32,
 }
 
 /// A pool of packet buffers owned by one worker.

@@ -613,20 +613,21 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut req = Vec::new();
             let mut b = [0u8; 1024];
-            while find(&req, b"\r\n\r\n{}").is_none() {
-                let n = s.read(&mut b).unwrap();
-                req.extend_from_slice(&b[..n]);
-            }
-            // Two responses on one connection, written in awkward pieces.
-            let resp = [
-                &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"[..],
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                CHUNKED.strip_suffix(b"HTTP/1.1").unwrap(),
-            ]
-            .concat();
-            for piece in resp.chunks(7) {
-                s.write_all(piece).unwrap();
-                s.flush().unwrap();
+            // Two requests on one connection; responses written in awkward pieces.
+            let responses = [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+                [&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..], CHUNKED.strip_suffix(b"HTTP/1.1").unwrap()]
+                    .concat(),
+            ];
+            for (i, resp) in responses.iter().enumerate() {
+                while req.windows(4).filter(|w| w == b"\r\n\r\n").count() <= i || !req.ends_with(b"{}") {
+                    let n = s.read(&mut b).unwrap();
+                    req.extend_from_slice(&b[..n]);
+                }
+                for piece in resp.chunks(7) {
+                    s.write_all(piece).unwrap();
+                    s.flush().unwrap();
+                }
             }
             String::from_utf8(req).unwrap()
         });
@@ -635,6 +636,8 @@ mod tests {
         c.send("/v3/kv/range", b"{}").unwrap();
         let h = c.read_head().unwrap();
         assert_eq!(c.read_body(&h).unwrap(), (b"{}".to_vec(), true));
+        assert!(!c.is_stale());
+        c.send("/v3/kv/put", b"{}").unwrap();
         let h = c.read_head().unwrap();
         let (body, reusable) = c.read_body(&h).unwrap();
         assert!(reusable && body.ends_with(b"\n{}"));
