@@ -7,6 +7,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dns;
 pub mod dp;
+pub mod etcd;
 pub mod endpoint;
 pub mod ipam;
 pub mod model;

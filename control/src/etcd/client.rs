@@ -204,7 +204,7 @@ impl Op {
 /// A transaction: if every comparison holds, the `success` operations run, otherwise
 /// the `failure` ones, atomically at one revision.
 ///
-/// ```ignore
+/// ```text
 /// let t = Txn::new().when(Compare::absent("/a")).and_then(Op::put("/a", "1", None)).or_else(Op::get("/a"));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -482,7 +482,8 @@ impl Etcd {
     /// Sets `key` to `value`, attached to `lease` if given ([`EtcdError::LeaseNotFound`]
     /// if that lease is gone). Returns the new revision.
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, lease: Option<i64>) -> Result<i64, EtcdError> {
-        let req = wire::PutRequest { key: key.as_ref().to_vec(), value: value.as_ref().to_vec(), lease: lease.unwrap_or(0) };
+        let req =
+            wire::PutRequest { key: key.as_ref().to_vec(), value: value.as_ref().to_vec(), lease: lease.unwrap_or(0) };
         let r: wire::PutResponse = self.call("/v3/kv/put", &req, Idempotent::No)?;
         Ok(r.header.revision)
     }
@@ -514,7 +515,11 @@ impl Etcd {
         let r: wire::TxnResponse = self.call("/v3/kv/txn", &req, Idempotent::No)?;
         let ran = if r.succeeded { &t.success } else { &t.failure };
         if r.responses.len() != ran.len() {
-            return Err(EtcdError::Protocol(format!("txn: {} responses for {} operations", r.responses.len(), ran.len())));
+            return Err(EtcdError::Protocol(format!(
+                "txn: {} responses for {} operations",
+                r.responses.len(),
+                ran.len()
+            )));
         }
         let responses = r
             .responses
@@ -533,7 +538,12 @@ impl Etcd {
 
     /// Creates `key` with `value` only if it does not exist. `Ok(true)` if this call
     /// created it; `Ok(false)` if the key already existed (nothing was written).
-    pub fn create(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, lease: Option<i64>) -> Result<bool, EtcdError> {
+    pub fn create(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        lease: Option<i64>,
+    ) -> Result<bool, EtcdError> {
         let key = key.as_ref();
         let t = Txn::new().when(Compare::absent(key)).and_then(Op::put(key, value, lease));
         Ok(self.txn(&t)?.succeeded)
@@ -561,9 +571,7 @@ pub(crate) fn decode<R: DeserializeOwned>(path: &str, status: u16, body: &[u8]) 
         return Err(server_error(if e.grpc_code != 0 { e.grpc_code } else { e.code }, e.message));
     }
     match serde_json::from_slice::<wire::ErrorBody>(body) {
-        Ok(e) if e.code != 0 => {
-            Err(server_error(e.code, if e.message.is_empty() { e.error } else { e.message }))
-        }
+        Ok(e) if e.code != 0 => Err(server_error(e.code, if e.message.is_empty() { e.error } else { e.message })),
         _ => Err(EtcdError::Protocol(format!("{path}: HTTP {status}: {}", snippet()))),
     }
 }
@@ -634,7 +642,10 @@ mod tests {
             )
         );
         let c = Compare::value_is("k", "").to_wire();
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"key":"aw==","target":"VALUE","result":"EQUAL","value":""}"#);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"key":"aw==","target":"VALUE","result":"EQUAL","value":""}"#
+        );
     }
 
     #[test]

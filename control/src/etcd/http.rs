@@ -518,8 +518,16 @@ mod tests {
         assert_eq!(Endpoint::parse("http://etcd").unwrap().port, 2379);
         let ep = Endpoint::parse("http://[::1]:4001").unwrap();
         assert_eq!((ep.host.as_str(), ep.port, ep.authority().as_str()), ("::1", 4001, "[::1]:4001"));
-        for bad in ["https://a:1", "http://", "http://a:b", "http://a:0", "http://a:1/v3", "::1:2379", "http://[::1", "unix://x"]
-        {
+        for bad in [
+            "https://a:1",
+            "http://",
+            "http://a:b",
+            "http://a:0",
+            "http://a:1/v3",
+            "::1:2379",
+            "http://[::1",
+            "unix://x",
+        ] {
             assert!(matches!(Endpoint::parse(bad), Err(EtcdError::Config(_))), "{bad:?} accepted");
         }
     }
@@ -616,8 +624,11 @@ mod tests {
             // Two requests on one connection; responses written in awkward pieces.
             let responses = [
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
-                [&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..], CHUNKED.strip_suffix(b"HTTP/1.1").unwrap()]
-                    .concat(),
+                [
+                    &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                    CHUNKED.strip_suffix(b"HTTP/1.1").unwrap(),
+                ]
+                .concat(),
             ];
             for (i, resp) in responses.iter().enumerate() {
                 while req.windows(4).filter(|w| w == b"\r\n\r\n").count() <= i || !req.ends_with(b"{}") {

@@ -127,10 +127,9 @@ impl EtcdError {
             EtcdError::Server { code: c, .. } => {
                 matches!(*c, code::UNAVAILABLE | code::DEADLINE_EXCEEDED | code::RESOURCE_EXHAUSTED | code::ABORTED)
             }
-            EtcdError::LeaseNotFound
-            | EtcdError::WatchCanceled(_)
-            | EtcdError::Protocol(_)
-            | EtcdError::Config(_) => false,
+            EtcdError::LeaseNotFound | EtcdError::WatchCanceled(_) | EtcdError::Protocol(_) | EtcdError::Config(_) => {
+                false
+            }
         }
     }
 }

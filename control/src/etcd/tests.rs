@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// An etcd server owned by one test.
+/// An etcd member owned by one test.
 struct Server {
     dir: PathBuf,
+    name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster`.
+    cluster: String,
     child: Option<Child>,
 }
 
@@ -39,13 +42,23 @@ fn free_port() -> u16 {
 }
 
 fn etcd_installed() -> bool {
-    Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Server {
     /// Starts a fresh single-member cluster, or `None` (test skipped) if there is no
     /// `etcd` and `VSWITCHD_E2E` is not set.
     fn start(test: &str) -> Option<Server> {
+        Server::cluster(test, 1).map(|mut v| v.remove(0))
+    }
+
+    /// Starts a fresh cluster of `n` members and waits until it has a leader.
+    fn cluster(test: &str, n: usize) -> Option<Vec<Server>> {
         if !etcd_installed() {
             if std::env::var("VSWITCHD_E2E").as_deref() == Ok("1") {
                 panic!("VSWITCHD_E2E=1 but the etcd binary is missing (Debian package etcd-server)");
@@ -55,18 +68,37 @@ impl Server {
         }
         let mut last = String::new();
         for _ in 0..3 {
-            let dir = std::env::temp_dir().join(format!(
+            let base = std::env::temp_dir().join(format!(
                 "vsw-etcd-{test}-{}-{}",
                 std::process::id(),
                 SEQ.fetch_add(1, Ordering::Relaxed)
             ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            let mut s = Server { dir, client_port: free_port(), peer_port: free_port(), child: None };
-            match s.spawn() {
-                Ok(()) => return Some(s),
-                Err(e) => last = e, // a port taken meanwhile: try others
+            let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+            let cluster: Vec<String> =
+                ports.iter().enumerate().map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}")).collect();
+            let mut members: Vec<Server> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, &(client_port, peer_port))| Server {
+                    dir: base.join(format!("m{i}")),
+                    name: format!("m{i}"),
+                    client_port,
+                    peer_port,
+                    cluster: cluster.join(","),
+                    child: None,
+                })
+                .collect();
+            let started = members.iter_mut().try_for_each(|m| {
+                let _ = fs::remove_dir_all(&m.dir);
+                fs::create_dir_all(&m.dir).unwrap();
+                m.launch()
+            });
+            match started.and_then(|()| members.iter_mut().try_for_each(Server::wait_ready)) {
+                Ok(()) => return Some(members),
+                Err(e) => last = e, // e.g. a port taken meanwhile: try others
             }
+            drop(members);
+            let _ = fs::remove_dir_all(&base);
         }
         panic!("etcd did not start: {last}");
     }
@@ -75,29 +107,40 @@ impl Server {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    /// Starts etcd on this server's data directory and ports and waits until it has
-    /// a leader.
-    fn spawn(&mut self) -> Result<(), String> {
+    /// Starts etcd again on its data directory and ports (after [`Server::kill9`]),
+    /// and waits until it has a leader.
+    fn restart(&mut self) {
+        self.launch().unwrap();
+        self.wait_ready().unwrap();
+    }
+
+    /// Starts the etcd process.
+    fn launch(&mut self) -> Result<(), String> {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("etcd.log")).unwrap();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &self.url(), "--advertise-client-urls", &self.url()])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--initial-cluster", &self.cluster])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .map_err(|e| format!("spawning etcd: {e}"))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the member answers and knows a leader.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = self.url();
         loop {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
-                return Err(format!("etcd exited with {st}: {}", self.log_tail()));
+                return Err(format!("etcd {} exited with {st}: {}", self.name, self.log_tail()));
             }
             if let Ok(e) = Etcd::connect_timeout(&[&url], Duration::from_millis(500)) {
                 if e.status().is_ok_and(|s| s.leader != 0) {
@@ -106,7 +149,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 self.kill9();
-                return Err(format!("etcd not ready after 30 s: {}", self.log_tail()));
+                return Err(format!("etcd {} not ready after 30 s: {}", self.name, self.log_tail()));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -135,6 +178,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(base) = self.dir.parent() {
+            let _ = fs::remove_dir(base); // once the last member is gone
+        }
+    }
+}
+
+/// Retries `f` while it fails with a retryable error, for up to `secs` seconds.
+fn retry<T>(secs: u64, mut f: impl FnMut() -> Result<T, EtcdError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("{e}"),
+        }
     }
 }
 
@@ -219,7 +277,8 @@ fn kv_put_get_prefix_delete() {
     assert_eq!(etcd.delete("/n/a").unwrap(), 0);
     assert_eq!(etcd.delete_prefix("/n/").unwrap(), 1);
     assert_eq!(etcd.get_prefix("/").unwrap().0.len(), 1);
-    assert_eq!(etcd.status().unwrap().version, "3.4.23".to_string().split_off(0).replace("3.4.23", &etcd.status().unwrap().version));
+    let st = etcd.status().unwrap();
+    assert!(st.version.starts_with("3.") && st.leader != 0 && st.revision == rev + 2, "{st:?}");
     // A put on a lease that never existed.
     assert_eq!(etcd.put("/x", "1", Some(12345)), Err(EtcdError::LeaseNotFound));
     // Failover: a dead endpoint first.
@@ -255,7 +314,10 @@ fn txn_create_race_has_one_winner() {
     // Compare-and-set on the modification revision, with a read on failure.
     let kv = etcd.get("/race/0").unwrap().unwrap();
     let cas = |rev: i64| {
-        Txn::new().when(Compare::mod_revision_is("/race/0", rev)).and_then(Op::put("/race/0", "new", None)).or_else(Op::get("/race/0"))
+        Txn::new()
+            .when(Compare::mod_revision_is("/race/0", rev))
+            .and_then(Op::put("/race/0", "new", None))
+            .or_else(Op::get("/race/0"))
     };
     let r = etcd.txn(&cas(kv.mod_revision)).unwrap();
     assert!(r.succeeded);
@@ -379,7 +441,7 @@ fn watch_survives_an_etcd_restart() {
     srv.kill9();
     assert!(matches!(etcd.put("/r/x", "down", None), Err(EtcdError::Unavailable(_))));
     thread::sleep(Duration::from_millis(1500)); // the watch is retrying meanwhile
-    srv.spawn().unwrap();
+    srv.restart();
     // The client's pooled connections died with the old process: still works.
     let r2 = etcd.put("/r/2", "after", None).unwrap();
     assert_eq!(put_ev(&w.next(10)), (&b"/r/2"[..], &b"after"[..], r2));
@@ -411,6 +473,38 @@ fn watch_resyncs_after_compaction() {
     }
     let r = etcd.put("/c/c", "4", None).unwrap();
     assert_eq!(put_ev(&w.next(5)).2, r);
+    assert!(w.quiet(300));
+    w.stop();
+}
+
+#[test]
+fn cluster_fails_over_between_members() {
+    let Some(mut m) = Server::cluster("failover", 3) else { return };
+    let urls: Vec<String> = m.iter().map(Server::url).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let etcd = Etcd::connect_timeout(&urls, Duration::from_secs(2)).unwrap();
+    let w = Watcher::start(&etcd, "/f/", 0);
+    thread::sleep(Duration::from_millis(300));
+    let r1 = etcd.put("/f/1", "a", None).unwrap();
+    assert_eq!(put_ev(&w.next(5)).2, r1);
+    // The member in use goes away: calls and the watch move on to the others (once
+    // they have elected a new leader, if it was the leader).
+    m[0].kill9();
+    let r2 = retry(15, || etcd.put("/f/2", "b", None));
+    assert_eq!(put_ev(&w.next(15)), (&b"/f/2"[..], &b"b"[..], r2));
+    // Without a quorum the survivor answers "no leader" at once instead of hanging.
+    m[1].kill9();
+    thread::sleep(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let e = etcd.get("/f/2").unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{e} after {:?}", t0.elapsed());
+    // Quorum back: everything resumes, the watch included.
+    m[0].launch().unwrap();
+    m[1].launch().unwrap();
+    m[0].wait_ready().unwrap();
+    let r3 = retry(15, || etcd.put("/f/3", "c", None));
+    assert_eq!(put_ev(&w.next(15)).2, r3);
     assert!(w.quiet(300));
     w.stop();
 }

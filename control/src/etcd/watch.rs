@@ -160,7 +160,8 @@ impl Etcd {
         f: &mut impl FnMut(WatchEvent) -> bool,
     ) -> Result<StreamEnd, EtcdError> {
         let (key, range_end) = prefix_range(prefix);
-        let req = wire::WatchRequest { create_request: wire::WatchCreateRequest { key, range_end, start_revision: *next } };
+        let req =
+            wire::WatchRequest { create_request: wire::WatchCreateRequest { key, range_end, start_revision: *next } };
         let body = serde_json::to_vec(&req).map_err(|e| EtcdError::Protocol(e.to_string()))?;
         let (ep, mut c) = match self.open_watch(&body) {
             Ok(x) => x,

@@ -41,14 +41,14 @@ pub(crate) fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
     let data = match bytes.iter().position(|&c| c == b'=') {
         Some(p) => {
             let pad = &bytes[p..];
-            if pad.len() > 2 || pad.iter().any(|&c| c != b'=') || bytes.len() % 4 != 0 {
+            if pad.len() > 2 || pad.iter().any(|&c| c != b'=') || bytes.len() & 3 != 0 {
                 return Err(format!("bad base64 padding in {s:?}"));
             }
             &bytes[..p]
         }
         None => bytes,
     };
-    if data.len() % 4 == 1 {
+    if data.len() & 3 == 1 {
         return Err(format!("bad base64 length {}", bytes.len()));
     }
     let mut out = Vec::with_capacity(data.len() * 3 / 4);
@@ -535,7 +535,16 @@ mod tests {
         assert_eq!(r.header.revision, 5);
         assert_eq!(r.header.member_id, 3_319_814_642_761_637_952);
         assert_eq!(r.count, 1);
-        assert_eq!(r.kvs, vec![KeyValue { key: b"e".to_vec(), create_revision: 5, mod_revision: 5, version: 1, ..Default::default() }]);
+        assert_eq!(
+            r.kvs,
+            vec![KeyValue {
+                key: b"e".to_vec(),
+                create_revision: 5,
+                mod_revision: 5,
+                version: 1,
+                ..Default::default()
+            }]
+        );
         let r: RangeResponse = serde_json::from_str(r#"{"header":{"revision":"1"}}"#).unwrap();
         assert!(r.kvs.is_empty());
         let d: DeleteRangeResponse = serde_json::from_str(r#"{"header":{"revision":"4"}}"#).unwrap();

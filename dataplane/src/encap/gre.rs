@@ -130,9 +130,14 @@ pub fn parse_header(gre: &[u8], verify: bool) -> Result<(Option<u32>, usize, usi
 /// past the IPv4 total length are ignored). Returns `Tunnel::Gre(key)` and the inner
 /// frame's range in `pkt`. Never panics.
 pub fn decap(vtep: &Vtep, pkt: &[u8]) -> Result<Decapped, DecapError> {
+    decap_with(vtep, pkt, vtep.verify_csum)
+}
+
+/// [`decap`] with the GRE checksum check decided by the caller (`verify_l4`).
+pub(crate) fn decap_with(vtep: &Vtep, pkt: &[u8], verify_l4: bool) -> Result<Decapped, DecapError> {
     let ip = outer::parse_ipv4(vtep, pkt, IPPROTO_GRE)?;
     let gre = pkt.get(ip.l4..ip.end).ok_or(DecapError::Truncated)?;
-    let (key, off, len) = parse_header(gre, vtep.verify_csum)?;
+    let (key, off, len) = parse_header(gre, verify_l4)?;
     Ok(Decapped {
         tunnel: Tunnel::Gre(key),
         inner_off: ip.l4 + off,

@@ -48,7 +48,7 @@ pub use outer::{flow_hash_eth, flow_hash_ip, inner_tos_eth, inner_tos_ip};
 pub use segment::{EncapSegments, UdpGsoBatch, UDP_GSO_MAX_PAYLOAD, UDP_GSO_MAX_SEGS};
 
 use crate::offload::{complete_checksum, OffloadError};
-use crate::vnet::VnetHdr;
+use crate::vnet::{VnetHdr, F_DATA_VALID, F_NEEDS_CSUM};
 use crate::wire::MacAddr;
 
 /// Outer IPv4 header length (no options are ever sent).
@@ -95,6 +95,18 @@ pub enum Tunnel {
     Gre(Option<u32>),
     /// IP-in-UDP (Flannel `udp` backend): the inner payload is an IP packet.
     Udp,
+}
+
+impl Tunnel {
+    /// The network id as a number: the VNI, the GRE key (0 without one), 0 for UDP. What
+    /// the packet metadata's `tun_id` holds for decapsulated frames.
+    pub fn id(self) -> u32 {
+        match self {
+            Tunnel::Vxlan(v) => v.get(),
+            Tunnel::Gre(k) => k.unwrap_or(0),
+            Tunnel::Udp => 0,
+        }
+    }
 }
 
 /// The shape of an encapsulation, for MTU arithmetic ([`overhead`], [`overlay_mtu`]).
@@ -181,7 +193,8 @@ pub struct Vtep {
     pub tx_csum: bool,
     /// On decapsulation, verify the outer IPv4 header checksum, a non-zero UDP checksum
     /// and a present GRE checksum. Default true; turn off when the receiving socket has
-    /// verified them already.
+    /// verified them already. Frames with a virtio-net header should go through
+    /// [`decap_frame`], which skips UDP/GRE checksums the sender left to offload.
     pub verify_csum: bool,
     /// Lowest outer UDP source port picked by the flow hash.
     pub src_port_min: u16,
@@ -503,27 +516,76 @@ pub fn encap(
         return Err(EncapError::InnerTruncated);
     }
     complete_checksum(frame, vh)?;
-    let hash = flow_hash_eth(frame, vtep.hash_seed);
-    let sport = vtep.src_port_for(hash);
     let inner_tos = inner_tos_eth(frame);
-    let (ioff, ilen) = match peer.tunnel {
+    let (ioff, ilen, hash) = match peer.tunnel {
         Tunnel::Udp => {
             let (l3, ip_len) = udp::locate_ip(frame)?;
-            (off + l3, ip_len)
+            (off + l3, ip_len, flow_hash_ip(frame.get(l3..).unwrap_or(&[]), vtep.hash_seed))
         }
-        _ => (off, len),
+        _ => (off, len, flow_hash_eth(frame, vtep.hash_seed)),
     };
+    let sport = vtep.src_port_for(hash);
     outer::write(vtep, peer, buf, ioff, ilen, sport, inner_tos)
 }
 
 /// Decapsulates an outer IPv4 packet (`pkt` starts at the outer IPv4 header) of the given
 /// kind: dispatches to [`vxlan::decap`], [`gre::decap`] or [`udp::decap`].
 pub fn decap(vtep: &Vtep, kind: EncapKind, pkt: &[u8]) -> Result<Decapped, DecapError> {
+    decap_with(vtep, kind, pkt, vtep.verify_csum)
+}
+
+fn decap_with(vtep: &Vtep, kind: EncapKind, pkt: &[u8], verify_l4: bool) -> Result<Decapped, DecapError> {
     match kind {
-        EncapKind::Vxlan => vxlan::decap(vtep, pkt),
-        EncapKind::Gre { .. } => gre::decap(vtep, pkt),
-        EncapKind::Udp => udp::decap(vtep, pkt),
+        EncapKind::Vxlan => vxlan::decap_with(vtep, pkt, verify_l4),
+        EncapKind::Gre { .. } => gre::decap_with(vtep, pkt, verify_l4),
+        EncapKind::Udp => udp::decap_with(vtep, pkt, verify_l4),
     }
+}
+
+/// Decapsulates an underlay Ethernet frame as an AF_PACKET/TAP port with virtio-net
+/// headers receives it (`frame` starts at the outer Ethernet header, up to two VLAN tags;
+/// `vh` is its header). Offsets in the result are relative to `frame`; the second value
+/// is the virtio header the inner frame carries on.
+///
+/// Offload state: a frame from a local stack (e.g. over a veth) is usually
+/// CHECKSUM_PARTIAL (`NEEDS_CSUM`): its outer UDP/GRE checksum is not final (Linux
+/// leaves it to offload, or computes it assuming the inner checksum will be filled in
+/// later), so it is not verified, and neither is one already validated (`DATA_VALID`);
+/// the outer IPv4 header checksum is still checked per [`Vtep::verify_csum`]. When
+/// `csum_start` points into the inner frame, the inner frame is the one with the partial
+/// checksum: the returned header says `NEEDS_CSUM` with `csum_start` relative to
+/// `inner_off` (for [`Tunnel::Udp`], to the inner IP packet: add 14 after
+/// [`prepend_eth`]). Otherwise the returned header is plain. GSO outer frames cannot be
+/// described by a virtio header (Linux drops them before AF_PACKET), so `vh`'s GSO fields
+/// are ignored.
+///
+/// Errors: those of [`decap`]; a non-IPv4 EtherType gives [`DecapError::NotIpv4`], a
+/// frame shorter than its Ethernet header [`DecapError::Truncated`]. Never panics.
+pub fn decap_frame(
+    vtep: &Vtep,
+    kind: EncapKind,
+    frame: &[u8],
+    vh: &VnetHdr,
+) -> Result<(Decapped, VnetHdr), DecapError> {
+    let (l3, et) = outer::l3_of(frame).ok_or(DecapError::Truncated)?;
+    if et != 0x0800 {
+        return Err(DecapError::NotIpv4);
+    }
+    let offloaded = vh.needs_csum() || vh.flags & F_DATA_VALID != 0;
+    let pkt = frame.get(l3..).ok_or(DecapError::Truncated)?;
+    let mut d = decap_with(vtep, kind, pkt, vtep.verify_csum && !offloaded)?;
+    d.inner_off += l3;
+    let mut ivh = VnetHdr::default();
+    let cs = vh.csum_start as usize;
+    if vh.needs_csum() && cs >= d.inner_off && cs < d.inner_off + d.inner_len {
+        ivh = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: (cs - d.inner_off) as u16,
+            csum_offset: vh.csum_offset,
+            ..VnetHdr::default()
+        };
+    }
+    Ok((d, ivh))
 }
 
 /// Writes an Ethernet header (`dst`, `src`, EtherType from the IP version nibble: 0x0800

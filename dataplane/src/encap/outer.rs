@@ -150,7 +150,7 @@ pub fn flow_hash_eth(frame: &[u8], seed: u32) -> u32 {
 }
 
 /// Hash of an IP packet's flow (addresses, protocol, ports as in [`flow_hash_eth`],
-/// without L2). Never panics.
+/// without L2): what IP-in-UDP uses, as its L2 header is not carried. Never panics.
 pub fn flow_hash_ip(pkt: &[u8], seed: u32) -> u32 {
     let mut m = Mix(seed as u64 ^ 0x243f_6a88_85a3_08d3);
     mix_ip(&mut m, pkt);
@@ -334,8 +334,13 @@ pub(crate) fn parse_ipv4(vtep: &Vtep, pkt: &[u8], proto: u8) -> Result<OuterIp, 
 
 /// Validates the UDP header at `pkt[ip.l4..]`: length ≥ 8 and within the IP payload
 /// (bytes after the UDP length are ignored), destination port `vtep.port`, a non-zero
-/// checksum (if `vtep.verify_csum`). Returns (source port, payload offset, payload end).
-pub(crate) fn parse_udp(vtep: &Vtep, pkt: &[u8], ip: &OuterIp) -> Result<(u16, usize, usize), DecapError> {
+/// checksum (if `verify`). Returns (source port, payload offset, payload end).
+pub(crate) fn parse_udp(
+    vtep: &Vtep,
+    pkt: &[u8],
+    ip: &OuterIp,
+    verify: bool,
+) -> Result<(u16, usize, usize), DecapError> {
     let l4 = ip.l4;
     if ip.end < l4 + UDP_HDR_LEN {
         return Err(DecapError::Truncated);
@@ -347,7 +352,7 @@ pub(crate) fn parse_udp(vtep: &Vtep, pkt: &[u8], ip: &OuterIp) -> Result<(u16, u
     if rd16(pkt, l4 + 2) != vtep.port {
         return Err(DecapError::WrongPort);
     }
-    if vtep.verify_csum && rd16(pkt, l4 + 6) != 0 {
+    if verify && rd16(pkt, l4 + 6) != 0 {
         let udp = pkt.get(l4..l4 + ulen).ok_or(DecapError::Truncated)?;
         let ps = csum::pseudo_v4(ip.src.octets(), ip.dst.octets(), IPPROTO_UDP, ulen as u16);
         if csum::fold(csum::sum16(udp, ps)) != 0xffff {

@@ -21,8 +21,8 @@
 //! Owns: borrows of the super-frame and the [`Vtep`] (for the IPv4 id counter) and a
 //! cursor. No allocation, no I/O; never panics on any input.
 
-use super::outer::{self, ip_packet_len, inner_tos_eth};
-use super::{flow_hash_eth, udp, vxlan, EncapError, EncapKind, Encapped, Peer, Tunnel, Vtep};
+use super::outer::{self, inner_tos_eth, ip_packet_len};
+use super::{flow_hash_eth, flow_hash_ip, udp, vxlan, EncapError, EncapKind, Encapped, Peer, Tunnel, Vtep};
 use crate::offload::{parse_headers, OffloadError, SegCsum, Segmenter};
 use crate::vnet::{VnetHdr, GSO_UDP_L4};
 
@@ -100,7 +100,7 @@ impl<'a> EncapSegments<'a> {
         let mut vh2 = *vh;
         if vh.is_gso() {
             let h = parse_headers(frame)?;
-            let fixed = outer_len + h.hdr_len() - l2;
+            let fixed = (outer_len + h.hdr_len()).saturating_sub(l2);
             let room = mtu.saturating_sub(fixed);
             if room == 0 {
                 return Err(EncapError::ExceedsMtu);
@@ -118,7 +118,11 @@ impl<'a> EncapSegments<'a> {
             }
         }
         let seg = Segmenter::new(frame, &vh2, SegCsum::Full)?;
-        let sport = vtep.src_port_for(flow_hash_eth(frame, vtep.hash_seed));
+        let hash = match kind {
+            EncapKind::Udp => flow_hash_ip(frame.get(l2..).unwrap_or(&[]), vtep.hash_seed),
+            _ => flow_hash_eth(frame, vtep.hash_seed),
+        };
+        let sport = vtep.src_port_for(hash);
         let tos = inner_tos_eth(frame);
         Ok(EncapSegments { vtep, peer, seg, outer_len, l2, sport, tos })
     }

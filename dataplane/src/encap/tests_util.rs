@@ -152,7 +152,7 @@ pub(super) fn gso_tcp(v6: bool, vlan: Option<u16>, len: usize, mss: u16) -> (Vec
     let mut vh = make_partial(&mut f, l3);
     vh.gso_type = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
     vh.gso_size = mss;
-    vh.hdr_len = (vh.csum_start + 20) as u16;
+    vh.hdr_len = vh.csum_start + 20;
     (f, vh, payload)
 }
 

@@ -73,8 +73,13 @@ pub fn decap_payload(payload: &[u8]) -> Result<Decapped, DecapError> {
 /// and UDP as for VXLAN (port [`Vtep::port`]), then the inner IP header and length.
 /// The inner IP packet is `pkt[d.inner_range()]`. Never panics.
 pub fn decap(vtep: &Vtep, pkt: &[u8]) -> Result<Decapped, DecapError> {
+    decap_with(vtep, pkt, vtep.verify_csum)
+}
+
+/// [`decap`] with the UDP checksum check decided by the caller (`verify_l4`).
+pub(crate) fn decap_with(vtep: &Vtep, pkt: &[u8], verify_l4: bool) -> Result<Decapped, DecapError> {
     let ip = outer::parse_ipv4(vtep, pkt, IPPROTO_UDP)?;
-    let (sport, p, end) = outer::parse_udp(vtep, pkt, &ip)?;
+    let (sport, p, end) = outer::parse_udp(vtep, pkt, &ip, verify_l4)?;
     let len = inner_ip(pkt.get(p..end).ok_or(DecapError::Truncated)?)?;
     Ok(Decapped {
         tunnel: Tunnel::Udp,

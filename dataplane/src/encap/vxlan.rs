@@ -66,8 +66,13 @@ pub fn decap_payload(payload: &[u8]) -> Result<Decapped, DecapError> {
 /// [`Vtep::local_ip`]), UDP (destination [`Vtep::port`], length, checksum if non-zero)
 /// and the VXLAN header. The inner frame is `pkt[d.inner_range()]`. Never panics.
 pub fn decap(vtep: &Vtep, pkt: &[u8]) -> Result<Decapped, DecapError> {
+    decap_with(vtep, pkt, vtep.verify_csum)
+}
+
+/// [`decap`] with the UDP checksum check decided by the caller (`verify_l4`).
+pub(crate) fn decap_with(vtep: &Vtep, pkt: &[u8], verify_l4: bool) -> Result<Decapped, DecapError> {
     let ip = outer::parse_ipv4(vtep, pkt, IPPROTO_UDP)?;
-    let (sport, p, end) = outer::parse_udp(vtep, pkt, &ip)?;
+    let (sport, p, end) = outer::parse_udp(vtep, pkt, &ip, verify_l4)?;
     let payload = pkt.get(p..end).ok_or(DecapError::Truncated)?;
     let (vni, off, len) = parse_header(payload)?;
     Ok(Decapped {
