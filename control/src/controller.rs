@@ -31,6 +31,14 @@ pub const TAP_PREFIX: &str = "vst";
 
 type R<T> = Result<T, String>;
 
+fn encap_kind(e: crate::model::Encap) -> dataplane::encap::EncapKind {
+    match e {
+        crate::model::Encap::Vxlan => dataplane::encap::EncapKind::Vxlan,
+        crate::model::Encap::Gre => dataplane::encap::EncapKind::Gre { key: true, csum: false },
+        crate::model::Encap::Udp => dataplane::encap::EncapKind::Udp,
+    }
+}
+
 fn e2s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -44,6 +52,12 @@ pub struct CtlOpts {
     pub userland_proxy: bool,
     /// The interface towards the outside world, if any.
     pub uplink: Option<UplinkCfg>,
+    /// This host's underlay address (tunnels to other hosts start here).
+    pub advertise: Option<Ipv4Addr>,
+    /// Other hosts (without a cluster store): every overlay network is carried to each.
+    pub peers: Vec<Ipv4Addr>,
+    /// UDP port of VXLAN.
+    pub vxlan_port: u16,
 }
 
 /// `vswitchd --uplink IFACE --uplink-addr IP/PREFIX [--uplink-gateway IP]`: an
@@ -61,7 +75,7 @@ pub const UPLINK_PORT: u16 = u16::MAX;
 
 impl Default for CtlOpts {
     fn default() -> Self {
-        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None }
+        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789 }
     }
 }
 
@@ -73,11 +87,14 @@ pub struct Controller {
     pub opts: CtlOpts,
     proxy: crate::proxy::Proxy,
     dns: Option<crate::dns::DnsServer>,
+    /// Tunnel peer ports (not persisted: derived from networks and peers at start):
+    /// (network, remote host) → port number.
+    peer_ports: std::collections::BTreeMap<(String, Ipv4Addr), u16>,
 }
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -167,7 +184,43 @@ impl Controller {
             }
             None => None,
         };
-        let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
+        let driver: crate::model::Driver = match &p.driver {
+            Some(d) => d.parse().map_err(|e| format!("driver: {e}"))?,
+            None => crate::model::Driver::Bridge,
+        };
+        let (encap, vni) = match driver {
+            crate::model::Driver::Bridge => {
+                if p.encap.is_some() || p.vni.is_some() {
+                    return Err("--encap/--vni: only for --driver overlay".to_string());
+                }
+                (None, None)
+            }
+            crate::model::Driver::Overlay => {
+                if self.dp.advertise().is_none() {
+                    return Err("--driver overlay: this vswitchd has no underlay (start it with --advertise IP and --peer IP or --cluster)".to_string());
+                }
+                let e: crate::model::Encap = match &p.encap {
+                    Some(e) => e.parse().map_err(|e| format!("encap: {e}"))?,
+                    None => crate::model::Encap::Vxlan,
+                };
+                if e == crate::model::Encap::Udp {
+                    return Err("--encap udp: per-host subnets need a cluster store (vswitchd --cluster)".to_string());
+                }
+                let vni = p.vni.unwrap_or_else(|| model::default_vni(&p.name));
+                if e == crate::model::Encap::Vxlan && !(1..=0x00ff_ffff).contains(&vni) {
+                    return Err(format!("vni {vni}: a VXLAN VNI is 1 to 16777215"));
+                }
+                if let Some(o) = self.state.networks.values().find(|n| n.vni == Some(vni) && n.encap == Some(e)) {
+                    return Err(format!("vni {vni}: already used by network {}", o.name));
+                }
+                (Some(e), Some(vni))
+            }
+        };
+        let default_mtu = match encap {
+            Some(e) => self.underlay_mtu().saturating_sub(dataplane::encap::overhead(encap_kind(e)) as u32),
+            None => DEFAULT_MTU,
+        };
+        let mtu = p.mtu.unwrap_or(default_mtu);
         if !(68..=65535).contains(&mtu) {
             return Err(format!("mtu {mtu}: must be between 68 and 65535"));
         }
@@ -222,7 +275,11 @@ impl Controller {
             net_id,
             subnet,
             gateway,
-            gateway_mac: MacAddr([0x02, 0x00, idb[4], idb[5], idb[6], idb[7]]),
+            // Overlay networks: the same gateway MAC on every host (from the VNI).
+            gateway_mac: match vni {
+                Some(v) => MacAddr([0x02, 0x4f, (v >> 16) as u8, (v >> 8) as u8, v as u8, 0x01]),
+                None => MacAddr([0x02, 0x00, idb[4], idb[5], idb[6], idb[7]]),
+            },
             ip_range,
             mtu,
             mac_table_size,
@@ -232,14 +289,15 @@ impl Controller {
             icc: p.icc.unwrap_or(true),
             subnet6,
             gateway6,
-            driver: crate::model::Driver::Bridge,
-            encap: None,
-            vni: None,
+            driver,
+            encap,
+            vni,
         };
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());
         self.commit(new)?;
         self.dp.forget_network(net_id);
+        self.attach_peers(&net);
         self.dp.publish(&self.state);
         info!(network = %net.name, subnet = %net.subnet, gateway = %net.gateway, "network created");
         Ok(self.network_json(&net))
@@ -255,7 +313,10 @@ impl Controller {
         json!({
             "name": n.name,
             "id": n.id,
-            "driver": "bridge",
+            "driver": n.driver,
+            "encap": n.encap,
+            "vni": n.vni,
+            "peers": self.peer_ports.iter().filter(|((net, _), _)| net == &n.name).map(|((_, ip), id)| json!({"host": ip.to_string(), "port_id": id})).collect::<Vec<_>>(),
             "created": n.created,
             "subnet": n.subnet.to_string(),
             "gateway": n.gateway.to_string(),
@@ -296,7 +357,7 @@ impl Controller {
                 .values()
                 .map(|n| {
                     json!({
-                        "name": n.name, "id": n.id, "driver": "bridge", "subnet": n.subnet.to_string(),
+                        "name": n.name, "id": n.id, "driver": n.driver, "subnet": n.subnet.to_string(),
                         "gateway": n.gateway.to_string(),
                         "endpoints": self.state.endpoints_of_network(&n.name).count(),
                         "ports": self.state.ports_of_network(&n.name).count(),
@@ -319,6 +380,7 @@ impl Controller {
         let mut new = self.state.clone();
         new.networks.remove(name);
         self.commit(new)?;
+        self.detach_peers(name);
         self.dp.publish(&self.state);
         self.dp.forget_network(n.net_id);
         if let Some(d) = &self.dns {
@@ -444,8 +506,8 @@ impl Controller {
     // ---- endpoints ------------------------------------------------------------------
 
     fn free_port_id(&self) -> R<u16> {
-        let used: BTreeSet<u16> = self.state.used_port_ids().collect();
-        (1..UPLINK_PORT).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
+        let used: BTreeSet<u16> = self.state.used_port_ids().chain(self.peer_ports.values().copied()).collect();
+        (1..crate::dp::TUNNEL_RX_GRE).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
     }
 
     fn connect(&mut self, c: Connect) -> R<Value> {
@@ -1021,6 +1083,18 @@ impl Controller {
                 warn!(error = %e, "port not attached");
             }
         }
+        if let Some(a) = self.opts.advertise {
+            match self.dp.start_underlay(a, self.opts.vxlan_port) {
+                Ok(()) => {
+                    info!(advertise = %a, peers = ?self.opts.peers, "underlay up");
+                    let nets: Vec<Network> = self.state.networks.values().cloned().collect();
+                    for n in &nets {
+                        self.attach_peers(n);
+                    }
+                }
+                Err(e) => warn!(advertise = %a, error = %e, "underlay not started; overlay networks are down"),
+            }
+        }
         if let Some(u) = self.opts.uplink.clone() {
             if let Err(e) = self.attach_uplink(&u) {
                 warn!(uplink = %u.ifname, error = %e, "uplink not attached");
@@ -1034,6 +1108,54 @@ impl Controller {
             ports = ports.len(),
             "state restored"
         );
+    }
+
+    /// Tunnel ports of an overlay network to every peer host.
+    fn attach_peers(&mut self, n: &Network) {
+        let (Some(e), Some(vni)) = (n.encap, n.vni) else { return };
+        let tunnel = match e {
+            crate::model::Encap::Vxlan => match dataplane::encap::Vni::new(vni) {
+                Some(v) => dataplane::encap::Tunnel::Vxlan(v),
+                None => return,
+            },
+            crate::model::Encap::Gre => dataplane::encap::Tunnel::Gre(Some(vni)),
+            crate::model::Encap::Udp => dataplane::encap::Tunnel::Udp,
+        };
+        for peer in self.opts.peers.clone() {
+            if self.peer_ports.contains_key(&(n.name.clone(), peer)) {
+                continue;
+            }
+            let Ok(id) = self.free_port_id() else { return };
+            match self.dp.attach_peer(id, n.net_id, dataplane::encap::Peer { remote: peer, tunnel }) {
+                Ok(()) => {
+                    self.peer_ports.insert((n.name.clone(), peer), id);
+                }
+                Err(e) => warn!(network = %n.name, peer = %peer, error = %e, "tunnel port"),
+            }
+        }
+    }
+
+    fn detach_peers(&mut self, network: &str) {
+        let ids: Vec<((String, Ipv4Addr), u16)> =
+            self.peer_ports.iter().filter(|((n, _), _)| n == network).map(|(k, v)| (k.clone(), *v)).collect();
+        for (k, id) in ids {
+            self.dp.detach_peer(id);
+            self.peer_ports.remove(&k);
+        }
+    }
+
+    /// MTU of the interface holding the underlay address (1500 if unknown).
+    fn underlay_mtu(&mut self) -> u32 {
+        let Some(a) = self.dp.advertise() else { return 1500 };
+        let Ok(links) = self.nl.links() else { return 1500 };
+        for l in links {
+            if let Ok(addrs) = self.nl.addresses(l.index) {
+                if addrs.iter().any(|(ip, _)| *ip == std::net::IpAddr::V4(a)) {
+                    return l.mtu;
+                }
+            }
+        }
+        1500
     }
 
     /// Attaches the uplink interface: up, no kernel ARP (the dataplane answers for the

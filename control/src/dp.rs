@@ -12,7 +12,9 @@ use dataplane::port::afpacket::{self, AfPacket, AfPacketOpts};
 use dataplane::port::tap::{TapOpts, TapQueue};
 use dataplane::port::Port;
 use dataplane::stats::{PortTotals, StatsSnapshot};
+use dataplane::encap::{Peer, Tunnel, Vtep};
 use dataplane::nat::{ConnTable, DnatRule, DnatTable, NatConfig};
+use dataplane::port::tunnel;
 use dataplane::router::fib::{Egress, FibBuilder, NextHop};
 use dataplane::router::neigh::NeighCache;
 use dataplane::tables::{GatewayV4, LocalAddr, NetworkEntry, PortEntry, RouterTables, Tables, TablesHandle, UplinkEntry};
@@ -64,7 +66,21 @@ pub struct Dp {
     uplink: Option<dataplane::tables::UplinkEntry>,
     conntrack: Arc<ConnTable>,
     neigh: Arc<NeighCache>,
+    overlay: Option<Underlay>,
+    /// Tunnel peer ports: id → (network number, remote host and tunnel).
+    peers: std::collections::BTreeMap<PortId, (u16, Peer)>,
 }
+
+/// The host's side of the underlay: its address and the workers' raw sockets.
+struct Underlay {
+    advertise: std::net::Ipv4Addr,
+    vxlan_port: u16,
+    raw_tx: Vec<Arc<std::os::fd::OwnedFd>>,
+}
+
+/// Port numbers of the tunnel receive sockets.
+pub const TUNNEL_RX_VXLAN: PortId = u16::MAX - 1;
+pub const TUNNEL_RX_GRE: PortId = u16::MAX - 2;
 
 impl Dp {
     pub fn start(cfg: DpConfig) -> io::Result<Dp> {
@@ -82,7 +98,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new() })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -108,6 +124,57 @@ impl Dp {
         self.attached.insert(id);
         self.offload.insert(id, vnet);
         Ok(())
+    }
+
+    /// Opens the underlay: one raw transmit socket per worker, VXLAN receive sockets on
+    /// `advertise:vxlan_port` (one per worker, SO_REUSEPORT) and a GRE receive socket.
+    pub fn start_underlay(&mut self, advertise: std::net::Ipv4Addr, vxlan_port: u16) -> io::Result<()> {
+        let n = self.workers.len();
+        let raw_tx = (0..n).map(|_| tunnel::raw_tx_socket()).collect::<io::Result<Vec<_>>>()?;
+        let rx: Vec<Box<dyn Port>> = (0..n)
+            .map(|_| tunnel::TunnelRx::vxlan(advertise, vxlan_port).map(|r| Box::new(r) as Box<dyn Port>))
+            .collect::<io::Result<_>>()
+            .map_err(|e| io::Error::new(e.kind(), format!("VXLAN socket on {advertise}:{vxlan_port}: {e}")))?;
+        self.attach(TUNNEL_RX_VXLAN, rx)?;
+        let mut gre: Vec<Box<dyn Port>> = vec![Box::new(tunnel::TunnelRx::gre(advertise)?)];
+        gre.extend((1..n).map(|_| Box::new(tunnel::NullPort) as Box<dyn Port>));
+        self.attach(TUNNEL_RX_GRE, gre)?;
+        self.overlay = Some(Underlay { advertise, vxlan_port, raw_tx });
+        Ok(())
+    }
+
+    /// The underlay address, if the underlay is up.
+    pub fn advertise(&self) -> Option<std::net::Ipv4Addr> {
+        self.overlay.as_ref().map(|u| u.advertise)
+    }
+
+    /// Adds port `id`: the tunnel to `peer` for network `net_id`.
+    pub fn attach_peer(&mut self, id: PortId, net_id: u16, peer: Peer) -> io::Result<()> {
+        let Some(u) = &self.overlay else { return Err(io::Error::other("no underlay (vswitchd --advertise)")) };
+        let handles: Vec<Box<dyn Port>> = u
+            .raw_tx
+            .iter()
+            .map(|fd| {
+                let mut vtep = match peer.tunnel {
+                    Tunnel::Vxlan(_) => Vtep::vxlan(u.advertise),
+                    Tunnel::Gre(_) => Vtep::gre(u.advertise),
+                    Tunnel::Udp => Vtep::udp(u.advertise),
+                };
+                if matches!(peer.tunnel, Tunnel::Vxlan(_)) {
+                    vtep.port = u.vxlan_port;
+                }
+                Box::new(tunnel::TunnelPeer::new(fd.clone(), peer, vtep)) as Box<dyn Port>
+            })
+            .collect();
+        self.attach(id, handles)?;
+        self.peers.insert(id, (net_id, peer));
+        Ok(())
+    }
+
+    /// Removes a tunnel peer port.
+    pub fn detach_peer(&mut self, id: PortId) {
+        self.peers.remove(&id);
+        self.detach(id);
     }
 
     /// Attaches an existing interface of the daemon's namespace with AF_PACKET sockets
@@ -155,7 +222,7 @@ impl Dp {
         let mut t = Tables::default();
         let mut members: HashMap<u16, Vec<(PortId, String)>> = HashMap::new();
         let mut add_port = |t: &mut Tables, net: u16, id: PortId, name: String, offload: bool| {
-            t.set_port(PortEntry { id, net, name: name.clone(), offload });
+            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false });
             members.entry(net).or_default().push((id, name));
         };
         for ep in state.endpoints.values() {
@@ -163,6 +230,18 @@ impl Dp {
             if self.attached.contains(&ep.port_id) {
                 let off = self.offload.get(&ep.port_id).copied().unwrap_or(true);
                 add_port(&mut t, net.net_id, ep.port_id, ep.host_ifname.clone(), off);
+            }
+        }
+        let mut tunnels = HashMap::new();
+        for (&id, &(net, peer)) in &self.peers {
+            if self.attached.contains(&id) {
+                let kind = match peer.tunnel {
+                    Tunnel::Vxlan(_) => "vxlan",
+                    Tunnel::Gre(_) => "gre",
+                    Tunnel::Udp => "udp",
+                };
+                add_port(&mut t, net, id, format!("{kind}-{}", peer.remote), false);
+                tunnels.insert((u32::from(peer.remote), peer.tunnel.id()), id);
             }
         }
         for p in state.ports.values() {
@@ -201,6 +280,12 @@ impl Dp {
         }
         self.fdbs.retain(|id, _| live.contains(id));
         t.uplink = self.uplink.filter(|u| self.attached.contains(&u.port));
+        t.tunnels = tunnels;
+        for id in self.peers.keys() {
+            if let Some(Some(p)) = t.ports.get_mut(*id as usize) {
+                p.tunnel = true;
+            }
+        }
         t.router = Some(Arc::new(self.router_tables(state, t.uplink)));
         self.tables.publish(t);
     }

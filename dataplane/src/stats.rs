@@ -76,6 +76,8 @@ named_enum! {
         NotIpv4 => "not_ipv4",
         /// Addressed to the switch but no local service answers it.
         LocalUnhandled => "local_unhandled",
+        /// A tunnel packet from a host or for a network this host does not know.
+        TunnelUnknown => "tunnel_unknown",
     }
 }
 

@@ -36,6 +36,9 @@ pub struct PortEntry {
     /// Frames may leave with a virtio-net header (GSO and partial checksums pass
     /// through). When false, the worker segments and completes checksums in software.
     pub offload: bool,
+    /// A tunnel to another host: frames from a tunnel are never flooded to another
+    /// tunnel (split horizon over the full mesh of hosts).
+    pub tunnel: bool,
 }
 
 /// The gateway address the switch owns on a network.
@@ -121,6 +124,8 @@ pub struct Tables {
     pub uplink: Option<UplinkEntry>,
     /// Routing, NAT and neighbours; `None` means bridging only.
     pub router: Option<Arc<RouterTables>>,
+    /// Tunnel peer ports by (remote host address as u32, tunnel id).
+    pub tunnels: HashMap<(u32, u32), PortId>,
 }
 
 impl Tables {

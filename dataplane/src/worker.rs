@@ -316,10 +316,37 @@ impl Worker {
             return;
         }
         self.stats.event(crate::stats::Event::RxBatches, 1);
+        let demux = wp.port.demux();
         let tables: &Tables = self.view.get();
         let cx = Ctx { tables, now, now_ms, stats: &self.stats };
         let mut out = TxSide { ports: &mut self.ports, dirty: &mut self.dirty, stats: &self.stats };
-        pipeline::process(&cx, &mut self.router, &mut self.pool, id, &self.batch, &mut out);
+        if !demux {
+            pipeline::process(&cx, &mut self.router, &mut self.pool, id, &self.batch, &mut out);
+            self.batch.clear();
+            return;
+        }
+        // A tunnel's receive socket: each frame belongs to the peer port of its (remote
+        // host, network); runs of the same port go through the pipeline together.
+        let mut sub = Batch::new();
+        let mut cur: PortId = 0;
+        for &pkt in self.batch.as_slice() {
+            let m = *self.pool.meta(pkt);
+            let Some(&p) = tables.tunnels.get(&(m.tun_src, m.tun_id)) else {
+                self.stats.count_drop(DropReason::TunnelUnknown, 1);
+                self.pool.release(pkt);
+                continue;
+            };
+            self.pool.meta_mut(pkt).in_port = p;
+            if p != cur && !sub.is_empty() {
+                pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
+                sub.clear();
+            }
+            cur = p;
+            sub.push(pkt);
+        }
+        if !sub.is_empty() {
+            pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
+        }
         self.batch.clear();
     }
 

@@ -98,6 +98,15 @@ enum NetworkCmd {
         /// Dual stack: also an IPv6 subnet.
         #[arg(long)]
         ipv6: bool,
+        /// bridge (one host, default) or overlay (across hosts).
+        #[arg(long, short = 'd')]
+        driver: Option<String>,
+        /// Overlay encapsulation: vxlan (default) or gre.
+        #[arg(long)]
+        encap: Option<String>,
+        /// Overlay network id (VXLAN VNI / GRE key); default derived from the name.
+        #[arg(long)]
+        vni: Option<u32>,
         /// Allocate endpoint addresses from this sub-range.
         #[arg(long)]
         ip_range: Option<String>,
@@ -229,7 +238,7 @@ fn main() {
     let json = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
-        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6 }) => {
+        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6, driver, encap, vni }) => {
             let split = |v: Vec<String>, what: &str| -> (Option<String>, Option<String>) {
                 let (v6, v4): (Vec<String>, Vec<String>) = v.into_iter().partition(|s| s.contains(':'));
                 if v4.len() > 1 || v6.len() > 1 {
@@ -247,6 +256,9 @@ fn main() {
                 ipv6,
                 subnet6,
                 gateway6,
+                driver,
+                encap,
+                vni,
                 ip_range,
                 mtu,
                 mac_table_size,

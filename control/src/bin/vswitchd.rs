@@ -58,6 +58,16 @@ struct Args {
     /// Most connections tracked at once; new flows beyond it are refused and counted.
     #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
     conntrack_max: u32,
+    /// This host's underlay address: overlay tunnels start here.
+    #[arg(long, value_name = "IP")]
+    advertise: Option<String>,
+    /// Another host carrying the overlay networks (repeatable; without a cluster store,
+    /// MACs are learned by flooding over the tunnels).
+    #[arg(long = "peer", value_name = "IP", requires = "advertise")]
+    peers: Vec<String>,
+    /// UDP port of VXLAN.
+    #[arg(long, default_value_t = 4789)]
+    vxlan_port: u16,
     /// Host ports for `-p CONTAINER_PORT` without a host port.
     #[arg(long, value_name = "FIRST-LAST", default_value = "49153-60999")]
     ephemeral_ports: String,
@@ -120,7 +130,26 @@ fn main() {
         .and_then(|(x, y)| Some((x.parse::<u16>().ok()?, y.parse::<u16>().ok()?)))
         .filter(|(x, y)| *x >= 1 && x <= y)
         .unwrap_or_else(|| fail(format!("--ephemeral-ports {:?}: want FIRST-LAST, e.g. 49153-60999", a.ephemeral_ports)));
-    let ctl = control::controller::CtlOpts { ephemeral_ports: eph, userland_proxy: a.userland_proxy, uplink };
+    let advertise = a.advertise.as_ref().map(|s| s.parse::<std::net::Ipv4Addr>().unwrap_or_else(|_| fail(format!("--advertise {s:?}: not an IPv4 address"))));
+    let peers: Vec<std::net::Ipv4Addr> = a
+        .peers
+        .iter()
+        .map(|s| {
+            let ip: std::net::Ipv4Addr = s.parse().unwrap_or_else(|_| fail(format!("--peer {s:?}: not an IPv4 address")));
+            if Some(ip) == advertise {
+                fail(format!("--peer {ip}: is this host's own --advertise address"));
+            }
+            ip
+        })
+        .collect();
+    let ctl = control::controller::CtlOpts {
+        ephemeral_ports: eph,
+        userland_proxy: a.userland_proxy,
+        uplink,
+        advertise,
+        peers,
+        vxlan_port: a.vxlan_port,
+    };
     let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp, ctl };
     if let Err(e) = run(opts) {
         eprintln!("vswitchd: {e}");

@@ -255,9 +255,24 @@ fn write_ipv4(pkt: &mut [u8], vtep: &Vtep, dst: Ipv4Addr, proto: u8, total: u16,
         0x45, tos, t[0], t[1], i[0], i[1], frag, 0, vtep.ttl, proto, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1], d[2],
         d[3],
     ]);
-    let c = csum::checksum(h).to_be_bytes();
+    let c = hdr_csum(h).to_be_bytes();
     h[10] = c[0];
     h[11] = c[1];
+}
+
+/// Internet checksum of an IPv4 header: the general [`csum::checksum`] with a fast path
+/// for the option-less 20 bytes (ten words summed straight, no loop set-up).
+#[inline]
+fn hdr_csum(h: &[u8]) -> u16 {
+    match h {
+        &[a0, a1, b0, b1, c0, c1, d0, d1, e0, e1, f0, f1, g0, g1, h0, h1, i0, i1, j0, j1] => {
+            let w = |x: u8, y: u8| u16::from_be_bytes([x, y]) as u32;
+            let s = w(a0, a1) + w(b0, b1) + w(c0, c1) + w(d0, d1) + w(e0, e1);
+            let s = s + w(f0, f1) + w(g0, g1) + w(h0, h1) + w(i0, i1) + w(j0, j1);
+            !csum::fold(s)
+        }
+        _ => csum::checksum(h),
+    }
 }
 
 /// Writes an 8-byte UDP header with a zero checksum.
@@ -316,7 +331,7 @@ pub(crate) fn parse_ipv4(vtep: &Vtep, pkt: &[u8], proto: u8) -> Result<OuterIp, 
         return Err(DecapError::Truncated);
     }
     // From here on `check_len` holds, so no accessor of the view can panic.
-    if vtep.verify_csum && csum::checksum(&pkt[..ihl]) != 0 {
+    if vtep.verify_csum && hdr_csum(&pkt[..ihl]) != 0 {
         return Err(DecapError::IpChecksum);
     }
     if ip.more_frags() || ip.frag_offset() != 0 {

@@ -130,7 +130,17 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         Learn::Refused => cx.stats.event(Event::FdbFull, 1),
     }
     let dst = eth::dst(f);
-    if let Some(gw) = &net.gateway {
+    // From another host's tunnel: plain L2. That host's own gateway (same address, same
+    // MAC on every host) has answered its sandboxes; we must not answer them too.
+    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
+    if from_tunnel {
+        if net.gateway.is_some_and(|g| g.mac == dst) {
+            return Next::Drop(DropReason::SameSegment);
+        }
+        if dst.is_multicast() {
+            return Next::Flood;
+        }
+    } else if let Some(gw) = &net.gateway {
         if dst == gw.mac {
             return Next::Local;
         }
@@ -140,7 +150,7 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
     }
     // IPv6 neighbour and router solicitations are multicast: flooded, and answered by
     // the gateway when they are for it.
-    if dst.is_multicast() && net.gateway6.is_some() && eth::l3(f).is_some_and(|(_, et)| et == eth::ETHERTYPE_IPV6) {
+    if !from_tunnel && dst.is_multicast() && net.gateway6.is_some() && eth::l3(f).is_some_and(|(_, et)| et == eth::ETHERTYPE_IPV6) {
         return Next::FloodLocal;
     }
     if dst.is_multicast() {
@@ -159,7 +169,9 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
 /// Sends `id` to every port of `net` except `in_port`.
 #[inline]
 fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
-    let n = net.ports.iter().filter(|&&p| p != in_port).count();
+    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
+    let skip = |p: PortId| p == in_port || (from_tunnel && cx.tables.port(p).is_some_and(|e| e.tunnel));
+    let n = net.ports.iter().filter(|&&p| !skip(p)).count();
     if n == 0 {
         pool.release(id);
         return;
@@ -167,7 +179,7 @@ fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_por
     cx.stats.event(Event::Flood, 1);
     pool.add_ref(id, (n - 1) as u16);
     for &p in &net.ports {
-        if p != in_port {
+        if !skip(p) {
             out.emit(pool, p, id);
         }
     }

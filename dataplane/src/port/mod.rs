@@ -8,6 +8,7 @@
 pub mod afpacket;
 pub mod mem;
 pub mod tap;
+pub mod tunnel;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -91,5 +92,11 @@ pub trait Port: Send {
     /// AF_PACKET: the socket's receive queue overflowed). Called about once a second.
     fn kernel_drops(&mut self) -> u64 {
         0
+    }
+
+    /// Frames from this port belong to different ports (a tunnel's receive socket):
+    /// the worker finds each frame's port from its tunnel metadata.
+    fn demux(&self) -> bool {
+        false
     }
 }
