@@ -229,14 +229,26 @@ impl Drop for World {
             }
         }
         // Every namespace of this world: those the test made and the sandboxes the
-        // daemon made (all carry the prefix).
-        if let Ok(rd) = std::fs::read_dir("/run/netns") {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&format!("{}-", self.prefix)) {
-                    let _ = Command::new("ip").args(["netns", "del", &n]).status();
+        // daemon made (all carry the prefix). Processes the test started inside them
+        // (servers, clients) are stopped first: a process keeps its namespace alive.
+        let ours: Vec<String> = std::fs::read_dir("/run/netns")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("{}-", self.prefix)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in &ours {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                    // SAFETY: signalling, by PID, a process living in a namespace this test made.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
             }
+        }
+        for n in &ours {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
         // Files the daemon wrote for its sandboxes (`ip netns del` leaves them).
         if let Ok(rd) = std::fs::read_dir("/etc/netns") {
