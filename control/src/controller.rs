@@ -58,6 +58,8 @@ pub struct CtlOpts {
     pub peers: Vec<Ipv4Addr>,
     /// UDP port of VXLAN.
     pub vxlan_port: u16,
+    /// The cluster store (`etcd://HOST:PORT`).
+    pub cluster: Option<String>,
 }
 
 /// `vswitchd --uplink IFACE --uplink-addr IP/PREFIX [--uplink-gateway IP]`: an
@@ -75,7 +77,7 @@ pub const UPLINK_PORT: u16 = u16::MAX;
 
 impl Default for CtlOpts {
     fn default() -> Self {
-        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789 }
+        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789, cluster: None }
     }
 }
 
@@ -90,11 +92,18 @@ pub struct Controller {
     /// Tunnel peer ports (not persisted: derived from networks and peers at start):
     /// (network, remote host) → port number.
     peer_ports: std::collections::BTreeMap<(String, Ipv4Addr), u16>,
+    cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    /// Other hosts registered in the cluster store.
+    cluster_hosts: BTreeSet<Ipv4Addr>,
+    /// Endpoints of other hosts: (network, endpoint id) → endpoint.
+    remote_eps: std::collections::BTreeMap<(String, String), crate::cluster::RemoteEndpoint>,
 }
+
+mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -204,7 +213,7 @@ impl Controller {
                     None => crate::model::Encap::Vxlan,
                 };
                 if e == crate::model::Encap::Udp {
-                    return Err("--encap udp: per-host subnets need a cluster store (vswitchd --cluster)".to_string());
+                    return Err("--encap udp: not supported yet (use vxlan or gre)".to_string());
                 }
                 let vni = p.vni.unwrap_or_else(|| model::default_vni(&p.name));
                 if e == crate::model::Encap::Vxlan && !(1..=0x00ff_ffff).contains(&vni) {
@@ -293,6 +302,9 @@ impl Controller {
             encap,
             vni,
         };
+        if let (Some(c), crate::model::Driver::Overlay) = (&self.cluster, net.driver) {
+            c.create_network(&net)??;
+        }
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());
         self.commit(new)?;
@@ -327,6 +339,12 @@ impl Controller {
             "gateway6": n.gateway6.map(|g| g.to_string()),
             "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging, "internal": n.internal, "icc": n.icc},
             "endpoints": eps,
+            "remote_endpoints": self
+                .remote_eps
+                .values()
+                .filter(|e| e.network == n.name)
+                .map(|e| json!({"sandbox": e.sandbox, "host": e.host.to_string(), "ipv4_address": e.ip.to_string(), "mac_address": e.mac.to_string()}))
+                .collect::<Vec<_>>(),
             "ports": ports,
         })
     }
@@ -376,6 +394,9 @@ impl Controller {
         let ports: Vec<&str> = self.state.ports_of_network(name).map(|p| p.ifname.as_str()).collect();
         if !ports.is_empty() {
             return Err(format!("network {name} has attached ports ({}); remove them first", ports.join(", ")));
+        }
+        if let (Some(c), crate::model::Driver::Overlay) = (&self.cluster, n.driver) {
+            c.delete_network(&n)??;
         }
         let mut new = self.state.clone();
         new.networks.remove(name);
@@ -523,6 +544,7 @@ impl Controller {
             None => EndpointKind::Veth,
         };
         let used_ips: BTreeSet<Ipv4Addr> = self.state.endpoints_of_network(&net.name).map(|e| e.ip).collect();
+        let ep_id = model::random_id();
         let ip = match &c.ip {
             Some(s) => {
                 let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
@@ -530,6 +552,12 @@ impl Controller {
                 ip
             }
             None => ipam::allocate(&net, &used_ips)?,
+        };
+        // Overlay networks in a cluster: the address is claimed in the store (unique
+        // across hosts), never taken from a local counter.
+        let ip = match self.cluster_ip(&net, c.ip.as_ref().map(|_| ip), &ep_id)? {
+            Some(ip) => ip,
+            None => ip,
         };
         let mac = match &c.mac {
             Some(s) => {
@@ -573,7 +601,7 @@ impl Controller {
         };
         let taken: BTreeSet<String> = self.state.endpoints_of_sandbox(&c.sandbox).map(|e| e.ifname.clone()).collect();
         let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
-        let id = model::random_id();
+        let id = ep_id;
         let host_ifname = match kind {
             EndpointKind::Veth => format!("{VETH_PREFIX}{}", &id[..10]),
             EndpointKind::Tap => format!("{TAP_PREFIX}{}", &id[..10]),
@@ -612,6 +640,7 @@ impl Controller {
         }
         self.dp.publish(&self.state);
         self.dns_sync(&ep.sandbox);
+        self.cluster_publish(&ep);
         info!(network = %net.name, sandbox = %ep.sandbox, ip = %ep.ip, kind = %ep.kind, "connected");
         Ok(self.endpoint_json(&ep, &net))
     }
@@ -686,6 +715,7 @@ impl Controller {
             None
         };
         self.commit(new)?;
+        self.cluster_withdraw(&ep);
         self.dp.publish(&self.state);
         self.proxy_remove(&ep);
         self.dp.detach(ep.port_id);
@@ -735,6 +765,9 @@ impl Controller {
                 &e.network,
                 crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: e.aliases.clone(), ipv4: Some(e.ip), ipv6: e.ip6 },
             );
+        }
+        for e in self.remote_endpoints() {
+            t.set_endpoint(&e.network, crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: vec![], ipv4: Some(e.ip), ipv6: e.ip6 });
         }
         t
     }
@@ -1121,7 +1154,8 @@ impl Controller {
             crate::model::Encap::Gre => dataplane::encap::Tunnel::Gre(Some(vni)),
             crate::model::Encap::Udp => dataplane::encap::Tunnel::Udp,
         };
-        for peer in self.opts.peers.clone() {
+        let peers: BTreeSet<Ipv4Addr> = self.opts.peers.iter().copied().chain(self.cluster_hosts.iter().copied()).collect();
+        for peer in peers {
             if self.peer_ports.contains_key(&(n.name.clone(), peer)) {
                 continue;
             }

@@ -68,7 +68,38 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     ctl.opts = opts.ctl.clone();
     ctl.reconcile();
     ctl.start_dns();
+    let joined = match &opts.ctl.cluster {
+        Some(url) => Some(ctl.join_cluster(url).map_err(|e| format!("--cluster {url}: {e}"))?),
+        None => None,
+    };
     let ctl = Arc::new(Mutex::new(ctl));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some((cluster, rev)) = joined {
+        // Watch the store: every change is applied under the controller's lock.
+        let (c, w, st) = (cluster.clone(), ctl.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("vsw-cluster-watch".into())
+            .spawn(move || {
+                let mut rev = rev;
+                while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = c.watch(rev, &st, |ch| w.lock().unwrap_or_else(|p| p.into_inner()).apply(ch));
+                    if st.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "cluster watch ended; resynchronising");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    match w.lock().unwrap_or_else(|p| p.into_inner()).cluster_sync() {
+                        Ok(r) => rev = r,
+                        Err(e) => tracing::warn!(error = %e, "cluster resync"),
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let k = ctl.clone();
+        crate::cluster::keeper(cluster, stop.clone(), move || k.lock().unwrap_or_else(|p| p.into_inner()).republish_local());
+    }
     let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
     info!(socket = %sock.display(), "listening");
 
@@ -92,6 +123,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
 
     let sig = wait_signal(&set);
     info!(signal = sig, "stopping");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = std::fs::remove_file(&sock);
     let c = match Arc::try_unwrap(ctl) {
         Ok(m) => Some(m.into_inner().unwrap_or_else(|p| p.into_inner())),

@@ -69,6 +69,8 @@ pub struct Dp {
     overlay: Option<Underlay>,
     /// Tunnel peer ports: id → (network number, remote host and tunnel).
     peers: std::collections::BTreeMap<PortId, (u16, Peer)>,
+    /// Endpoints on other hosts: (network number, MAC) → remote host.
+    remote_macs: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>,
 }
 
 /// The host's side of the underlay: its address and the workers' raw sockets.
@@ -98,7 +100,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new() })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new(), remote_macs: HashMap::new() })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -169,6 +171,16 @@ impl Dp {
         self.attach(id, handles)?;
         self.peers.insert(id, (net_id, peer));
         Ok(())
+    }
+
+    /// Replaces the set of endpoints known on other hosts.
+    pub fn set_remote_macs(&mut self, m: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>) {
+        self.remote_macs = m;
+    }
+
+    /// Ports of the tunnels to `host` (all networks).
+    pub fn peer_ports_of(&self, host: std::net::Ipv4Addr) -> Vec<(PortId, u16)> {
+        self.peers.iter().filter(|(_, (_, p))| p.remote == host).map(|(id, (n, _))| (*id, *n)).collect()
     }
 
     /// Removes a tunnel peer port.
@@ -281,6 +293,12 @@ impl Dp {
         self.fdbs.retain(|id, _| live.contains(id));
         t.uplink = self.uplink.filter(|u| self.attached.contains(&u.port));
         t.tunnels = tunnels;
+        // Known remote endpoints: to the tunnel port of their host on that network.
+        for (&(net, mac), &host) in &self.remote_macs {
+            if let Some((&id, _)) = self.peers.iter().find(|(id, (n, p))| *n == net && p.remote == host && self.attached.contains(id)) {
+                t.remote_macs.insert((net, mac), id);
+            }
+        }
         for id in self.peers.keys() {
             if let Some(Some(p)) = t.ports.get_mut(*id as usize) {
                 p.tunnel = true;

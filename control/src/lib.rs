@@ -3,6 +3,7 @@
 //! dataplane, never the other way round.
 
 pub mod api;
+pub mod cluster;
 pub mod controller;
 pub mod daemon;
 pub mod dns;

@@ -126,6 +126,10 @@ pub struct Tables {
     pub router: Option<Arc<RouterTables>>,
     /// Tunnel peer ports by (remote host address as u32, tunnel id).
     pub tunnels: HashMap<(u32, u32), PortId>,
+    /// Endpoints known to live on other hosts (from the cluster store): (network, MAC)
+    /// → the tunnel port of their host. Consulted when the MAC table has no entry, so
+    /// known endpoints are reached without flooding.
+    pub remote_macs: HashMap<(NetId, MacAddr), PortId>,
 }
 
 impl Tables {

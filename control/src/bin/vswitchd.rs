@@ -68,6 +68,10 @@ struct Args {
     /// UDP port of VXLAN.
     #[arg(long, default_value_t = 4789)]
     vxlan_port: u16,
+    /// Cluster store: etcd://HOST:PORT[,HOST:PORT…]. Overlay networks, cluster-wide
+    /// IPAM, hosts and endpoints live there; needs --advertise.
+    #[arg(long, value_name = "URL", requires = "advertise")]
+    cluster: Option<String>,
     /// Host ports for `-p CONTAINER_PORT` without a host port.
     #[arg(long, value_name = "FIRST-LAST", default_value = "49153-60999")]
     ephemeral_ports: String,
@@ -149,6 +153,7 @@ fn main() {
         advertise,
         peers,
         vxlan_port: a.vxlan_port,
+        cluster: a.cluster.clone(),
     };
     let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp, ctl };
     if let Err(e) = run(opts) {

@@ -162,7 +162,10 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         Some(_) if !net.icc => Next::Drop(DropReason::Isolated),
         Some(p) if cx.tables.port(p).is_some_and(|pe| pe.net == net.id) => Next::Tx(p),
         _ if !net.icc => Next::Drop(DropReason::Isolated),
-        _ => Next::Flood,
+        _ => match cx.tables.remote_macs.get(&(net.id, dst)) {
+            Some(&p) if p != in_port => Next::Tx(p),
+            _ => Next::Flood,
+        },
     }
 }
 

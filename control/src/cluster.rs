@@ -1,0 +1,301 @@
+//! The cluster store: overlay network definitions, cluster-wide IPAM, endpoint and host
+//! registrations in etcd. No consensus of our own: etcd transactions make allocations
+//! unique, leases make a dead host's registrations disappear.
+//!
+//! Keys (under `/vswitchd/`):
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `networks/NAME` | the network (JSON) | none |
+//! | `vni/ID` | network name (makes VNIs unique) | none |
+//! | `hosts/ADDR` | host info (JSON) | the host's |
+//! | `ipam/NET/IP` | endpoint id | the owning host's |
+//! | `endpoints/NET/ID` | endpoint (JSON: MAC, addresses, host) | the owning host's |
+//!
+//! A host keeps its lease alive from a background thread; if the lease is lost (etcd
+//! unreachable for longer than its TTL) the controller registers again with a new one.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::etcd::{Compare, Etcd, KeptLease, Op, Txn};
+use crate::model::{Endpoint, Network};
+
+pub const PREFIX: &str = "/vswitchd/";
+/// Seconds a host's registrations outlive its last keep-alive.
+pub const LEASE_TTL: i64 = 10;
+
+/// An endpoint as other hosts see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub id: String,
+    pub network: String,
+    pub sandbox: String,
+    #[serde(with = "crate::model::mac_serde")]
+    pub mac: dataplane::wire::MacAddr,
+    pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
+    /// Underlay address of the host it lives on.
+    pub host: Ipv4Addr,
+}
+
+/// A host as registered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub advertise: Ipv4Addr,
+    pub version: String,
+}
+
+/// What a watch event means to the controller.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Network(Network),
+    NetworkGone(String),
+    Host(Ipv4Addr),
+    HostGone(Ipv4Addr),
+    Endpoint(RemoteEndpoint),
+    EndpointGone { network: String, id: String },
+    /// Everything is to be reloaded (watch resynchronised).
+    Reload,
+}
+
+/// This host's connection to the cluster store.
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub host: Ipv4Addr,
+    lease: std::sync::Mutex<Option<KeptLease>>,
+    lost: Arc<AtomicBool>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("cluster store: {e}")
+}
+
+impl Cluster {
+    /// Connects to etcd (`etcd://HOST:PORT` or `http://HOST:PORT`, comma-separated) and
+    /// registers this host.
+    pub fn connect(url: &str, host: Ipv4Addr) -> Result<Cluster, String> {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(|u| u.trim().replace("etcd://", "http://"))
+            .map(|u| if u.starts_with("http://") { u } else { format!("http://{u}") })
+            .collect();
+        let refs: Vec<&str> = urls.iter().map(|s| s.as_str()).collect();
+        let etcd = Etcd::connect(&refs).map_err(err)?;
+        let c = Cluster { etcd, host, lease: std::sync::Mutex::new(None), lost: Arc::new(AtomicBool::new(false)) };
+        c.register()?;
+        Ok(c)
+    }
+
+    /// (Re)registers this host with a fresh lease.
+    pub fn register(&self) -> Result<i64, String> {
+        let lost = self.lost.clone();
+        let kept = crate::etcd::KeptLease::grant(&self.etcd, LEASE_TTL, move || lost.store(true, Ordering::SeqCst)).map_err(err)?;
+        let id = kept.id();
+        let info = HostInfo { advertise: self.host, version: env!("CARGO_PKG_VERSION").into() };
+        self.etcd.put(format!("{PREFIX}hosts/{}", self.host), serde_json::to_vec(&info).unwrap_or_default(), Some(id)).map_err(err)?;
+        self.lost.store(false, Ordering::SeqCst);
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
+        Ok(id)
+    }
+
+    /// True once the lease was lost (the controller then registers again).
+    pub fn lease_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn lease_id(&self) -> Option<i64> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.id())
+    }
+
+    /// Every overlay network defined in the cluster.
+    pub fn networks(&self) -> Result<Vec<Network>, String> {
+        let (kvs, _) = self.etcd.get_prefix(format!("{PREFIX}networks/")).map_err(err)?;
+        Ok(kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
+    }
+
+    /// Defines a network cluster-wide; false if the name or the VNI is taken.
+    pub fn create_network(&self, n: &Network) -> Result<Result<(), String>, String> {
+        let nk = format!("{PREFIX}networks/{}", n.name);
+        let vk = format!("{PREFIX}vni/{}", n.vni.unwrap_or(0));
+        let t = Txn::new()
+            .when(Compare::absent(nk.as_bytes()))
+            .when(Compare::absent(vk.as_bytes()))
+            .and_then(Op::put(nk.as_bytes(), serde_json::to_vec(n).unwrap_or_default(), None))
+            .and_then(Op::put(vk.as_bytes(), n.name.as_bytes(), None))
+            .or_else(Op::get(nk.as_bytes()))
+            .or_else(Op::get(vk.as_bytes()));
+        let r = self.etcd.txn(&t).map_err(err)?;
+        if r.succeeded {
+            return Ok(Ok(()));
+        }
+        if self.etcd.get(&nk).map_err(err)?.is_some() {
+            Ok(Err(format!("network {} already exists in the cluster", n.name)))
+        } else {
+            Ok(Err(format!("vni {}: already used in the cluster", n.vni.unwrap_or(0))))
+        }
+    }
+
+    /// Removes a network definition (refused while any host has endpoints on it).
+    pub fn delete_network(&self, n: &Network) -> Result<Result<(), String>, String> {
+        let (eps, _) = self.etcd.count_prefix(format!("{PREFIX}endpoints/{}/", n.name)).map_err(err)?;
+        if eps > 0 {
+            return Ok(Err(format!("network {} has {eps} endpoints in the cluster; disconnect them first", n.name)));
+        }
+        self.etcd.delete(format!("{PREFIX}networks/{}", n.name)).map_err(err)?;
+        self.etcd.delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))).map_err(err)?;
+        Ok(Ok(()))
+    }
+
+    /// Addresses taken on a network, cluster-wide.
+    pub fn used_ips(&self, network: &str) -> Result<Vec<Ipv4Addr>, String> {
+        let p = format!("{PREFIX}ipam/{network}/");
+        let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
+        Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
+    }
+
+    /// Claims `ip` on `network` for endpoint `id` (true if it was free).
+    pub fn claim_ip(&self, network: &str, ip: Ipv4Addr, id: &str) -> Result<bool, String> {
+        let k = format!("{PREFIX}ipam/{network}/{ip}");
+        let mine = self.etcd.get(&k).map_err(err)?;
+        if let Some(kv) = mine {
+            // Ours already (a restart re-claims what it holds).
+            return Ok(kv.value == id.as_bytes());
+        }
+        self.etcd.create(&k, id, self.lease_id()).map_err(err)
+    }
+
+    pub fn release_ip(&self, network: &str, ip: Ipv4Addr) -> Result<(), String> {
+        self.etcd.delete(format!("{PREFIX}ipam/{network}/{ip}")).map(|_| ()).map_err(err)
+    }
+
+    /// Publishes a local endpoint (and its address claim) under this host's lease.
+    pub fn put_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
+        let r = RemoteEndpoint {
+            id: ep.id.clone(),
+            network: ep.network.clone(),
+            sandbox: ep.sandbox.clone(),
+            mac: ep.mac,
+            ip: ep.ip,
+            ip6: ep.ip6,
+            host: self.host,
+        };
+        let lease = self.lease_id();
+        self.etcd
+            .put(format!("{PREFIX}ipam/{}/{}", ep.network, ep.ip), ep.id.as_bytes(), lease)
+            .map_err(err)?;
+        self.etcd
+            .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    pub fn delete_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
+        self.etcd.delete(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id)).map_err(err)?;
+        self.release_ip(&ep.network, ep.ip)
+    }
+
+    /// The current hosts and endpoints (for a full reload) and the revision to watch from.
+    pub fn snapshot(&self) -> Result<(Vec<Ipv4Addr>, Vec<RemoteEndpoint>, Vec<Network>, i64), String> {
+        let (kvs, rev) = self.etcd.get_prefix(PREFIX).map_err(err)?;
+        let mut hosts = Vec::new();
+        let mut eps = Vec::new();
+        let mut nets = Vec::new();
+        for kv in &kvs {
+            match parse_key(&kv.key) {
+                Some(Key::Host(ip)) => hosts.push(ip),
+                Some(Key::Endpoint) => {
+                    if let Ok(e) = serde_json::from_slice::<RemoteEndpoint>(&kv.value) {
+                        eps.push(e);
+                    }
+                }
+                Some(Key::Network(_)) => {
+                    if let Ok(n) = serde_json::from_slice::<Network>(&kv.value) {
+                        nets.push(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((hosts, eps, nets, rev))
+    }
+
+    /// Watches the cluster from `rev` (exclusive) and calls `f` for every change, until
+    /// `stop` is set. Reconnects on its own.
+    pub fn watch(&self, rev: i64, stop: &AtomicBool, mut f: impl FnMut(Change)) -> Result<(), String> {
+        self.etcd
+            .watch_prefix(PREFIX, rev + 1, stop, |ev| {
+                use crate::etcd::WatchEvent;
+                match ev {
+                    WatchEvent::Put(kv) => match parse_key(&kv.key) {
+                        Some(Key::Host(ip)) => f(Change::Host(ip)),
+                        Some(Key::Endpoint) => {
+                            if let Ok(e) = serde_json::from_slice::<RemoteEndpoint>(&kv.value) {
+                                f(Change::Endpoint(e));
+                            }
+                        }
+                        Some(Key::Network(_)) => {
+                            if let Ok(n) = serde_json::from_slice::<Network>(&kv.value) {
+                                f(Change::Network(n));
+                            }
+                        }
+                        _ => {}
+                    },
+                    WatchEvent::Delete { key, .. } => match parse_key(&key) {
+                        Some(Key::Host(ip)) => f(Change::HostGone(ip)),
+                        Some(Key::Network(n)) => f(Change::NetworkGone(n)),
+                        _ => {
+                            if let Some((net, id)) = endpoint_key(&key) {
+                                f(Change::EndpointGone { network: net, id });
+                            }
+                        }
+                    },
+                    WatchEvent::Resync { .. } => f(Change::Reload),
+                }
+                !stop.load(Ordering::SeqCst)
+            })
+            .map_err(err)
+    }
+}
+
+enum Key {
+    Host(Ipv4Addr),
+    Network(String),
+    Endpoint,
+    Other,
+}
+
+fn parse_key(k: &[u8]) -> Option<Key> {
+    let s = std::str::from_utf8(k).ok()?.strip_prefix(PREFIX)?;
+    let mut it = s.split('/');
+    Some(match (it.next(), it.next(), it.next()) {
+        (Some("hosts"), Some(ip), None) => Key::Host(ip.parse().ok()?),
+        (Some("networks"), Some(n), None) => Key::Network(n.to_string()),
+        (Some("endpoints"), Some(_), Some(_)) => Key::Endpoint,
+        _ => Key::Other,
+    })
+}
+
+fn endpoint_key(k: &[u8]) -> Option<(String, String)> {
+    let s = std::str::from_utf8(k).ok()?.strip_prefix(PREFIX)?.strip_prefix("endpoints/")?;
+    let (n, id) = s.split_once('/')?;
+    Some((n.to_string(), id.to_string()))
+}
+
+/// Keeps `c` registered: re-registers (new lease, host key, this host's endpoints via
+/// `republish`) whenever the lease was lost. Runs until `stop`.
+pub fn keeper(c: Arc<Cluster>, stop: Arc<AtomicBool>, republish: impl Fn() + Send + 'static) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if c.lease_lost() && c.register().is_ok() {
+                tracing::info!("cluster lease renewed after loss; republishing endpoints");
+                republish();
+            }
+        }
+    });
+}

@@ -1,0 +1,215 @@
+//! The controller's side of the cluster store: joining, applying changes seen by the
+//! watch (networks created elsewhere, hosts coming and going, endpoints of other hosts),
+//! cluster-wide address allocation, and publishing this host's endpoints.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::Controller;
+use crate::cluster::{Change, Cluster, RemoteEndpoint};
+use crate::model::{Driver, Endpoint, Network};
+
+impl Controller {
+    /// Connects to the cluster store and brings this host in line with it.
+    pub fn join_cluster(&mut self, url: &str) -> Result<(Arc<Cluster>, i64), String> {
+        let host = self.dp.advertise().ok_or("--cluster needs --advertise IP (and the underlay up)")?;
+        let c = Arc::new(Cluster::connect(url, host)?);
+        self.cluster = Some(c.clone());
+        let rev = self.cluster_sync()?;
+        info!(store = url, host = %host, "joined the cluster");
+        Ok((c, rev))
+    }
+
+    /// Loads everything from the store: networks, hosts, remote endpoints; publishes
+    /// this host's endpoints. Returns the revision to watch from.
+    pub fn cluster_sync(&mut self) -> Result<i64, String> {
+        let Some(c) = self.cluster.clone() else { return Ok(0) };
+        let (hosts, eps, nets, rev) = c.snapshot()?;
+        for n in nets {
+            self.apply_network(n);
+        }
+        let me = c.host;
+        self.cluster_hosts = hosts.into_iter().filter(|h| *h != me).collect();
+        self.remote_eps = eps.into_iter().filter(|e| e.host != me).map(|e| ((e.network.clone(), e.id.clone()), e)).collect();
+        let nets: Vec<Network> = self.state.networks.values().cloned().collect();
+        for n in &nets {
+            self.attach_peers(n);
+        }
+        self.republish_local();
+        self.refresh_remote();
+        Ok(rev)
+    }
+
+    /// Applies one change seen by the watch.
+    pub fn apply(&mut self, ch: Change) {
+        let me = self.cluster.as_ref().map(|c| c.host);
+        match ch {
+            Change::Network(n) => {
+                self.apply_network(n);
+            }
+            Change::NetworkGone(name) => {
+                let local = self.state.endpoints_of_network(&name).count() > 0 || self.state.ports_of_network(&name).count() > 0;
+                if !local && self.state.networks.get(&name).is_some_and(|n| n.driver == Driver::Overlay) {
+                    let mut new = self.state.clone();
+                    let gone = new.networks.remove(&name);
+                    if self.commit(new).is_ok() {
+                        self.detach_peers(&name);
+                        if let Some(n) = gone {
+                            self.dp.forget_network(n.net_id);
+                        }
+                        self.dp.publish(&self.state);
+                        info!(network = %name, "overlay network removed by the cluster");
+                    }
+                }
+            }
+            Change::Host(h) if Some(h) != me => {
+                if self.cluster_hosts.insert(h) {
+                    info!(host = %h, "host joined");
+                    let nets: Vec<Network> = self.state.networks.values().cloned().collect();
+                    for n in &nets {
+                        self.attach_peers(n);
+                    }
+                    self.refresh_remote();
+                }
+            }
+            Change::HostGone(h) if Some(h) != me => {
+                if self.cluster_hosts.remove(&h) {
+                    info!(host = %h, "host left (lease expired or shut down): withdrawing its endpoints");
+                    self.remote_eps.retain(|_, e| e.host != h);
+                    if !self.opts.peers.contains(&h) {
+                        let gone: Vec<(String, Ipv4Addr)> = self.peer_ports.keys().filter(|(_, p)| *p == h).cloned().collect();
+                        for k in gone {
+                            if let Some(id) = self.peer_ports.remove(&k) {
+                                let net = self.state.networks.get(&k.0).map(|n| n.net_id);
+                                self.dp.detach_peer(id);
+                                if let Some(net) = net {
+                                    self.dp.flush_port(net, id);
+                                }
+                            }
+                        }
+                    }
+                    self.refresh_remote();
+                }
+            }
+            Change::Endpoint(e) if Some(e.host) != me => {
+                self.remote_eps.insert((e.network.clone(), e.id.clone()), e);
+                self.refresh_remote();
+            }
+            Change::EndpointGone { network, id } => {
+                if self.remote_eps.remove(&(network, id)).is_some() {
+                    self.refresh_remote();
+                }
+            }
+            Change::Reload => {
+                if let Err(e) = self.cluster_sync() {
+                    warn!(error = %e, "cluster resync");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A network defined in the cluster: create it here if this host does not have it.
+    fn apply_network(&mut self, n: Network) {
+        if let Some(l) = self.state.networks.get(&n.name) {
+            if l.id != n.id {
+                warn!(network = %n.name, "a local network has the name of a cluster network; keeping the local one");
+            }
+            return;
+        }
+        let used: std::collections::BTreeSet<u16> = self.state.networks.values().map(|x| x.net_id).collect();
+        let Some(net_id) = (1..=u16::MAX).find(|i| !used.contains(i)) else { return };
+        let mut net = n;
+        net.net_id = net_id;
+        // The MTU follows this host's underlay.
+        if let Some(e) = net.encap {
+            net.mtu = net.mtu.min(self.underlay_mtu().saturating_sub(dataplane::encap::overhead(super::encap_kind(e)) as u32));
+        }
+        let mut new = self.state.clone();
+        new.networks.insert(net.name.clone(), net.clone());
+        if self.commit(new).is_ok() {
+            self.dp.forget_network(net_id);
+            self.attach_peers(&net);
+            self.dp.publish(&self.state);
+            info!(network = %net.name, vni = ?net.vni, "overlay network from the cluster");
+        }
+    }
+
+    /// Remote endpoints into the dataplane (known MACs) and the DNS.
+    fn refresh_remote(&mut self) {
+        let mut m = HashMap::new();
+        for e in self.remote_eps.values() {
+            if let Some(n) = self.state.networks.get(&e.network) {
+                m.insert((n.net_id, e.mac), e.host);
+            }
+        }
+        self.dp.set_remote_macs(m);
+        self.dp.publish(&self.state);
+        if let Some(d) = &self.dns {
+            d.set_names(self.name_table());
+        }
+    }
+
+    /// Publishes every local endpoint of an overlay network (after joining, or after the
+    /// lease was lost and renewed).
+    pub fn republish_local(&self) {
+        let Some(c) = &self.cluster else { return };
+        for e in self.state.endpoints.values() {
+            if self.state.networks.get(&e.network).is_some_and(|n| n.driver == Driver::Overlay) {
+                if let Err(err) = c.put_endpoint(e) {
+                    warn!(sandbox = %e.sandbox, error = %err, "publishing endpoint");
+                }
+            }
+        }
+    }
+
+    /// Remote endpoints, for the DNS name table.
+    pub(super) fn remote_endpoints(&self) -> impl Iterator<Item = &RemoteEndpoint> {
+        self.remote_eps.values()
+    }
+
+    /// An address on overlay network `net` that is free cluster-wide, claimed for
+    /// endpoint `id` (`requested` must be free, or is refused).
+    pub(super) fn cluster_ip(&self, net: &Network, requested: Option<Ipv4Addr>, id: &str) -> Result<Option<Ipv4Addr>, String> {
+        let Some(c) = &self.cluster else { return Ok(None) };
+        if net.driver != Driver::Overlay {
+            return Ok(None);
+        }
+        if let Some(ip) = requested {
+            return if c.claim_ip(&net.name, ip, id)? { Ok(Some(ip)) } else { Err(format!("--ip {ip}: already in use on network {} (cluster)", net.name)) };
+        }
+        let mut used: std::collections::BTreeSet<Ipv4Addr> = c.used_ips(&net.name)?.into_iter().collect();
+        used.extend(self.state.endpoints_of_network(&net.name).map(|e| e.ip));
+        for _ in 0..64 {
+            let ip = crate::ipam::allocate(net, &used)?;
+            if c.claim_ip(&net.name, ip, id)? {
+                return Ok(Some(ip));
+            }
+            used.insert(ip); // taken by another host meanwhile
+        }
+        Err(format!("network {}: could not claim an address (contention)", net.name))
+    }
+
+    pub(super) fn cluster_publish(&self, ep: &Endpoint) {
+        if let Some(c) = &self.cluster {
+            if self.state.networks.get(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
+                if let Err(e) = c.put_endpoint(ep) {
+                    warn!(sandbox = %ep.sandbox, error = %e, "publishing endpoint");
+                }
+            }
+        }
+    }
+
+    pub(super) fn cluster_withdraw(&self, ep: &Endpoint) {
+        if let Some(c) = &self.cluster {
+            if self.state.networks.get(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
+                if let Err(e) = c.delete_endpoint(ep) {
+                    warn!(sandbox = %ep.sandbox, error = %e, "withdrawing endpoint");
+                }
+            }
+        }
+    }
+}

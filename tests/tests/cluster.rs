@@ -1,0 +1,166 @@
+//! Overlay networks with etcd as the cluster store: definitions shared by every host,
+//! cluster-wide IPAM, endpoints published under each host's lease (withdrawn when a host
+//! dies, back when it returns), a host joining later, and etcd restarted under traffic.
+//!
+//! World: an "ul" namespace with a bridge; hosts h1..h3 (198.19.0.N) and an "etcd"
+//! namespace (198.19.0.100) on it; one vswitchd per host with --cluster.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vswitchd_e2e::*;
+
+const ETCD: &str = "198.19.0.100";
+
+fn underlay(w: &World, names: &[&str], ips: &[&str]) -> Vec<String> {
+    let ul = w.netns("ul");
+    sh_ok(&format!("ip -n {ul} link add br0 type bridge && ip -n {ul} link set br0 up"));
+    names
+        .iter()
+        .zip(ips)
+        .enumerate()
+        .map(|(i, (n, ip))| {
+            let h = w.netns(n);
+            sh_ok(&format!("ip -n {h} link add ul0 type veth peer name p{i} netns {ul}"));
+            sh_ok(&format!("ip -n {ul} link set p{i} master br0 && ip -n {ul} link set p{i} up"));
+            sh_ok(&format!("ip -n {h} addr add {ip}/24 dev ul0 && ip -n {h} link set ul0 up"));
+            h
+        })
+        .collect()
+}
+
+struct Etcd {
+    ns: String,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    fn start(&mut self) {
+        let c = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "etcd", "--name", "t", "--data-dir"])
+            .arg(&self.dir)
+            .args([
+                "--listen-client-urls",
+                &format!("http://{ETCD}:2379"),
+                "--advertise-client-urls",
+                &format!("http://{ETCD}:2379"),
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "t=http://127.0.0.1:2380",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd");
+        self.child = Some(c);
+        let ns = self.ns.clone();
+        assert!(
+            wait_for(Duration::from_secs(20), || in_ns(&ns, &format!("curl -s -m 1 http://{ETCD}:2379/health")).stdout.starts_with(b"{\"health\":\"true\"")),
+            "etcd did not start"
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sandbox(w: &World, d: usize, net: &str, short: &str) -> (String, String) {
+    let n = w.name(short);
+    w.ctl_ok(d, &["sandbox", "create", &n]);
+    let out = w.ctl_ok(d, &["connect", net, &n]);
+    (n, out.split_whitespace().nth(2).unwrap().split('/').next().unwrap().to_string())
+}
+
+fn remote_count(w: &World, d: usize, net: &str) -> usize {
+    w.ctl_json(d, &["network", "inspect", net])[0]["remote_endpoints"].as_array().map(|a| a.len()).unwrap_or(0)
+}
+
+#[test]
+fn overlay_with_etcd() {
+    let Some(mut w) = World::new("cluster", &["ping", "etcd", "curl", "getent"]) else { return };
+    let ns = underlay(&w, &["h1", "h2", "h3", "etcd"], &["198.19.0.1", "198.19.0.2", "198.19.0.3", ETCD]);
+    let mut etcd = Etcd { ns: ns[3].clone(), dir: w.dir.join("etcd"), child: None };
+    etcd.start();
+    let cl = format!("etcd://{ETCD}:2379");
+    let start = |w: &mut World, i: usize| -> usize {
+        let ip = format!("198.19.0.{}", i + 1);
+        w.start_daemon(&ns[i], &["--workers", "1", "--advertise", &ip, "--cluster", &cl])
+    };
+    let d1 = start(&mut w, 0);
+    let d2 = start(&mut w, 1);
+
+    // Defined on one host, known to all.
+    w.ctl_ok(d1, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.95.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("ov")), "h2 learns the network{}", w.log_tail(d2));
+    assert!(w.ctl_err(d2, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.96.0.0/24"]).contains("already exists"));
+    // Addresses are unique across hosts (claimed in etcd, not from a local counter).
+    let (a, aip) = sandbox(&w, d1, "ov", "a");
+    let (b, bip) = sandbox(&w, d2, "ov", "b");
+    assert_ne!(aip, bip);
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov") == 1), "h1 knows b");
+    assert!(ping(&a, &bip), "across hosts{}", w.log_tail(d1));
+    assert!(ping(&b, &aip));
+    // Names across hosts.
+    let g = String::from_utf8_lossy(&in_ns(&a, &format!("getent hosts {b}")).stdout).into_owned();
+    assert!(g.starts_with(&format!("{bip} ")), "{g:?}");
+
+    // A third host joins later and reaches both.
+    let d3 = start(&mut w, 2);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d3, &["network", "ls"]).contains("ov")));
+    let (c, cip) = sandbox(&w, d3, "ov", "c");
+    assert!(ping(&c, &aip) && ping(&c, &bip), "the third host reaches both{}", w.log_tail(d3));
+    assert!(ping(&a, &cip));
+
+    // etcd restarted under traffic: the data path does not notice.
+    let log = w.dir.join("ping.txt");
+    let mut p = Command::new("ip")
+        .args(["netns", "exec", &a, "ping", "-i", "0.1", "-c", "50", "-W", "1", &bip])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    etcd.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    etcd.start();
+    let _ = p.wait();
+    let received = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("bytes from")).count();
+    assert!(received >= 48, "traffic disturbed by the etcd restart: {received}/50");
+    // ... and the control plane resumes (a new endpoint after the restart is seen).
+    let (b2, b2ip) = sandbox(&w, d2, "ov", "b2");
+    assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "watch resumed{}", w.log_tail(d1));
+    assert!(ping(&a, &b2ip));
+    let _ = b2;
+
+    // A host fails: its lease expires and its endpoints are withdrawn everywhere.
+    w.stop_daemon(d3, libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "ov") == 2), "h3's endpoint withdrawn{}", w.log_tail(d1));
+    assert!(ping(&a, &bip), "the others keep talking");
+    // It returns: its endpoint comes back and traffic flows again.
+    w.restart_daemon(d3);
+    assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "h3's endpoint back{}", w.log_tail(d3));
+    assert!(ping(&c, &aip), "the returned host works again{}", w.log_tail(d3));
+
+    // An internal overlay network spans hosts too.
+    w.ctl_ok(d2, &["network", "create", "secret", "--driver", "overlay", "--internal", "--subnet", "10.97.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d1, &["network", "ls"]).contains("secret")));
+    let (x, _) = sandbox(&w, d1, "secret", "x");
+    let (_y, yip) = sandbox(&w, d2, "secret", "y");
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "secret") == 1));
+    assert!(ping(&x, &yip));
+    // A network with endpoints cannot be removed anywhere.
+    assert!(w.ctl_err(d1, &["network", "rm", "secret"]).contains("endpoints"));
+}
