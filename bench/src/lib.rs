@@ -19,7 +19,7 @@ pub fn tables(ports: PortId, fdb_cap: u32) -> Tables {
     let mut t = Tables::default();
     let ids: Vec<PortId> = (1..=ports).collect();
     for &p in &ids {
-        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false });
+        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false });
     }
     t.set_network(NetworkEntry {
         id: 1,

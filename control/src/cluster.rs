@@ -59,6 +59,9 @@ pub enum Change {
     HostGone(Ipv4Addr),
     Endpoint(RemoteEndpoint),
     EndpointGone { network: String, id: String },
+    /// A host's subnet of a routed overlay network.
+    Subnet { network: String, subnet: crate::model::Ipv4Cidr, host: Ipv4Addr },
+    SubnetGone { network: String, subnet: crate::model::Ipv4Cidr },
     /// Everything is to be reloaded (watch resynchronised).
     Reload,
 }
@@ -199,6 +202,32 @@ impl Cluster {
         self.release_ip(&ep.network, ep.ip)
     }
 
+    /// Leases a /24 of `range` for this host on routed overlay network `network`,
+    /// preferring `prefer` (what it held before a restart).
+    pub fn lease_subnet(&self, network: &str, range: crate::model::Ipv4Cidr, prefer: Option<crate::model::Ipv4Cidr>) -> Result<crate::model::Ipv4Cidr, String> {
+        let key = |c: &crate::model::Ipv4Cidr| format!("{PREFIX}subnets/{network}/{}-{}", c.network(), c.prefix_len);
+        let mine = self.host.to_string();
+        let base = u32::from(range.network());
+        let count = 1u32 << (24 - range.prefix_len.min(24)) as u32;
+        let candidates = prefer.into_iter().chain((0..count).map(|i| crate::model::Ipv4Cidr { addr: Ipv4Addr::from(base + (i << 8)), prefix_len: 24 }));
+        for c in candidates {
+            let k = key(&c);
+            match self.etcd.get(&k).map_err(err)? {
+                Some(kv) if kv.value == mine.as_bytes() => {
+                    self.etcd.put(&k, &mine, self.lease_id()).map_err(err)?;
+                    return Ok(c);
+                }
+                Some(_) => continue,
+                None => {
+                    if self.etcd.create(&k, &mine, self.lease_id()).map_err(err)? {
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+        Err(format!("network {network}: no free /24 left in {range}"))
+    }
+
     /// The current hosts and endpoints (for a full reload) and the revision to watch from.
     pub fn snapshot(&self) -> Result<(Vec<Ipv4Addr>, Vec<RemoteEndpoint>, Vec<Network>, i64), String> {
         let (kvs, rev) = self.etcd.get_prefix(PREFIX).map_err(err)?;
@@ -224,6 +253,15 @@ impl Cluster {
         Ok((hosts, eps, nets, rev))
     }
 
+    /// Every leased subnet: (network, subnet, host).
+    pub fn subnets(&self) -> Result<Vec<(String, crate::model::Ipv4Cidr, Ipv4Addr)>, String> {
+        let (kvs, _) = self.etcd.get_prefix(format!("{PREFIX}subnets/")).map_err(err)?;
+        Ok(kvs.iter().filter_map(|kv| {
+            let (n, c) = subnet_key(&kv.key)?;
+            Some((n, c, std::str::from_utf8(&kv.value).ok()?.parse().ok()?))
+        }).collect())
+    }
+
     /// Watches the cluster from `rev` (exclusive) and calls `f` for every change, until
     /// `stop` is set. Reconnects on its own.
     pub fn watch(&self, rev: i64, stop: &AtomicBool, mut f: impl FnMut(Change)) -> Result<(), String> {
@@ -243,7 +281,13 @@ impl Cluster {
                                 f(Change::Network(n));
                             }
                         }
-                        _ => {}
+                        _ => {
+                            if let Some((network, subnet)) = subnet_key(&kv.key) {
+                                if let Some(host) = std::str::from_utf8(&kv.value).ok().and_then(|v| v.parse().ok()) {
+                                    f(Change::Subnet { network, subnet, host });
+                                }
+                            }
+                        }
                     },
                     WatchEvent::Delete { key, .. } => match parse_key(&key) {
                         Some(Key::Host(ip)) => f(Change::HostGone(ip)),
@@ -251,6 +295,8 @@ impl Cluster {
                         _ => {
                             if let Some((net, id)) = endpoint_key(&key) {
                                 f(Change::EndpointGone { network: net, id });
+                            } else if let Some((network, subnet)) = subnet_key(&key) {
+                                f(Change::SubnetGone { network, subnet });
                             }
                         }
                     },
@@ -278,6 +324,13 @@ fn parse_key(k: &[u8]) -> Option<Key> {
         (Some("endpoints"), Some(_), Some(_)) => Key::Endpoint,
         _ => Key::Other,
     })
+}
+
+fn subnet_key(k: &[u8]) -> Option<(String, crate::model::Ipv4Cidr)> {
+    let s = std::str::from_utf8(k).ok()?.strip_prefix(PREFIX)?.strip_prefix("subnets/")?;
+    let (n, c) = s.split_once('/')?;
+    let (a, l) = c.split_once('-')?;
+    Some((n.to_string(), crate::model::Ipv4Cidr { addr: a.parse().ok()?, prefix_len: l.parse().ok()? }))
 }
 
 fn endpoint_key(k: &[u8]) -> Option<(String, String)> {

@@ -97,13 +97,15 @@ pub struct Controller {
     cluster_hosts: BTreeSet<Ipv4Addr>,
     /// Endpoints of other hosts: (network, endpoint id) → endpoint.
     remote_eps: std::collections::BTreeMap<(String, String), crate::cluster::RemoteEndpoint>,
+    /// Routed overlay: other hosts' subnets, (network, subnet) → host.
+    remote_subnets: std::collections::BTreeMap<(String, Ipv4Cidr), Ipv4Addr>,
 }
 
 mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -213,7 +215,15 @@ impl Controller {
                     None => crate::model::Encap::Vxlan,
                 };
                 if e == crate::model::Encap::Udp {
-                    return Err("--encap udp: not supported yet (use vxlan or gre)".to_string());
+                    if self.cluster.is_none() {
+                        return Err("--encap udp: per-host subnets need a cluster store (vswitchd --cluster)".to_string());
+                    }
+                    if subnet.prefix_len > 22 {
+                        return Err(format!("subnet {subnet}: a routed overlay needs room for per-host /24s (/22 or larger)"));
+                    }
+                    if self.state.networks.values().any(|n| n.encap == Some(crate::model::Encap::Udp)) {
+                        return Err("--encap udp: only one routed overlay network per cluster (IP-in-UDP carries no network id)".to_string());
+                    }
                 }
                 let vni = p.vni.unwrap_or_else(|| model::default_vni(&p.name));
                 if e == crate::model::Encap::Vxlan && !(1..=0x00ff_ffff).contains(&vni) {
@@ -301,10 +311,20 @@ impl Controller {
             driver,
             encap,
             vni,
+            range: None,
         };
         if let (Some(c), crate::model::Driver::Overlay) = (&self.cluster, net.driver) {
             c.create_network(&net)??;
         }
+        let net = match self.lease_host_subnet(net.clone(), None) {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(c) = &self.cluster {
+                    let _ = c.delete_network(&net);
+                }
+                return Err(e);
+            }
+        };
         let mut new = self.state.clone();
         new.networks.insert(p.name.clone(), net.clone());
         self.commit(new)?;

@@ -71,6 +71,8 @@ pub struct Dp {
     peers: std::collections::BTreeMap<PortId, (u16, Peer)>,
     /// Endpoints on other hosts: (network number, MAC) → remote host.
     remote_macs: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>,
+    /// Routed overlay: other hosts' subnets (network number, prefix, length, host).
+    remote_subnets: Vec<(u16, std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
 }
 
 /// The host's side of the underlay: its address and the workers' raw sockets.
@@ -83,6 +85,7 @@ struct Underlay {
 /// Port numbers of the tunnel receive sockets.
 pub const TUNNEL_RX_VXLAN: PortId = u16::MAX - 1;
 pub const TUNNEL_RX_GRE: PortId = u16::MAX - 2;
+pub const TUNNEL_RX_UDP: PortId = u16::MAX - 3;
 
 impl Dp {
     pub fn start(cfg: DpConfig) -> io::Result<Dp> {
@@ -100,7 +103,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new(), remote_macs: HashMap::new() })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new(), remote_macs: HashMap::new(), remote_subnets: Vec::new() })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -141,6 +144,10 @@ impl Dp {
         let mut gre: Vec<Box<dyn Port>> = vec![Box::new(tunnel::TunnelRx::gre(advertise)?)];
         gre.extend((1..n).map(|_| Box::new(tunnel::NullPort) as Box<dyn Port>));
         self.attach(TUNNEL_RX_GRE, gre)?;
+        let udp: Vec<Box<dyn Port>> = (0..n)
+            .map(|_| tunnel::TunnelRx::udp(advertise, dataplane::encap::udp::PORT).map(|r| Box::new(r) as Box<dyn Port>))
+            .collect::<io::Result<_>>()?;
+        self.attach(TUNNEL_RX_UDP, udp)?;
         self.overlay = Some(Underlay { advertise, vxlan_port, raw_tx });
         Ok(())
     }
@@ -171,6 +178,11 @@ impl Dp {
         self.attach(id, handles)?;
         self.peers.insert(id, (net_id, peer));
         Ok(())
+    }
+
+    /// Replaces the routed-overlay subnets of other hosts.
+    pub fn set_remote_subnets(&mut self, v: Vec<(u16, std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>) {
+        self.remote_subnets = v;
     }
 
     /// Replaces the set of endpoints known on other hosts.
@@ -234,7 +246,7 @@ impl Dp {
         let mut t = Tables::default();
         let mut members: HashMap<u16, Vec<(PortId, String)>> = HashMap::new();
         let mut add_port = |t: &mut Tables, net: u16, id: PortId, name: String, offload: bool| {
-            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false });
+            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false, tunnel_l3: false });
             members.entry(net).or_default().push((id, name));
         };
         for ep in state.endpoints.values() {
@@ -253,6 +265,11 @@ impl Dp {
                     Tunnel::Udp => "udp",
                 };
                 add_port(&mut t, net, id, format!("{kind}-{}", peer.remote), false);
+                if matches!(peer.tunnel, Tunnel::Udp) {
+                    if let Some(Some(p)) = t.ports.get_mut(id as usize) {
+                        p.tunnel_l3 = true;
+                    }
+                }
                 tunnels.insert((u32::from(peer.remote), peer.tunnel.id()), id);
             }
         }
@@ -344,7 +361,15 @@ impl Dp {
             tracing::warn!(error = ?e, "published ports conflict; none are active");
             DnatTable::default()
         });
-        RouterTables { fib: fib.build(), dnat, hosts, local, conntrack: self.conntrack.clone(), neigh: self.neigh.clone() }
+        let overlay_routes = self
+            .remote_subnets
+            .iter()
+            .filter_map(|&(net, pfx, len, host)| {
+                let (&id, _) = self.peers.iter().find(|(id, (n, p))| *n == net && p.remote == host && self.attached.contains(id))?;
+                Some((pfx, len, net, id))
+            })
+            .collect();
+        RouterTables { fib: fib.build(), dnat, hosts, local, conntrack: self.conntrack.clone(), neigh: self.neigh.clone(), overlay_routes }
     }
 
     pub fn conntrack(&self) -> &Arc<ConnTable> {

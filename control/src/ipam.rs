@@ -105,6 +105,7 @@ mod tests {
             driver: crate::model::Driver::Bridge,
             encap: None,
             vni: None,
+            range: None,
         }
     }
 

@@ -349,6 +349,10 @@ pub struct Network {
     pub encap: Option<Encap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// Routed overlay (`--encap udp`): the network's whole range; `subnet` is then this
+    /// host's share of it (leased in the cluster store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<Ipv4Cidr>,
 }
 
 fn yes() -> bool {
@@ -582,6 +586,7 @@ mod tests {
                 driver: Driver::Bridge,
                 encap: None,
                 vni: None,
+                range: None,
             },
         );
         let j = serde_json::to_string(&s).unwrap();

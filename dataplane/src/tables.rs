@@ -39,6 +39,9 @@ pub struct PortEntry {
     /// A tunnel to another host: frames from a tunnel are never flooded to another
     /// tunnel (split horizon over the full mesh of hosts).
     pub tunnel: bool,
+    /// An IP-in-UDP tunnel (routed overlay): frames arrive without Ethernet header and
+    /// are routed to a local endpoint.
+    pub tunnel_l3: bool,
 }
 
 /// The gateway address the switch owns on a network.
@@ -92,6 +95,8 @@ pub struct RouterTables {
     pub local: HashMap<Ipv4Addr, LocalAddr>,
     pub conntrack: Arc<ConnTable>,
     pub neigh: Arc<NeighCache>,
+    /// Routed overlay (IP-in-UDP): other hosts' subnets → (network, tunnel port).
+    pub overlay_routes: Vec<(Ipv4Addr, u8, NetId, PortId)>,
 }
 
 /// One network (L2 segment).

@@ -164,3 +164,44 @@ fn overlay_with_etcd() {
     // A network with endpoints cannot be removed anywhere.
     assert!(w.ctl_err(d1, &["network", "rm", "secret"]).contains("endpoints"));
 }
+
+#[test]
+fn routed_overlay_with_per_host_subnets() {
+    let Some(mut w) = World::new("cluster-udp", &["ping", "etcd", "curl", "tshark"]) else { return };
+    let ns = underlay(&w, &["h1", "h2", "etcd"], &["198.19.0.1", "198.19.0.2", ETCD]);
+    let mut etcd = Etcd { ns: ns[2].clone(), dir: w.dir.join("etcd"), child: None };
+    etcd.start();
+    let cl = format!("etcd://{ETCD}:2379");
+    let d1 = w.start_daemon(&ns[0], &["--workers", "1", "--advertise", "198.19.0.1", "--cluster", &cl]);
+    let d2 = w.start_daemon(&ns[1], &["--workers", "1", "--advertise", "198.19.0.2", "--cluster", &cl]);
+    w.ctl_ok(d1, &["network", "create", "flat", "--driver", "overlay", "--encap", "udp", "--subnet", "10.100.0.0/16"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("flat")));
+    fn sub(w: &World, d: usize) -> String {
+        w.ctl_json(d, &["network", "inspect", "flat"])[0]["subnet"].as_str().unwrap().to_string()
+    }
+    let (s1, s2) = (sub(&w, d1), sub(&w, d2));
+    assert!(s1.ends_with("/24") && s2.ends_with("/24") && s1 != s2, "each host leases its own /24: {s1} {s2}");
+    let (a, aip) = sandbox(&w, d1, "flat", "a");
+    let (b, bip) = sandbox(&w, d2, "flat", "b");
+    assert!(String::from_utf8_lossy(&in_ns(&a, "ip link show eth0").stdout).contains("mtu 1472"), "IP-in-UDP: 28 bytes");
+    assert!(wait_for(Duration::from_secs(10), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "routed across hosts{}", w.log_tail(d1));
+    assert!(ping(&b, &aip));
+    // On the underlay it is IP in UDP port 8285.
+    let cap = w.dir.join("udp.txt");
+    let mut t = Command::new("ip")
+        .args(["netns", "exec", &ns[1], "tshark", "-i", "ul0", "-c", "2", "-a", "duration:8", "-f", "udp port 8285", "-T", "fields", "-e", "udp.dstport"])
+        .stdout(std::fs::File::create(&cap).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    in_ns(&a, &format!("ping -c 3 -i 0.3 {bip}"));
+    let _ = t.wait();
+    assert!(std::fs::read_to_string(&cap).unwrap_or_default().contains("8285"));
+    // A restarted host gets the same subnet back, and traffic flows again.
+    w.stop_daemon(d2, libc::SIGKILL);
+    w.restart_daemon(d2);
+    assert_eq!(sub(&w, d2), s2, "the same /24 after a restart");
+    assert!(wait_for(Duration::from_secs(15), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "after restart{}", w.log_tail(d2));
+    let _ = b;
+}

@@ -32,6 +32,17 @@ impl Controller {
             self.apply_network(n);
         }
         let me = c.host;
+        // Routed overlays: keep (or lease again) this host's subnets; learn the others'.
+        let mine: Vec<Network> = self.state.networks.values().filter(|n| n.range.is_some()).cloned().collect();
+        for n in mine {
+            let held = n.subnet;
+            match self.lease_host_subnet(n.clone(), Some(held)) {
+                Ok(l) if l.subnet != held => warn!(network = %n.name, held = %held, now = %l.subnet, "lost the subnet this host held; sandboxes keep their addresses"),
+                Ok(_) => {}
+                Err(e) => warn!(network = %n.name, error = %e, "subnet lease"),
+            }
+        }
+        self.remote_subnets = c.subnets()?.into_iter().filter(|(_, _, h)| *h != me).map(|(n, s, h)| ((n, s), h)).collect();
         self.cluster_hosts = hosts.into_iter().filter(|h| *h != me).collect();
         self.remote_eps = eps.into_iter().filter(|e| e.host != me).map(|e| ((e.network.clone(), e.id.clone()), e)).collect();
         let nets: Vec<Network> = self.state.networks.values().cloned().collect();
@@ -103,6 +114,15 @@ impl Controller {
                     self.refresh_remote();
                 }
             }
+            Change::Subnet { network, subnet, host } if Some(host) != me => {
+                self.remote_subnets.insert((network, subnet), host);
+                self.refresh_remote();
+            }
+            Change::SubnetGone { network, subnet } => {
+                if self.remote_subnets.remove(&(network, subnet)).is_some() {
+                    self.refresh_remote();
+                }
+            }
             Change::Reload => {
                 if let Err(e) = self.cluster_sync() {
                     warn!(error = %e, "cluster resync");
@@ -124,6 +144,13 @@ impl Controller {
         let Some(net_id) = (1..=u16::MAX).find(|i| !used.contains(i)) else { return };
         let mut net = n;
         net.net_id = net_id;
+        let mut net = match self.lease_host_subnet(net, None) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "routed overlay from the cluster not set up");
+                return;
+            }
+        };
         // The MTU follows this host's underlay.
         if let Some(e) = net.encap {
             net.mtu = net.mtu.min(self.underlay_mtu().saturating_sub(dataplane::encap::overhead(super::encap_kind(e)) as u32));
@@ -147,6 +174,12 @@ impl Controller {
             }
         }
         self.dp.set_remote_macs(m);
+        let subnets = self
+            .remote_subnets
+            .iter()
+            .filter_map(|((net, c), host)| self.state.networks.get(net).map(|n| (n.net_id, c.network(), c.prefix_len, *host)))
+            .collect();
+        self.dp.set_remote_subnets(subnets);
         self.dp.publish(&self.state);
         if let Some(d) = &self.dns {
             d.set_names(self.name_table());
@@ -166,6 +199,24 @@ impl Controller {
         }
     }
 
+    /// A routed overlay network (`--encap udp`, cluster definition with the whole range
+    /// as `subnet`): leases this host's /24 and makes it the local subnet (gateway: its
+    /// first address), keeping the range. Other networks come back unchanged.
+    pub(super) fn lease_host_subnet(&self, mut n: Network, prefer: Option<crate::model::Ipv4Cidr>) -> Result<Network, String> {
+        if n.encap != Some(crate::model::Encap::Udp) {
+            return Ok(n);
+        }
+        let Some(c) = &self.cluster else { return Err("--encap udp needs the cluster store".into()) };
+        let range = n.range.unwrap_or(n.subnet);
+        let s = c.lease_subnet(&n.name, range, prefer)?;
+        n.range = Some(range);
+        n.subnet = s;
+        n.gateway = Ipv4Addr::from(u32::from(s.network()) + 1);
+        n.ip_range = None;
+        info!(network = %n.name, subnet = %s, "leased this host's subnet");
+        Ok(n)
+    }
+
     /// Remote endpoints, for the DNS name table.
     pub(super) fn remote_endpoints(&self) -> impl Iterator<Item = &RemoteEndpoint> {
         self.remote_eps.values()
@@ -175,7 +226,8 @@ impl Controller {
     /// endpoint `id` (`requested` must be free, or is refused).
     pub(super) fn cluster_ip(&self, net: &Network, requested: Option<Ipv4Addr>, id: &str) -> Result<Option<Ipv4Addr>, String> {
         let Some(c) = &self.cluster else { return Ok(None) };
-        if net.driver != Driver::Overlay {
+        // Routed overlays: the host's own subnet already makes addresses unique.
+        if net.driver != Driver::Overlay || net.range.is_some() {
             return Ok(None);
         }
         if let Some(ip) = requested {

@@ -66,6 +66,14 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
         }
         return;
     }
+    if let Some((pe, net)) = cx.tables.port_network(in_port) {
+        if pe.tunnel_l3 {
+            for &id in ids {
+                route::from_l3_tunnel(cx, pool, id, net, out);
+            }
+            return;
+        }
+    }
     let Some((_, net)) = cx.tables.port_network(in_port) else {
         cx.stats.count_drop(DropReason::PortUnknown, ids.len() as u64);
         for &id in ids {

@@ -220,6 +220,22 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
         }
     }
 
+    // Routed overlay: another host's subnet of this network goes through its tunnel.
+    if let Ingress::Net(net) = ing {
+        if local.is_none() {
+            if let Some(&(_, _, _, port)) = rt.overlay_routes.iter().find(|(p, l, n, _)| *n == net.id && crate::tables::same_subnet(*p, *l, ip.dst)) {
+                if pool.frame(id)[l3 + 8] <= 1 {
+                    return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TtlExceeded, Some(IcmpError::TimeExceeded), out);
+                }
+                if icmp::dec_ttl(&mut pool.frame_mut(id)[l3..l3 + ip.ihl]).is_err() {
+                    return discard(cx, pool, id, DropReason::Truncated);
+                }
+                cx.stats.event(Event::Routed, 1);
+                return out.emit(pool, port, id);
+            }
+        }
+    }
+
     // 2. Route and policy on what we know before translation: traffic from a network
     //    to a foreign address (or to a published port) is routed now; traffic to our
     //    own addresses and from the uplink is routed after translation.
@@ -577,4 +593,32 @@ pub fn poll_pending<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut Bu
             }
         });
     }
+}
+
+/// An IP packet from an IP-in-UDP tunnel (routed overlay) for network `net`: gets an
+/// Ethernet header (from the gateway to the endpoint, whose MAC the tables know) and is
+/// delivered like a routed packet.
+pub fn from_l3_tunnel<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, id: PktId, net: &NetworkEntry, out: &mut O) {
+    let (Some(rt), Some(gw)) = (cx.tables.router.as_deref(), net.gateway) else {
+        return discard(cx, pool, id, DropReason::NoRoute);
+    };
+    let m = *pool.meta(id);
+    let pkt = pool.frame(id);
+    let Some(ip) = parse_ip(pkt, 0) else { return discard(cx, pool, id, DropReason::Truncated) };
+    let Some(&mac) = rt.hosts.get(&(net.id, ip.dst)) else { return discard(cx, pool, id, DropReason::NoRoute) };
+    if pkt[8] <= 1 {
+        return discard(cx, pool, id, DropReason::TtlExceeded);
+    }
+    let off = m.off as usize;
+    let Ok((start, len)) = crate::encap::prepend_eth(pool.raw_mut(id), off, ip.total, mac, gw.mac) else {
+        return discard(cx, pool, id, DropReason::Truncated);
+    };
+    let mm = pool.meta_mut(id);
+    mm.off = start as u32;
+    mm.len = len as u32;
+    if icmp::dec_ttl(&mut pool.frame_mut(id)[14..14 + ip.ihl]).is_err() {
+        return discard(cx, pool, id, DropReason::Truncated);
+    }
+    cx.stats.event(Event::Routed, 1);
+    deliver(cx, pool, id, net.id, mac, out);
 }

@@ -31,7 +31,7 @@ fn world(fdb_cap: u32) -> Tables {
     let nets: [(NetId, &[PortId]); 2] = [(1, &[1, 2, 3]), (2, &[4, 5])];
     for (nid, ports) in nets {
         for &p in ports {
-            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false });
+            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false });
         }
         t.set_network(NetworkEntry {
             id: nid,

@@ -65,6 +65,8 @@ pub enum RxKind {
     Vxlan,
     /// GRE packets (raw socket: the payload starts at the outer IPv4 header).
     Gre,
+    /// IP-in-UDP datagrams (UDP socket: the payload is the inner IP packet).
+    Udp,
 }
 
 /// One worker's receive side of an encapsulation.
@@ -106,6 +108,15 @@ impl TunnelRx {
         let mut v = Vtep::vxlan(local);
         v.port = port;
         Ok(TunnelRx::new(fd, RxKind::Vxlan, v))
+    }
+
+    /// An IP-in-UDP receive socket on `local:port` (SO_REUSEPORT, like VXLAN).
+    pub fn udp(local: Ipv4Addr, port: u16) -> io::Result<TunnelRx> {
+        let mut r = TunnelRx::vxlan(local, port)?;
+        r.kind = RxKind::Udp;
+        r.vtep = Vtep::udp(local);
+        r.vtep.port = port;
+        Ok(r)
     }
 
     /// A GRE receive socket (raw, IP protocol 47) for packets to `local`.
@@ -171,6 +182,7 @@ impl Port for TunnelRx {
             let d = match self.kind {
                 RxKind::Vxlan => encap::vxlan::decap_payload(data),
                 RxKind::Gre => encap::gre::decap(&self.vtep, data),
+                RxKind::Udp => encap::udp::decap_payload(data),
             };
             let Ok(d) = d else {
                 c.truncated += 1;
@@ -178,7 +190,7 @@ impl Port for TunnelRx {
                 continue;
             };
             let src = match self.kind {
-                RxKind::Vxlan => u32::from_be(self.names[i].sin_addr.s_addr),
+                RxKind::Vxlan | RxKind::Udp => u32::from_be(self.names[i].sin_addr.s_addr),
                 RxKind::Gre => u32::from(d.outer_src),
             };
             let m = pool.meta_mut(id);
