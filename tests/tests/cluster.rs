@@ -167,7 +167,7 @@ fn overlay_with_etcd() {
 
 #[test]
 fn routed_overlay_with_per_host_subnets() {
-    let Some(mut w) = World::new("cluster-udp", &["ping", "etcd", "curl", "tshark"]) else { return };
+    let Some(mut w) = World::new("cluster-udp", &["ping", "etcd", "curl", "tshark", "iperf3"]) else { return };
     let ns = underlay(&w, &["h1", "h2", "etcd"], &["198.19.0.1", "198.19.0.2", ETCD]);
     let mut etcd = Etcd { ns: ns[2].clone(), dir: w.dir.join("etcd"), child: None };
     etcd.start();
@@ -186,6 +186,8 @@ fn routed_overlay_with_per_host_subnets() {
     assert!(String::from_utf8_lossy(&in_ns(&a, "ip link show eth0").stdout).contains("mtu 1472"), "IP-in-UDP: 28 bytes");
     assert!(wait_for(Duration::from_secs(10), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "routed across hosts{}", w.log_tail(d1));
     assert!(ping(&b, &aip));
+    let g = iperf3(&a, &b, &bip, 2, "", &w.dir);
+    assert!(g > 0.05, "iperf3 over IP-in-UDP: {g} Gbit/s");
     // On the underlay it is IP in UDP port 8285.
     let cap = w.dir.join("udp.txt");
     let mut t = Command::new("ip")

@@ -101,6 +101,8 @@ fn vxlan_and_gre_between_hosts() {
     let _ = tshark.wait();
     let t = std::fs::read_to_string(&cap).unwrap_or_default();
     assert!(t.lines().any(|l| l.starts_with("0x0000004d\t0x6558") || l.starts_with("77\t0x6558")), "tshark decodes GRE key 77, TEB: {t:?}");
+    let g = iperf3(&c, &_e, &eip, 2, "", &w.dir);
+    assert!(g > 0.05, "iperf3 over GRE: {g} Gbit/s");
     // The two overlays stay apart.
     assert!(no_ping(&c, &bip));
 }
