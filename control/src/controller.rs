@@ -1137,7 +1137,8 @@ impl Controller {
             }
         }
         if let Some(a) = self.opts.advertise {
-            match self.dp.start_underlay(a, self.opts.vxlan_port) {
+            let mtu = self.underlay_mtu_of(a);
+            match self.dp.start_underlay(a, self.opts.vxlan_port, mtu) {
                 Ok(()) => {
                     info!(advertise = %a, peers = ?self.opts.peers, "underlay up");
                     let nets: Vec<Network> = self.state.networks.values().cloned().collect();
@@ -1201,6 +1202,10 @@ impl Controller {
     /// MTU of the interface holding the underlay address (1500 if unknown).
     fn underlay_mtu(&mut self) -> u32 {
         let Some(a) = self.dp.advertise() else { return 1500 };
+        self.underlay_mtu_of(a)
+    }
+
+    fn underlay_mtu_of(&mut self, a: Ipv4Addr) -> u32 {
         let Ok(links) = self.nl.links() else { return 1500 };
         for l in links {
             if let Ok(addrs) = self.nl.addresses(l.index) {

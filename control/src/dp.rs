@@ -79,7 +79,9 @@ pub struct Dp {
 struct Underlay {
     advertise: std::net::Ipv4Addr,
     vxlan_port: u16,
+    mtu: u16,
     raw_tx: Vec<Arc<std::os::fd::OwnedFd>>,
+    udp_tx: Vec<Arc<tunnel::UdpTx>>,
 }
 
 /// Port numbers of the tunnel receive sockets.
@@ -133,9 +135,10 @@ impl Dp {
 
     /// Opens the underlay: one raw transmit socket per worker, VXLAN receive sockets on
     /// `advertise:vxlan_port` (one per worker, SO_REUSEPORT) and a GRE receive socket.
-    pub fn start_underlay(&mut self, advertise: std::net::Ipv4Addr, vxlan_port: u16) -> io::Result<()> {
+    pub fn start_underlay(&mut self, advertise: std::net::Ipv4Addr, vxlan_port: u16, mtu: u32) -> io::Result<()> {
         let n = self.workers.len();
         let raw_tx = (0..n).map(|_| tunnel::raw_tx_socket()).collect::<io::Result<Vec<_>>>()?;
+        let udp_tx = (0..n).map(|_| tunnel::UdpTx::open(advertise, 8)).collect::<io::Result<Vec<_>>>()?;
         let rx: Vec<Box<dyn Port>> = (0..n)
             .map(|_| tunnel::TunnelRx::vxlan(advertise, vxlan_port).map(|r| Box::new(r) as Box<dyn Port>))
             .collect::<io::Result<_>>()
@@ -148,7 +151,7 @@ impl Dp {
             .map(|_| tunnel::TunnelRx::udp(advertise, dataplane::encap::udp::PORT).map(|r| Box::new(r) as Box<dyn Port>))
             .collect::<io::Result<_>>()?;
         self.attach(TUNNEL_RX_UDP, udp)?;
-        self.overlay = Some(Underlay { advertise, vxlan_port, raw_tx });
+        self.overlay = Some(Underlay { advertise, vxlan_port, mtu: mtu.min(65535) as u16, raw_tx, udp_tx });
         Ok(())
     }
 
@@ -163,7 +166,8 @@ impl Dp {
         let handles: Vec<Box<dyn Port>> = u
             .raw_tx
             .iter()
-            .map(|fd| {
+            .zip(&u.udp_tx)
+            .map(|(fd, udp)| {
                 let mut vtep = match peer.tunnel {
                     Tunnel::Vxlan(_) => Vtep::vxlan(u.advertise),
                     Tunnel::Gre(_) => Vtep::gre(u.advertise),
@@ -172,7 +176,7 @@ impl Dp {
                 if matches!(peer.tunnel, Tunnel::Vxlan(_)) {
                     vtep.port = u.vxlan_port;
                 }
-                Box::new(tunnel::TunnelPeer::new(fd.clone(), peer, vtep)) as Box<dyn Port>
+                Box::new(tunnel::TunnelPeer::new(fd.clone(), peer, vtep).with_udp(udp.clone(), u.mtu)) as Box<dyn Port>
             })
             .collect();
         self.attach(id, handles)?;
@@ -264,7 +268,8 @@ impl Dp {
                     Tunnel::Gre(_) => "gre",
                     Tunnel::Udp => "udp",
                 };
-                add_port(&mut t, net, id, format!("{kind}-{}", peer.remote), false);
+                let off = self.offload.get(&id).copied().unwrap_or(false);
+                add_port(&mut t, net, id, format!("{kind}-{}", peer.remote), off);
                 if matches!(peer.tunnel, Tunnel::Udp) {
                     if let Some(Some(p)) = t.ports.get_mut(id as usize) {
                         p.tunnel_l3 = true;

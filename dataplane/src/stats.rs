@@ -95,6 +95,8 @@ named_enum! {
         SwGso => "sw_gso",
         /// Software checksum completion for a port without offloads.
         SwCsum => "sw_csum",
+        /// Tunnel segments merged into a super-frame (GRO).
+        Coalesced => "coalesced",
         Routed => "routed",
         NatNew => "nat_new",
         ArpRequestSent => "arp_request_sent",

@@ -338,6 +338,7 @@ impl Worker {
             };
             self.pool.meta_mut(pkt).in_port = p;
             if p != cur && !sub.is_empty() {
+                coalesce_tcp(&mut self.pool, &mut sub, &self.stats);
                 pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
                 sub.clear();
             }
@@ -345,6 +346,7 @@ impl Worker {
             sub.push(pkt);
         }
         if !sub.is_empty() {
+            coalesce_tcp(&mut self.pool, &mut sub, &self.stats);
             pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
         }
         self.batch.clear();
@@ -431,6 +433,56 @@ impl Worker {
             self.remove_port(id);
         }
     }
+}
+
+/// GRO for frames decapsulated from a tunnel: consecutive TCP segments of one flow in
+/// `batch` are merged into one super-frame (in the first segment's buffer, with a GSO
+/// virtio-net header), so the sandbox's stack and our transmit see a few large frames
+/// instead of dozens of wire-size ones. Other frames pass unchanged, in order.
+fn coalesce_tcp(pool: &mut BufPool, batch: &mut Batch, stats: &WorkerStats) {
+    use crate::offload::TcpCoalescer;
+    if batch.len() < 2 {
+        return;
+    }
+    let mut out = Batch::new();
+    let mut cur: Option<(PktId, TcpCoalescer)> = None;
+    let finish = |pool: &mut BufPool, head: PktId, co: &TcpCoalescer, out: &mut Batch| {
+        let off = pool.meta(head).off as usize;
+        match co.finish(&mut pool.raw_mut(head)[off..]) {
+            Ok((len, vh)) => {
+                let m = pool.meta_mut(head);
+                m.len = len as u32;
+                m.vnet = vh;
+            }
+            Err(_) => {} // nothing was merged into it that we could not describe
+        }
+        out.push(head);
+    };
+    for &pkt in batch.as_slice() {
+        if let Some((head, co)) = cur.as_mut() {
+            let off = pool.meta(*head).off as usize;
+            let m = *pool.meta(pkt);
+            // SAFETY: `pkt` and `head` are different buffers of the pool, both held.
+            let seg = unsafe { std::slice::from_raw_parts(pool.base_ptr(pkt).add(m.off as usize), m.len as usize) };
+            if co.try_append(&mut pool.raw_mut(*head)[off..], seg) {
+                pool.release(pkt);
+                stats.event(crate::stats::Event::Coalesced, 1);
+                continue;
+            }
+            let (head, co) = cur.take().expect("checked");
+            finish(pool, head, &co, &mut out);
+        }
+        match TcpCoalescer::start(pool.frame(pkt)) {
+            Some(co) => cur = Some((pkt, co)),
+            None => {
+                out.push(pkt);
+            }
+        }
+    }
+    if let Some((head, co)) = cur.take() {
+        finish(pool, head, &co, &mut out);
+    }
+    *batch = out;
 }
 
 fn pin_to_cpu(cpu: usize) {

@@ -73,6 +73,7 @@ pub enum RxKind {
 pub struct TunnelRx {
     fd: OwnedFd,
     kind: RxKind,
+    gro: bool,
     vtep: Vtep,
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
@@ -89,7 +90,7 @@ impl TunnelRx {
         let hdrs = (0..BATCH_MAX).map(|_| unsafe { zeroed::<libc::mmsghdr>() }).collect();
         let iovs = (0..BATCH_MAX).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect();
         let names = (0..BATCH_MAX).map(|_| unsafe { zeroed::<libc::sockaddr_in>() }).collect();
-        TunnelRx { fd, kind, vtep, hdrs, iovs, names, ids: [0; BATCH_MAX] }
+        TunnelRx { fd, kind, gro: false, vtep, hdrs, iovs, names, ids: [0; BATCH_MAX] }
     }
 
     /// A VXLAN receive socket on `local:port`, shared with the other workers
@@ -107,7 +108,126 @@ impl TunnelRx {
         cvt(unsafe { libc::bind(raw, &sa as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_in>() as u32) })?;
         let mut v = Vtep::vxlan(local);
         v.port = port;
-        Ok(TunnelRx::new(fd, RxKind::Vxlan, v))
+        let mut r = TunnelRx::new(fd, RxKind::Vxlan, v);
+        r.enable_gro();
+        Ok(r)
+    }
+
+    /// Asks the kernel to hand over UDP GSO batches whole (`UDP_GRO`): one receive per
+    /// super-frame the sender segmented with `UDP_SEGMENT`.
+    fn enable_gro(&mut self) {
+        self.gro = setopt(self.fd.as_raw_fd(), libc::SOL_UDP, 104 /* UDP_GRO */, 1).is_ok();
+    }
+
+    /// One `UDP_GRO` receive: splits the batch into its datagrams, decapsulates each in
+    /// place and coalesces consecutive TCP segments of one flow straight into new
+    /// super-frame buffers (one copy per segment), other frames into their own buffers.
+    fn rx_gro(&mut self, pool: &mut BufPool, out: &mut Batch) -> Result<RxCount, PortError> {
+        use crate::offload::TcpCoalescer;
+        let mut c = RxCount::default();
+        if out.len() + 48 > BATCH_MAX || pool.available() < 50 {
+            return Ok(c);
+        }
+        let Some(b) = pool.alloc() else { return Ok(c) };
+        let mut name: libc::sockaddr_in = unsafe { zeroed() };
+        let mut iov = libc::iovec { iov_base: unsafe { pool.base_ptr(b).add(HEADROOM) } as *mut libc::c_void, iov_len: BUF_SIZE - HEADROOM };
+        let mut cbuf = [0u64; 8];
+        // SAFETY: msghdr is plain data; all pointers are valid for the call.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // SAFETY: msg is valid.
+        let r = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            pool.release(b);
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(c),
+                _ => Err(PortError::from_io(e)),
+            };
+        }
+        let len = r as usize;
+        let mut seg = len;
+        // SAFETY: walking the control messages the kernel wrote into cbuf.
+        unsafe {
+            let mut cm = libc::CMSG_FIRSTHDR(&msg);
+            while !cm.is_null() {
+                if (*cm).cmsg_level == libc::SOL_UDP && (*cm).cmsg_type == 104 {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const u16);
+                    if v > 0 {
+                        seg = v as usize;
+                    }
+                }
+                cm = libc::CMSG_NXTHDR(&msg, cm);
+            }
+        }
+        let src = u32::from_be(name.sin_addr.s_addr);
+        let base = HEADROOM;
+        let mut cur: Option<(PktId, TcpCoalescer)> = None;
+        let mut pos = 0;
+        let finish = |pool: &mut BufPool, head: PktId, co: &TcpCoalescer, out: &mut Batch| {
+            let off = pool.meta(head).off as usize;
+            if let Ok((l, vh)) = co.finish(&mut pool.raw_mut(head)[off..]) {
+                let m = pool.meta_mut(head);
+                m.len = l as u32;
+                m.vnet = vh;
+            }
+            out.push(head);
+        };
+        while pos < len {
+            let end = (pos + seg).min(len);
+            // SAFETY: the datagram lies inside buffer `b`, which no other code touches now.
+            let data = unsafe { std::slice::from_raw_parts(pool.base_ptr(b).add(base + pos), end - pos) };
+            pos = end;
+            let d = match self.kind {
+                RxKind::Vxlan => encap::vxlan::decap_payload(data),
+                RxKind::Udp => encap::udp::decap_payload(data),
+                RxKind::Gre => encap::gre::decap(&self.vtep, data),
+            };
+            let Ok(d) = d else {
+                c.truncated += 1;
+                continue;
+            };
+            let inner = &data[d.inner_range()];
+            if let Some((head, co)) = cur.as_mut() {
+                let off = pool.meta(*head).off as usize;
+                if co.try_append(&mut pool.raw_mut(*head)[off..], inner) {
+                    continue;
+                }
+                let (head, co) = cur.take().expect("checked");
+                finish(pool, head, &co, out);
+                c.received += 1;
+            }
+            if out.is_full() {
+                break;
+            }
+            let Some(p) = pool.alloc() else { break };
+            pool.raw_mut(p)[HEADROOM..HEADROOM + inner.len()].copy_from_slice(inner);
+            let m = pool.meta_mut(p);
+            m.len = inner.len() as u32;
+            m.vnet = VnetHdr::default();
+            m.in_port = 0;
+            m.tun_src = src;
+            m.tun_id = d.tunnel.id();
+            let co = if self.kind == RxKind::Vxlan { TcpCoalescer::start(inner) } else { None };
+            match co {
+                Some(co) => cur = Some((p, co)),
+                None => {
+                    out.push(p);
+                    c.received += 1;
+                }
+            }
+        }
+        if let Some((head, co)) = cur.take() {
+            finish(pool, head, &co, out);
+            c.received += 1;
+        }
+        pool.release(b);
+        Ok(c)
     }
 
     /// An IP-in-UDP receive socket on `local:port` (SO_REUSEPORT, like VXLAN).
@@ -133,6 +253,9 @@ impl TunnelRx {
 
 impl Port for TunnelRx {
     fn rx_batch(&mut self, pool: &mut BufPool, _in_port: PortId, out: &mut Batch, max: usize) -> Result<RxCount, PortError> {
+        if self.gro {
+            return self.rx_gro(pool, out);
+        }
         let n = max.min(BATCH_MAX).min(BATCH_MAX - out.len()).min(pool.available());
         if n == 0 {
             return Ok(RxCount::default());
@@ -227,9 +350,74 @@ impl Port for TunnelRx {
     }
 }
 
+/// One worker's UDP transmit sockets for VXLAN and IP-in-UDP: bound to the underlay
+/// address on different ephemeral ports; a flow always uses the socket its hash picks,
+/// so it keeps one outer source port (ECMP/RSS spread) and the kernel can segment
+/// (`UDP_SEGMENT`: one send per 64 KB super-frame).
+pub struct UdpTx {
+    socks: Vec<OwnedFd>,
+}
+
+impl UdpTx {
+    pub fn open(local: Ipv4Addr, n: usize) -> io::Result<Arc<UdpTx>> {
+        let mut socks = Vec::new();
+        for _ in 0..n.max(1) {
+            // SAFETY: plain syscall; owned below.
+            let raw = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            if setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20).is_err() {
+                let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+            }
+            let sa = sockaddr(local, 0);
+            // SAFETY: valid sockaddr_in.
+            cvt(unsafe { libc::bind(raw, &sa as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_in>() as u32) })?;
+            socks.push(fd);
+        }
+        Ok(Arc::new(UdpTx { socks }))
+    }
+
+    fn pick(&self, src_port: u16) -> RawFd {
+        self.socks[src_port as usize % self.socks.len()].as_raw_fd()
+    }
+}
+
+/// Sends `payload` to `dst` on `fd`, as `UDP_SEGMENT` datagrams of `seg` bytes when
+/// `seg` is given. Returns false when the socket is full.
+fn send_udp(fd: RawFd, payload: &[u8], dst: &libc::sockaddr_in, seg: Option<u16>) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    // cmsghdr (16 bytes) + u16, aligned to 8.
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; pointers valid for the duration of the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = dst as *const _ as *mut libc::c_void;
+    msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(seg) = seg {
+        // SAFETY: cbuf is large and aligned enough for one cmsg carrying a u16.
+        unsafe {
+            msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = 103; // UDP_SEGMENT
+            (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
+        }
+    }
+    // SAFETY: msg is valid.
+    if unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A worker's handle on one remote host of one overlay network (see the module docs).
 pub struct TunnelPeer {
     fd: Arc<OwnedFd>,
+    udp: Option<Arc<UdpTx>>,
+    mtu: u16,
+    scratch: Box<[u8]>,
     peer: Peer,
     vtep: Vtep,
     dst: libc::sockaddr_in,
@@ -247,7 +435,73 @@ impl TunnelPeer {
         // SAFETY: zeroed mmsghdr is a valid placeholder.
         let hdrs = (0..BATCH_MAX).map(|_| unsafe { zeroed::<libc::mmsghdr>() }).collect();
         let iovs = (0..BATCH_MAX).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect();
-        TunnelPeer { fd, dst: sockaddr(peer.remote, 0), peer, vtep, hdrs, iovs }
+        TunnelPeer { fd, udp: None, mtu: 1500, scratch: Box::new([]), dst: sockaddr(peer.remote, 0), peer, vtep, hdrs, iovs }
+    }
+
+    /// Sends through UDP sockets (VXLAN, IP-in-UDP): accepts GSO frames and sends them
+    /// as `UDP_SEGMENT` batches that fit `mtu` on the underlay.
+    pub fn with_udp(mut self, udp: Arc<UdpTx>, mtu: u16) -> TunnelPeer {
+        if !matches!(self.peer.tunnel, Tunnel::Gre(_)) {
+            self.dst = sockaddr(self.peer.remote, self.vtep.port);
+            self.udp = Some(udp);
+            self.mtu = mtu;
+            self.scratch = vec![0u8; BUF_SIZE].into_boxed_slice();
+        }
+        self
+    }
+
+    /// The UDP path: one super-frame or frame per call.
+    fn tx_udp(&mut self, pool: &mut BufPool, id: PktId, c: &mut TxCount) -> Result<(), ()> {
+        let Some(udp) = self.udp.clone() else { return Err(()) };
+        let m = *pool.meta(id);
+        if m.vnet.is_gso() {
+            let frame = pool.frame(id);
+            let mut es = match encap::EncapSegments::new(&mut self.vtep, self.peer, frame, &m.vnet, self.mtu) {
+                Ok(es) => es,
+                Err(_) => {
+                    c.errors += 1;
+                    return Ok(());
+                }
+            };
+            while let Some(r) = es.next_batch(&mut self.scratch) {
+                let Ok(b) = r else {
+                    c.errors += 1;
+                    return Ok(());
+                };
+                let seg = if b.segs > 1 { Some(b.seg_size) } else { None };
+                match send_udp(udp.pick(b.src_port), &self.scratch[b.off..b.off + b.len], &self.dst, seg) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::ENOBUFS) => return Err(()),
+                    Err(_) => {
+                        c.errors += 1;
+                        return Ok(());
+                    }
+                }
+            }
+        } else {
+            // Into scratch: completing a partial checksum must not touch a buffer other
+            // ports may still send as it is.
+            let len = m.len as usize;
+            self.scratch[HEADROOM..HEADROOM + len].copy_from_slice(pool.frame(id));
+            let e = match encap::encap(&mut self.vtep, &self.peer, &mut self.scratch, HEADROOM, len, &m.vnet) {
+                Ok(e) => e,
+                Err(_) => {
+                    c.errors += 1;
+                    return Ok(());
+                }
+            };
+            match send_udp(udp.pick(e.src_port), &self.scratch[e.payload_range()], &self.dst, None) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::ENOBUFS) => return Err(()),
+                Err(_) => {
+                    c.errors += 1;
+                    return Ok(());
+                }
+            }
+        }
+        c.sent += 1;
+        c.bytes += m.len as u64;
+        Ok(())
     }
 
     pub fn peer(&self) -> Peer {
@@ -262,6 +516,14 @@ impl Port for TunnelPeer {
 
     fn tx_batch(&mut self, pool: &mut BufPool, pkts: &[PktId]) -> Result<TxCount, PortError> {
         let mut c = TxCount::default();
+        if self.udp.is_some() {
+            for &id in pkts {
+                if self.tx_udp(pool, id, &mut c).is_err() {
+                    break; // socket full: the rest is the caller's
+                }
+            }
+            return Ok(c);
+        }
         let mut start = 0;
         while start < pkts.len() {
             let chunk = &pkts[start..(start + BATCH_MAX).min(pkts.len())];
@@ -309,7 +571,7 @@ impl Port for TunnelPeer {
     }
 
     fn caps(&self) -> PortCaps {
-        PortCaps { vnet: false }
+        PortCaps { vnet: self.udp.is_some() }
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
