@@ -124,7 +124,9 @@ fn middle_dies_peers_go_after_max_age_and_come_back() {
     sim.run_until(200, |s| gone(s, b_id).is_some() && gone(s, c_id).is_some()).expect("PeerGone");
     for who in [b_id, c_id] {
         let t = gone(&sim, who).unwrap();
-        assert!(t >= t0 + cfg.max_age_ms - cfg.refresh_ms - TICK && t <= t0 + cfg.max_age_ms + TICK, "gone at {t}, died at {t0}");
+        // The last refresh was at most refresh_ms before the crash; ages do not count
+        // the one tick per hop a message spends in flight.
+        assert!(t >= t0 + cfg.max_age_ms - cfg.refresh_ms - TICK && t <= t0 + cfg.max_age_ms + 3 * TICK, "gone at {t}, died at {t0}");
     }
     assert!(sim.nodes[A].core.link_state(&c_id).is_none());
     // B stays configured (and is still dialled); C is forgotten.
@@ -154,10 +156,9 @@ fn restart_without_boot_counter_jumps_past_old_seq() {
     sim.revive(B, false);
     assert!(sim.nodes[B].core.own_state().unwrap().seq < old);
     sim.run_until(60, |s| s.links.len() == 2 && s.converged()).expect("converges");
-    sim.run(3);
+    sim.run_until(10, |s| s.nodes[A].core.link_state(&b_id) == s.nodes[B].core.own_state()).expect("A holds B's newest");
     assert!(sim.nodes[B].core.stats().seq_bumps >= 1);
     assert!(sim.nodes[A].core.link_state(&b_id).unwrap().seq > old);
-    assert_eq!(sim.nodes[A].core.link_state(&b_id), sim.nodes[B].core.own_state());
     assert_eq!(sim.walk(A, C), (None, 2));
 }
 
