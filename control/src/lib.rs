@@ -11,6 +11,7 @@ pub mod dp;
 pub mod etcd;
 pub mod endpoint;
 pub mod ipam;
+pub mod mesh;
 pub mod model;
 pub mod netlink;
 pub mod netns;

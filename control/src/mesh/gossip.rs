@@ -149,7 +149,14 @@ impl Mesh {
     /// microseconds. (If it does not, the first copy of an old link state of ours that
     /// a neighbour hands back makes us jump past it: slower, but it recovers.) `seed`
     /// feeds the dial jitter. `now` starts the timers.
-    pub fn new(me: PeerId, addrs: Vec<SocketAddr>, cfg: Config, seq_start: u64, seed: u64, now: u64) -> Result<Mesh, MeshError> {
+    pub fn new(
+        me: PeerId,
+        addrs: Vec<SocketAddr>,
+        cfg: Config,
+        seq_start: u64,
+        seed: u64,
+        now: u64,
+    ) -> Result<Mesh, MeshError> {
         cfg.validate()?;
         if addrs.len() > MAX_ADDRS {
             return Err(MeshError::Config("more than MAX_ADDRS addresses"));
@@ -236,7 +243,8 @@ impl Mesh {
 
     /// Every known or configured peer, ascending by id.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        let ids: BTreeSet<PeerId> = self.known.iter().chain(self.dial.keys()).copied().filter(|p| *p != self.me).collect();
+        let ids: BTreeSet<PeerId> =
+            self.known.iter().chain(self.dial.keys()).copied().filter(|p| *p != self.me).collect();
         ids.into_iter()
             .map(|id| {
                 let st = self.topo.state(&id);
@@ -474,7 +482,7 @@ impl Mesh {
 
     /// Makes a new link state for this host and queues it for every neighbour.
     fn originate(&mut self, now: u64) {
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = self.seq.saturating_add(1);
         let state = LinkState {
             origin: self.me,
             seq: self.seq,
@@ -497,11 +505,14 @@ impl Mesh {
         }
         let origin = ad.state.origin;
         if origin == self.me {
-            if ad.state.seq >= self.seq {
+            // Newer than ours, or a different state under our current number: a copy
+            // from before a restart. Jump past it.
+            let collides = ad.state.seq == self.seq && self.topo.state(&self.me) != Some(&ad.state);
+            if ad.state.seq > self.seq || collides {
                 self.seq = ad.state.seq;
                 self.stats.seq_bumps += 1;
                 self.originate(now);
-            } else {
+            } else if ad.state.seq < self.seq {
                 self.pending.entry(*from).or_default().origins.insert(self.me);
             }
             return false;
@@ -514,7 +525,8 @@ impl Mesh {
                     self.pending.entry(*n).or_default().origins.insert(origin);
                 }
                 if !self.dial.contains_key(&origin) {
-                    let delay = if self.cfg.can_accept_inbound && origin < self.me { self.cfg.backoff_min_ms } else { 0 };
+                    let delay =
+                        if self.cfg.can_accept_inbound && origin < self.me { self.cfg.backoff_min_ms } else { 0 };
                     self.dial.insert(origin, DialState { next_at: now.saturating_add(delay), ..DialState::default() });
                 }
                 true
@@ -538,8 +550,8 @@ impl Mesh {
     /// Queues for `from` whatever its digest shows it lacks or holds older.
     fn handle_digest(&mut self, from: &PeerId, have: &[(PeerId, u64)], now: u64) {
         let theirs: BTreeMap<PeerId, u64> = have.iter().copied().collect();
-        if theirs.get(&self.me).is_some_and(|s| *s >= self.seq) {
-            self.seq = theirs[&self.me];
+        if let Some(&seq) = theirs.get(&self.me).filter(|s| **s > self.seq) {
+            self.seq = seq;
             self.stats.seq_bumps += 1;
             self.originate(now);
         }
@@ -559,7 +571,8 @@ impl Mesh {
     fn after_change(&mut self) {
         let my_links: Vec<PeerId> = self.links.keys().copied().collect();
         let routes = self.topo.routes(&my_links);
-        let known: BTreeSet<PeerId> = self.topo.origins().chain(my_links.iter()).copied().filter(|p| *p != self.me).collect();
+        let known: BTreeSet<PeerId> =
+            self.topo.origins().chain(my_links.iter()).copied().filter(|p| *p != self.me).collect();
         let appeared: Vec<PeerId> = known.difference(&self.known).copied().collect();
         for p in appeared {
             let ev = Event::PeerAppeared(p, self.addrs_of(&p));
@@ -583,7 +596,9 @@ impl Mesh {
 
     /// Drops the dial state of a peer that is neither known, linked nor configured.
     fn forget_if_unknown(&mut self, peer: &PeerId) {
-        let keep = self.known.contains(peer) || self.links.contains_key(peer) || self.dial.get(peer).is_some_and(|d| !d.configured.is_empty());
+        let keep = self.known.contains(peer)
+            || self.links.contains_key(peer)
+            || self.dial.get(peer).is_some_and(|d| !d.configured.is_empty());
         if !keep {
             self.dial.remove(peer);
         }
@@ -643,8 +658,10 @@ impl Mesh {
                 continue;
             }
             if p.sync || !p.origins.is_empty() {
-                let origins: Vec<PeerId> = if p.sync { self.topo.origins().copied().collect() } else { p.origins.into_iter().collect() };
-                let adverts: Vec<Advert> = origins.iter().filter_map(|o| self.topo.advert(o, now, self.cfg.max_age_ms)).collect();
+                let origins: Vec<PeerId> =
+                    if p.sync { self.topo.origins().copied().collect() } else { p.origins.into_iter().collect() };
+                let adverts: Vec<Advert> =
+                    origins.iter().filter_map(|o| self.topo.advert(o, now, self.cfg.max_age_ms)).collect();
                 for bytes in self.chunk(adverts, p.sync) {
                     self.ready.push_back((n, bytes));
                 }
@@ -657,7 +674,8 @@ impl Mesh {
 
     /// Encodes adverts as messages of about `max_message_bytes` at most.
     fn chunk(&self, adverts: Vec<Advert>, sync: bool) -> Vec<Vec<u8>> {
-        let wrap = |adverts: Vec<Advert>| if sync { Message::Sync { adverts } } else { Message::Update { adverts } }.encode();
+        let wrap =
+            |adverts: Vec<Advert>| if sync { Message::Sync { adverts } } else { Message::Update { adverts } }.encode();
         let limit = self.cfg.max_message_bytes.saturating_sub(64);
         let mut out = Vec::new();
         let mut cur: Vec<Advert> = Vec::new();

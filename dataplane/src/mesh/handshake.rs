@@ -15,8 +15,8 @@ use snow::{Builder, HandshakeState};
 
 use super::identity::Identity;
 use super::wire::{
-    self, field, Mac1Key, INITIATION_LEN, NOISE_INIT_LEN, NOISE_RESP_LEN, RESPONSE_LEN,
-    TYPE_INITIATION, TYPE_RESPONSE,
+    self, field, Mac1Key, INITIATION_LEN, NOISE_INIT_LEN, NOISE_RESP_LEN, RESPONSE_LEN, TIMESTAMP_LEN, TYPE_INITIATION,
+    TYPE_RESPONSE,
 };
 use super::MeshError;
 
@@ -160,19 +160,32 @@ fn map_build(e: snow::Error) -> MeshError {
     }
 }
 
-/// Writes an initiation (header, Noise message 1, MAC1 for `to`) into `out`.
+/// A TAI64N timestamp: big-endian seconds + 2^62, then big-endian nanoseconds. Byte-wise
+/// comparison orders timestamps.
+pub(crate) type Timestamp = [u8; TIMESTAMP_LEN];
+
+/// Encodes nanoseconds since the UNIX epoch as TAI64N.
+pub(crate) fn tai64n(unix_ns: u128) -> Timestamp {
+    let secs = (unix_ns / 1_000_000_000).min(u128::from(u64::MAX >> 2)) as u64;
+    let nanos = (unix_ns % 1_000_000_000) as u32;
+    let mut t = [0u8; TIMESTAMP_LEN];
+    t[..8].copy_from_slice(&(secs + (1 << 62)).to_be_bytes());
+    t[8..].copy_from_slice(&nanos.to_be_bytes());
+    t
+}
+
+/// Writes an initiation (header, Noise message 1 carrying `ts`, MAC1 for `to`) into `out`.
 pub(crate) fn write_initiation(
     hs: &mut HandshakeState,
     sender_index: u32,
+    ts: &Timestamp,
     to: &Mac1Key,
     out: &mut [u8],
 ) -> Result<usize, MeshError> {
-    let msg = out
-        .get_mut(..INITIATION_LEN)
-        .ok_or(MeshError::BufferTooSmall { need: INITIATION_LEN })?;
+    let msg = out.get_mut(..INITIATION_LEN).ok_or(MeshError::BufferTooSmall { need: INITIATION_LEN })?;
     wire::write_type(msg, TYPE_INITIATION);
     msg[field::INDEX].copy_from_slice(&sender_index.to_le_bytes());
-    let n = hs.write_message(&[], &mut msg[8..8 + NOISE_INIT_LEN]).map_err(map_build)?;
+    let n = hs.write_message(ts, &mut msg[8..8 + NOISE_INIT_LEN]).map_err(map_build)?;
     if n != NOISE_INIT_LEN {
         return Err(MeshError::Crypto);
     }
@@ -188,8 +201,7 @@ pub(crate) fn write_response(
     to: &Mac1Key,
     out: &mut [u8],
 ) -> Result<usize, MeshError> {
-    let msg =
-        out.get_mut(..RESPONSE_LEN).ok_or(MeshError::BufferTooSmall { need: RESPONSE_LEN })?;
+    let msg = out.get_mut(..RESPONSE_LEN).ok_or(MeshError::BufferTooSmall { need: RESPONSE_LEN })?;
     wire::write_type(msg, TYPE_RESPONSE);
     msg[field::INDEX].copy_from_slice(&sender_index.to_le_bytes());
     msg[field::RESP_RECEIVER].copy_from_slice(&receiver_index.to_le_bytes());
@@ -201,10 +213,15 @@ pub(crate) fn write_response(
     Ok(RESPONSE_LEN)
 }
 
-/// Reads the Noise part of an initiation (length, type and MAC1 already checked).
-pub(crate) fn read_initiation(hs: &mut HandshakeState, msg: &[u8]) -> Result<(), snow::Error> {
+/// Reads the Noise part of an initiation (length, type and MAC1 already checked);
+/// returns its timestamp.
+pub(crate) fn read_initiation(hs: &mut HandshakeState, msg: &[u8]) -> Result<Timestamp, snow::Error> {
     let noise = msg.get(8..8 + NOISE_INIT_LEN).ok_or(snow::Error::Input)?;
-    hs.read_message(noise, &mut []).map(|_| ())
+    let mut ts = [0u8; TIMESTAMP_LEN];
+    match hs.read_message(noise, &mut ts)? {
+        TIMESTAMP_LEN => Ok(ts),
+        _ => Err(snow::Error::Input),
+    }
 }
 
 /// Reads the Noise part of a response (length, type and MAC1 already checked).

@@ -1,7 +1,7 @@
 //! A node's static X25519 key pair, the mesh password → PSK derivation, and the base64
 //! text form of keys (what `vswitchctl mesh id` prints and key files hold).
 //!
-//! Owns: key generation (OS randomness through `getrandom`), derivation of the public
+//! Owns: key generation (OS randomness through `ring`), derivation of the public
 //! key (`x25519-dalek`), and text encoding. The secret is zeroed when dropped
 //! (`x25519_dalek::StaticSecret` zeroizes itself) and never printed by `Debug`.
 
@@ -25,7 +25,7 @@ impl Identity {
     /// A fresh random identity. Fails only if the OS has no randomness to give.
     pub fn generate() -> Result<Identity, MeshError> {
         let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|_| MeshError::Rng)?;
+        super::aead::random(&mut b)?;
         let id = Identity::from_bytes(b);
         b.fill(0);
         Ok(id)
@@ -113,7 +113,7 @@ fn encode_base64(data: &[u8]) -> String {
 
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);

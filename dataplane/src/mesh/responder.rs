@@ -13,7 +13,9 @@
 //!    with a PSK, of the PSK-bound payload tag;
 //! 5. admission of the initiator's static key.
 //!
-//! Refused initiations get no reply.
+//! Refused initiations get no reply. Replays of a valid initiation pass here (the
+//! responder keeps no per-peer state); the [`Peer`](super::Peer) refuses them by their
+//! timestamp.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -95,6 +97,7 @@ pub struct Initiation {
     pub(crate) hs: Box<HandshakeState>,
     pub(crate) remote_public: [u8; 32],
     pub(crate) remote_index: u32,
+    pub(crate) timestamp: handshake::Timestamp,
 }
 
 impl Initiation {
@@ -158,12 +161,7 @@ impl Responder {
 
     /// Checks an initiation received from `src` (see the module docs for the order of
     /// checks). `Ok` carries the admitted initiator; `Err` is counted and needs no reply.
-    pub fn handle_initiation(
-        &mut self,
-        src: IpAddr,
-        msg: &[u8],
-        now: Instant,
-    ) -> Result<Initiation, Refused> {
+    pub fn handle_initiation(&mut self, src: IpAddr, msg: &[u8], now: Instant) -> Result<Initiation, Refused> {
         let r = self.check(src, msg, now);
         match &r {
             Ok(_) => self.stats.accepted += 1,
@@ -181,29 +179,22 @@ impl Responder {
             Limited::Source => Refused::RateLimitedSource,
             Limited::Global => Refused::RateLimitedGlobal,
         })?;
-        let mut hs = handshake::responder(&self.local, self.psk.as_ref(), &self.dh_ops)
-            .map_err(|_| Refused::Internal)?;
-        if handshake::read_initiation(&mut hs, msg).is_err() {
-            // snow sets the remote static key once `s` decrypted, before the PSK-bound
-            // payload tag is checked: a key here means the PSK was wrong.
-            let got_static = hs.get_remote_static().is_some();
-            return Err(if self.psk.is_some() && got_static {
-                Refused::WrongPsk
-            } else {
-                Refused::DecryptFailed
-            });
-        }
-        let remote_public: [u8; 32] = hs
-            .get_remote_static()
-            .and_then(|k| k.try_into().ok())
-            .ok_or(Refused::Internal)?;
+        let mut hs =
+            handshake::responder(&self.local, self.psk.as_ref(), &self.dh_ops).map_err(|_| Refused::Internal)?;
+        let timestamp = match handshake::read_initiation(&mut hs, msg) {
+            Ok(ts) => ts,
+            Err(_) => {
+                // snow sets the remote static key once `s` decrypted, before the
+                // PSK-bound payload tag is checked: a key here means the PSK was wrong.
+                let got_static = hs.get_remote_static().is_some();
+                return Err(if self.psk.is_some() && got_static { Refused::WrongPsk } else { Refused::DecryptFailed });
+            }
+        };
+        let remote_public: [u8; 32] =
+            hs.get_remote_static().and_then(|k| k.try_into().ok()).ok_or(Refused::Internal)?;
         if !self.admits(&remote_public) {
             return Err(Refused::NotAllowed);
         }
-        Ok(Initiation {
-            hs: Box::new(hs),
-            remote_public,
-            remote_index: wire::read_u32(msg, field::INDEX),
-        })
+        Ok(Initiation { hs: Box::new(hs), remote_public, remote_index: wire::read_u32(msg, field::INDEX), timestamp })
     }
 }

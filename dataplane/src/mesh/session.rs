@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
-
+use super::aead::Key;
 use super::wire::{self, field, TAG_LEN, TRANSPORT_HEADER_LEN, TYPE_TRANSPORT};
 use super::{DropReason, MeshError};
 
@@ -83,14 +81,6 @@ impl ReplayWindow {
     }
 }
 
-/// Nonce for a counter: 32 zero bits then the counter little-endian (Noise's format).
-#[inline]
-fn nonce(counter: u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&counter.to_le_bytes());
-    n.into()
-}
-
 /// Limits copied into each send session so a sender needs nothing else.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SendLimits {
@@ -113,7 +103,7 @@ struct Hot {
 /// The sending direction of a session, shared by all senders of one peer.
 pub(crate) struct SendSession {
     hot: Hot,
-    cipher: ChaCha20Poly1305,
+    cipher: Key,
     remote_index: u32,
     created: Instant,
     initiator: bool,
@@ -131,13 +121,7 @@ impl SendSession {
     /// Seals `buf[start + 16 .. start + 16 + body_len]` in place: writes the header in
     /// front of it and the tag after it. Returns the message length (`body_len + 32`).
     /// Fails with `NoSession` when the session is too old or its counter exhausted.
-    pub fn seal(
-        &self,
-        buf: &mut [u8],
-        start: usize,
-        body_len: usize,
-        now: Instant,
-    ) -> Result<Sealed, MeshError> {
+    pub fn seal(&self, buf: &mut [u8], start: usize, body_len: usize, now: Instant) -> Result<Sealed, MeshError> {
         let len = body_len + TRANSPORT_HEADER_LEN + TAG_LEN;
         let Some(msg) = start.checked_add(len).and_then(|end| buf.get_mut(start..end)) else {
             return Err(MeshError::BufferTooSmall { need: start.saturating_add(len) });
@@ -155,16 +139,13 @@ impl SendSession {
         msg[field::COUNTER].copy_from_slice(&counter.to_le_bytes());
         let (hdr, rest) = msg.split_at_mut(TRANSPORT_HEADER_LEN);
         let (body, tag_out) = rest.split_at_mut(body_len);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(&nonce(counter), hdr, body)
-            .map_err(|_| MeshError::PayloadTooLarge)?;
+        let tag = self.cipher.seal(counter, hdr, body).ok_or(MeshError::PayloadTooLarge)?;
         tag_out.copy_from_slice(&tag);
         self.hot.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         self.hot.last_tx_ms.store(ms.saturating_add(1), Ordering::Relaxed);
-        let rekey_due = counter + 1 >= self.limits.rekey_after_messages
-            || (self.initiator && age >= self.limits.rekey_after);
+        let rekey_due =
+            counter + 1 >= self.limits.rekey_after_messages || (self.initiator && age >= self.limits.rekey_after);
         Ok(Sealed { len, rekey_due })
     }
 
@@ -189,7 +170,7 @@ impl SendSession {
 
 /// The receiving direction of a session: key and replay window, owned by the peer.
 pub(crate) struct RecvSession {
-    cipher: ChaCha20Poly1305,
+    cipher: Key,
     window: ReplayWindow,
 }
 
@@ -207,10 +188,10 @@ impl RecvSession {
         let (hdr, rest) = msg.split_at_mut(TRANSPORT_HEADER_LEN);
         let body_len = rest.len() - TAG_LEN;
         let (body, tag) = rest.split_at_mut(body_len);
-        let tag = Tag::from_slice(tag);
-        self.cipher
-            .decrypt_in_place_detached(&nonce(counter), hdr, body, tag)
-            .map_err(|_| DropReason::DecryptFailed)?;
+        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DropReason::Malformed)?;
+        if !self.cipher.open(counter, hdr, body, tag) {
+            return Err(DropReason::DecryptFailed);
+        }
         self.window.update(counter);
         Ok(body_len)
     }
@@ -220,6 +201,10 @@ impl RecvSession {
 pub(crate) struct Session {
     pub local_index: u32,
     pub created: Instant,
+    /// Order of creation within the peer (newer sessions win).
+    pub seq: u64,
+    /// We initiated it (its key is in use at both ends), or it carried a message.
+    pub confirmed: bool,
     pub initiator: bool,
     pub recv: RecvSession,
     pub send: Arc<SendSession>,
@@ -227,30 +212,25 @@ pub(crate) struct Session {
 
 impl Session {
     /// Builds a session from Noise's raw split `(k1, k2)`: k1 encrypts initiator →
-    /// responder, k2 responder → initiator. Wipes the key arrays.
+    /// responder, k2 responder → initiator. Wipes the key arrays (ring keeps its own
+    /// copy in the expanded key).
     pub fn new(
         mut keys: ([u8; 32], [u8; 32]),
         initiator: bool,
-        local_index: u32,
-        remote_index: u32,
-        now: Instant,
-        epoch: Instant,
+        (local_index, remote_index): (u32, u32),
+        seq: u64,
+        (now, epoch): (Instant, Instant),
         limits: SendLimits,
-    ) -> Session {
+    ) -> Result<Session, MeshError> {
         let (send_key, recv_key) = if initiator { (&keys.0, &keys.1) } else { (&keys.1, &keys.0) };
-        let send = SendSession {
-            hot: Hot::default(),
-            cipher: ChaCha20Poly1305::new(send_key.into()),
-            remote_index,
-            created: now,
-            initiator,
-            epoch,
-            limits,
-        };
-        let recv = RecvSession { cipher: ChaCha20Poly1305::new(recv_key.into()), window: ReplayWindow::default() };
+        let (send_key, recv_key) = (Key::new(send_key), Key::new(recv_key));
         keys.0.fill(0);
         keys.1.fill(0);
-        Session { local_index, created: now, initiator, recv, send: Arc::new(send) }
+        let (Some(send_key), Some(recv_key)) = (send_key, recv_key) else { return Err(MeshError::Crypto) };
+        let send =
+            SendSession { hot: Hot::default(), cipher: send_key, remote_index, created: now, initiator, epoch, limits };
+        let recv = RecvSession { cipher: recv_key, window: ReplayWindow::default() };
+        Ok(Session { local_index, created: now, seq, confirmed: initiator, initiator, recv, send: Arc::new(send) })
     }
 
     /// Age at `now` (zero if `now` is before creation).

@@ -9,9 +9,10 @@
 //! 1..4 are reserved and must be zero.
 //!
 //! ```text
-//! initiation (type 1, 120 bytes)
-//!   0 type | 1..4 reserved | 4..8 sender index | 8..104 Noise IK message 1 | 104..120 mac1
-//!   Noise message 1 = e (32) | encrypted s (32 + 16) | encrypted empty payload (16)
+//! initiation (type 1, 132 bytes)
+//!   0 type | 1..4 reserved | 4..8 sender index | 8..116 Noise IK message 1 | 116..132 mac1
+//!   Noise message 1 = e (32) | encrypted s (32 + 16) | encrypted timestamp (12 + 16)
+//!   timestamp = TAI64N (8 bytes seconds + 2^62, 4 bytes nanoseconds, big-endian)
 //! response (type 2, 76 bytes)
 //!   0 type | 1..4 reserved | 4..8 sender index | 8..12 receiver index
 //!   | 12..60 Noise IK message 2 = e (32) | encrypted empty payload (16) | 60..76 mac1
@@ -66,8 +67,10 @@ pub const TYPE_TRANSPORT: u8 = 4;
 pub const MAC_LEN: usize = 16;
 /// Length of an AEAD tag.
 pub const TAG_LEN: usize = 16;
-/// Length of a Noise message 1 with an empty payload (e, encrypted s, payload tag).
-pub const NOISE_INIT_LEN: usize = 32 + 32 + TAG_LEN + TAG_LEN;
+/// Length of the initiation's timestamp (TAI64N).
+pub const TIMESTAMP_LEN: usize = 12;
+/// Length of a Noise message 1 (e, encrypted s, encrypted timestamp).
+pub const NOISE_INIT_LEN: usize = 32 + 32 + TAG_LEN + TIMESTAMP_LEN + TAG_LEN;
 /// Length of a Noise message 2 with an empty payload (e, payload tag).
 pub const NOISE_RESP_LEN: usize = 32 + TAG_LEN;
 /// Length of a handshake initiation.
@@ -249,7 +252,7 @@ mod tests {
 
     #[test]
     fn sizes_match_layout() {
-        assert_eq!(INITIATION_LEN, 120);
+        assert_eq!(INITIATION_LEN, 132);
         assert_eq!(RESPONSE_LEN, 76);
         assert_eq!(KEEPALIVE_LEN, 32);
         assert_eq!(TRANSPORT_OVERHEAD, 33);
@@ -272,10 +275,7 @@ mod tests {
         let mut t = [0u8; KEEPALIVE_LEN];
         t[0] = TYPE_TRANSPORT;
         t[4..8].copy_from_slice(&((7u32 << 12) | 9).to_le_bytes());
-        assert_eq!(
-            route(&t),
-            Route::Peer { slot: PeerSlot::new(7).unwrap(), index: (7 << 12) | 9 }
-        );
+        assert_eq!(route(&t), Route::Peer { slot: PeerSlot::new(7).unwrap(), index: (7 << 12) | 9 });
         assert_eq!(route(&t[..31]), Route::Drop(DropReason::Malformed));
         t[2] = 1;
         assert_eq!(route(&t), Route::Drop(DropReason::Malformed));

@@ -20,7 +20,8 @@ fn line() -> Sim {
 
 #[test]
 fn a_and_c_route_through_b() {
-    let sim = line();
+    let mut sim = line();
+    sim.run(5);
     let (a, b, c) = (&sim.nodes[A], &sim.nodes[B], &sim.nodes[C]);
     assert_eq!(a.core.next_hop(&c.id), Some(b.id));
     assert_eq!(c.core.next_hop(&a.id), Some(b.id));
@@ -126,7 +127,10 @@ fn middle_dies_peers_go_after_max_age_and_come_back() {
         let t = gone(&sim, who).unwrap();
         // The last refresh was at most refresh_ms before the crash; ages do not count
         // the one tick per hop a message spends in flight.
-        assert!(t >= t0 + cfg.max_age_ms - cfg.refresh_ms - TICK && t <= t0 + cfg.max_age_ms + 3 * TICK, "gone at {t}, died at {t0}");
+        assert!(
+            t >= t0 + cfg.max_age_ms - cfg.refresh_ms - TICK && t <= t0 + cfg.max_age_ms + 3 * TICK,
+            "gone at {t}, died at {t0}"
+        );
     }
     assert!(sim.nodes[A].core.link_state(&c_id).is_none());
     // B stays configured (and is still dialled); C is forgotten.
@@ -156,7 +160,8 @@ fn restart_without_boot_counter_jumps_past_old_seq() {
     sim.revive(B, false);
     assert!(sim.nodes[B].core.own_state().unwrap().seq < old);
     sim.run_until(60, |s| s.links.len() == 2 && s.converged()).expect("converges");
-    sim.run_until(10, |s| s.nodes[A].core.link_state(&b_id) == s.nodes[B].core.own_state()).expect("A holds B's newest");
+    sim.run_until(10, |s| s.nodes[A].core.link_state(&b_id) == s.nodes[B].core.own_state())
+        .expect("A holds B's newest");
     assert!(sim.nodes[B].core.stats().seq_bumps >= 1);
     assert!(sim.nodes[A].core.link_state(&b_id).unwrap().seq > old);
     assert_eq!(sim.walk(A, C), (None, 2));
@@ -202,7 +207,7 @@ fn firewalled_peer_is_redialled_only_through_a_fresh_pinhole() {
     let cut_at = sim.now;
     sim.cut(A, f);
     // A may dial F back at the address F came from while the pinhole is fresh…
-    sim.run(((test_config().inbound_grace_ms + 1_000) / TICK) as u64);
+    sim.run((test_config().inbound_grace_ms + 1_000) / TICK);
     let dials_to_f: Vec<u64> = sim.dials.iter().filter(|(_, i, p)| *i == A && *p == f_id).map(|(t, _, _)| *t).collect();
     assert!(!dials_to_f.is_empty() && dials_to_f.iter().all(|t| *t <= cut_at + test_config().inbound_grace_ms));
     // …and never after, while B and C (whose sessions stayed up) never dial it at all.

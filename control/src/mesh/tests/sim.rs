@@ -177,7 +177,8 @@ impl Sim {
 
     /// Host `i` crashes: its peers see their sessions with it go down.
     pub fn kill(&mut self, i: usize) {
-        let linked: Vec<usize> = self.links.iter().filter(|(a, b)| *a == i || *b == i).map(|(a, b)| a + b - i).collect();
+        let linked: Vec<usize> =
+            self.links.iter().filter(|(a, b)| *a == i || *b == i).map(|(a, b)| a + b - i).collect();
         for j in linked {
             self.drop_link(i, j);
         }
@@ -271,7 +272,13 @@ impl Sim {
         let mut q = VecDeque::from([dst]);
         while let Some(u) = q.pop_front() {
             for &(a, b) in &self.links {
-                let v = if a == u { b } else if b == u { a } else { continue };
+                let v = if a == u {
+                    b
+                } else if b == u {
+                    a
+                } else {
+                    continue;
+                };
                 if !dist.contains_key(&v) {
                     dist.insert(v, dist[&u] + 1);
                     q.push_back(v);
@@ -292,7 +299,15 @@ impl Sim {
         let next = self
             .links
             .iter()
-            .filter_map(|&(a, b)| if a == i { Some(b) } else if b == i { Some(a) } else { None })
+            .filter_map(|&(a, b)| {
+                if a == i {
+                    Some(b)
+                } else if b == i {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
             .filter(|n| dist.get(n) == Some(&(d - 1)))
             .map(|n| self.nodes[n].id)
             .min()?;

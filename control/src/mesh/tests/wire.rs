@@ -2,7 +2,9 @@
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
-use super::super::{Advert, DecodeError, LinkState, Message, PeerId, RelayHeader, MAX_ADDRS, MAX_MESSAGE_BYTES, MAX_PEERS};
+use super::super::{
+    Advert, DecodeError, LinkState, Message, PeerId, RelayHeader, MAX_ADDRS, MAX_MESSAGE_BYTES, MAX_PEERS,
+};
 use super::sim::pid;
 
 fn state(origin: u8, links: &[u8]) -> LinkState {
@@ -18,7 +20,9 @@ fn state(origin: u8, links: &[u8]) -> LinkState {
 fn samples() -> Vec<Message> {
     vec![
         Message::Update { adverts: vec![Advert { age_ms: 5, state: state(1, &[2, 3]) }] },
-        Message::Sync { adverts: vec![Advert { age_ms: 0, state: state(2, &[]) }, Advert { age_ms: 9, state: state(3, &[1]) }] },
+        Message::Sync {
+            adverts: vec![Advert { age_ms: 0, state: state(2, &[]) }, Advert { age_ms: 9, state: state(3, &[1]) }],
+        },
         Message::Digest { have: vec![(pid(1), 3), (pid(2), u64::MAX)] },
         Message::Update { adverts: vec![] },
     ]
@@ -54,7 +58,29 @@ fn decode_rejects_random_bytes_without_panicking() {
         let _ = RelayHeader::parse(&bytes);
     }
     // JSON-looking noise.
-    let alphabet: &[&str] = &["{", "}", "[", "]", "\"", ":", ",", "type", "update", "sync", "digest", "adverts", "have", "0", "18446744073709551616", "-1", "null", "state", "origin", "\"5a5a\"", " "];
+    let alphabet: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "type",
+        "update",
+        "sync",
+        "digest",
+        "adverts",
+        "have",
+        "0",
+        "18446744073709551616",
+        "-1",
+        "null",
+        "state",
+        "origin",
+        "\"5a5a\"",
+        " ",
+    ];
     for _ in 0..20_000 {
         let n = rng.next() % 40;
         let s: String = (0..n).map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize]).collect();
@@ -95,7 +121,44 @@ fn decode_survives_mutations_of_valid_messages() {
 fn decode_enforces_bounds() {
     let enc = |s: LinkState| Message::Update { adverts: vec![Advert { age_ms: 0, state: s }] }.encode();
     let mut too_many = state(0xff, &[]);
-    too_many.links = (0..=MAX_PEERS as u16).map(|i| PeerId([(i >> 8) as u8, i as u8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])).collect();
+    too_many.links = (0..=MAX_PEERS as u16)
+        .map(|i| {
+            PeerId([
+                (i >> 8) as u8,
+                i as u8,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+                1,
+            ])
+        })
+        .collect();
     assert_eq!(Message::decode(&enc(too_many)), Err(DecodeError::TooManyPeers));
     let mut addrs = state(1, &[]);
     addrs.addrs = vec!["192.0.2.1:1".parse().unwrap(); MAX_ADDRS + 1];
@@ -124,8 +187,19 @@ fn worst_case_messages_fit_the_bound() {
         b[1] = i as u8;
         PeerId(b)
     };
-    let v6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff), 65535, 0, 0xffff_ffff));
-    let s = LinkState { origin: PeerId([0xfe; 32]), seq: u64::MAX, addrs: vec![v6; MAX_ADDRS], links: (0..MAX_PEERS).map(max_id).collect(), can_accept_inbound: false };
+    let v6: SocketAddr = SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff),
+        65535,
+        0,
+        0xffff_ffff,
+    ));
+    let s = LinkState {
+        origin: PeerId([0xfe; 32]),
+        seq: u64::MAX,
+        addrs: vec![v6; MAX_ADDRS],
+        links: (0..MAX_PEERS).map(max_id).collect(),
+        can_accept_inbound: false,
+    };
     let one = Message::Update { adverts: vec![Advert { age_ms: u64::MAX, state: s }] }.encode();
     assert!(one.len() < MAX_MESSAGE_BYTES, "{}", one.len());
     assert!(Message::decode(&one).is_ok());
