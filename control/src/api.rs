@@ -50,7 +50,7 @@ pub struct NetworkCreate {
     /// bridge (default) or overlay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    /// vxlan (default), gre or udp.
+    /// vxlan (default), gre, udp or mesh (`--encrypted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encap: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +115,12 @@ pub enum Request {
     ConntrackLs,
     ConntrackFlush,
     Stats { #[serde(default, skip_serializing_if = "Option::is_none")] port: Option<String> },
+    /// This host's mesh public key.
+    MeshId,
+    /// The mesh peers and their sessions.
+    MeshPeers,
+    /// Join the mesh member at `addr` (IP[:PORT]).
+    MeshConnect { addr: String },
 }
 
 /// A response line.

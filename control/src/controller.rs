@@ -36,7 +36,27 @@ fn encap_kind(e: crate::model::Encap) -> dataplane::encap::EncapKind {
         crate::model::Encap::Vxlan => dataplane::encap::EncapKind::Vxlan,
         crate::model::Encap::Gre => dataplane::encap::EncapKind::Gre { key: true, csum: false },
         crate::model::Encap::Udp => dataplane::encap::EncapKind::Udp,
+        // Not a tunnel encapsulation; MTU arithmetic uses `MESH_OVERHEAD`.
+        crate::model::Encap::Mesh => dataplane::encap::EncapKind::Vxlan,
     }
+}
+
+/// Bytes the mesh adds in front of an inner IP packet: outer IPv4 + UDP (28), session
+/// header, kind and tag (33), relay header (65), network id (4), Ethernet (14).
+pub const MESH_OVERHEAD: u32 = 28 + dataplane::mesh::wire::TRANSPORT_OVERHEAD as u32 + crate::mesh::RelayHeader::LEN as u32 + 4 + 14;
+
+/// Default UDP port of the mesh (Weave's).
+pub const MESH_PORT: u16 = 6783;
+
+const NO_MESH: &str = "this vswitchd is not in a mesh (start it with --mesh-password or --mesh-peer)";
+
+/// `IP[:PORT]` of a mesh member (port 6783 when absent).
+pub fn parse_mesh_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: std::net::IpAddr = s.parse().map_err(|_| "not IP or IP:PORT".to_string())?;
+    Ok(std::net::SocketAddr::new(ip, MESH_PORT))
 }
 
 fn e2s(e: impl std::fmt::Display) -> String {
@@ -99,13 +119,19 @@ pub struct Controller {
     remote_eps: std::collections::BTreeMap<(String, String), crate::cluster::RemoteEndpoint>,
     /// Routed overlay: other hosts' subnets, (network, subnet) → host.
     remote_subnets: std::collections::BTreeMap<(String, Ipv4Cidr), Ipv4Addr>,
+    /// The mesh agent, when this host is in an encrypted mesh.
+    mesh: Option<std::sync::Arc<crate::meshd::MeshHandle>>,
+    /// Reachable mesh peers: the agent's number → public key.
+    mesh_up: std::collections::BTreeMap<u32, [u8; 32]>,
+    /// Mesh peer ports: (network, peer number) → port number.
+    mesh_ports: std::collections::BTreeMap<(String, u32), u16>,
 }
 
 mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -144,6 +170,18 @@ impl Controller {
                 Ok(json!({"flushed": true}))
             }
             Request::Stats { port } => self.stats(port.as_deref()),
+            Request::MeshId => {
+                let m = self.mesh.as_ref().ok_or(NO_MESH)?;
+                Ok(json!({"key": dataplane::mesh::key_to_base64(&m.public)}))
+            }
+            Request::MeshPeers => Ok(self.mesh.as_ref().ok_or(NO_MESH)?.peers()),
+            Request::MeshConnect { addr } => {
+                let m = self.mesh.as_ref().ok_or(NO_MESH)?;
+                let a = parse_mesh_addr(&addr).map_err(|e| format!("address {addr:?}: {e}"))?;
+                m.connect(a);
+                info!(member = %a, "joining mesh member");
+                Ok(json!({"connecting": a.to_string()}))
+            }
         }
     }
 
@@ -207,7 +245,11 @@ impl Controller {
                 (None, None)
             }
             crate::model::Driver::Overlay => {
-                if self.dp.advertise().is_none() {
+                let mesh = p.encap.as_deref() == Some("mesh");
+                if mesh && self.mesh.is_none() {
+                    return Err(format!("--encrypted: {NO_MESH}"));
+                }
+                if !mesh && self.dp.advertise().is_none() {
                     return Err("--driver overlay: this vswitchd has no underlay (start it with --advertise IP and --peer IP or --cluster)".to_string());
                 }
                 let e: crate::model::Encap = match &p.encap {
@@ -236,6 +278,7 @@ impl Controller {
             }
         };
         let default_mtu = match encap {
+            Some(crate::model::Encap::Mesh) => self.underlay_mtu().saturating_sub(MESH_OVERHEAD),
             Some(e) => self.underlay_mtu().saturating_sub(dataplane::encap::overhead(encap_kind(e)) as u32),
             None => DEFAULT_MTU,
         };
@@ -348,7 +391,15 @@ impl Controller {
             "driver": n.driver,
             "encap": n.encap,
             "vni": n.vni,
-            "peers": self.peer_ports.iter().filter(|((net, _), _)| net == &n.name).map(|((_, ip), id)| json!({"host": ip.to_string(), "port_id": id})).collect::<Vec<_>>(),
+            "peers": self
+                .peer_ports
+                .iter()
+                .filter(|((net, _), _)| net == &n.name)
+                .map(|((_, ip), id)| json!({"host": ip.to_string(), "port_id": id}))
+                .chain(self.mesh_ports.iter().filter(|((net, _), _)| net == &n.name).map(|((_, peer), id)| {
+                    json!({"mesh_peer": self.mesh_up.get(peer).map(|k| dataplane::mesh::key_to_base64(k)), "port_id": id})
+                }))
+                .collect::<Vec<_>>(),
             "created": n.created,
             "subnet": n.subnet.to_string(),
             "gateway": n.gateway.to_string(),
@@ -547,8 +598,8 @@ impl Controller {
     // ---- endpoints ------------------------------------------------------------------
 
     fn free_port_id(&self) -> R<u16> {
-        let used: BTreeSet<u16> = self.state.used_port_ids().chain(self.peer_ports.values().copied()).collect();
-        (1..crate::dp::TUNNEL_RX_GRE).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
+        let used: BTreeSet<u16> = self.state.used_port_ids().chain(self.peer_ports.values().copied()).chain(self.mesh_ports.values().copied()).collect();
+        (1..crate::dp::FIRST_RESERVED).find(|i| !used.contains(i)).ok_or_else(|| "too many ports".to_string())
     }
 
     fn connect(&mut self, c: Connect) -> R<Value> {
@@ -1167,6 +1218,13 @@ impl Controller {
     /// Tunnel ports of an overlay network to every peer host.
     fn attach_peers(&mut self, n: &Network) {
         let (Some(e), Some(vni)) = (n.encap, n.vni) else { return };
+        if e == crate::model::Encap::Mesh {
+            let up: Vec<(u32, [u8; 32])> = self.mesh_up.iter().map(|(i, k)| (*i, *k)).collect();
+            for (peer, key) in up {
+                self.attach_mesh_port(n, vni, peer, &key);
+            }
+            return;
+        }
         let tunnel = match e {
             crate::model::Encap::Vxlan => match dataplane::encap::Vni::new(vni) {
                 Some(v) => dataplane::encap::Tunnel::Vxlan(v),
@@ -1174,6 +1232,7 @@ impl Controller {
             },
             crate::model::Encap::Gre => dataplane::encap::Tunnel::Gre(Some(vni)),
             crate::model::Encap::Udp => dataplane::encap::Tunnel::Udp,
+            crate::model::Encap::Mesh => return,
         };
         let peers: BTreeSet<Ipv4Addr> = self.opts.peers.iter().copied().chain(self.cluster_hosts.iter().copied()).collect();
         for peer in peers {
@@ -1190,7 +1249,61 @@ impl Controller {
         }
     }
 
+    /// The port of mesh peer `peer` on encrypted network `n`.
+    fn attach_mesh_port(&mut self, n: &Network, vni: u32, peer: u32, key: &[u8; 32]) {
+        if self.mesh_ports.contains_key(&(n.name.clone(), peer)) {
+            return;
+        }
+        let Ok(id) = self.free_port_id() else { return };
+        let b64 = dataplane::mesh::key_to_base64(key);
+        let name = format!("mesh-{}", b64.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect::<String>());
+        match self.dp.attach_mesh_peer(id, n.net_id, peer, vni, name) {
+            Ok(()) => {
+                self.mesh_ports.insert((n.name.clone(), peer), id);
+            }
+            Err(e) => warn!(network = %n.name, peer = %b64, error = %e, "mesh port"),
+        }
+    }
+
+    /// Connects the mesh agent (at start, before `reconcile`).
+    pub fn set_mesh(&mut self, m: std::sync::Arc<crate::meshd::MeshHandle>) {
+        self.mesh = Some(m);
+    }
+
+    /// A mesh peer became reachable or was lost: its ports on every encrypted network
+    /// come and go with it.
+    pub fn mesh_event(&mut self, ev: crate::meshd::MeshEvent) {
+        match ev {
+            crate::meshd::MeshEvent::PeerUp { index, key } => {
+                self.mesh_up.insert(index, key);
+                let nets: Vec<Network> = self.state.networks.values().filter(|n| n.encap == Some(crate::model::Encap::Mesh)).cloned().collect();
+                for n in &nets {
+                    if let Some(vni) = n.vni {
+                        self.attach_mesh_port(n, vni, index, &key);
+                    }
+                }
+            }
+            crate::meshd::MeshEvent::PeerDown { index, .. } => {
+                self.mesh_up.remove(&index);
+                let gone: Vec<((String, u32), u16)> = self.mesh_ports.iter().filter(|((_, p), _)| *p == index).map(|(k, v)| (k.clone(), *v)).collect();
+                for (k, id) in gone {
+                    self.mesh_ports.remove(&k);
+                    self.dp.detach_mesh_peer(id);
+                    if let Some(n) = self.state.networks.get(&k.0) {
+                        self.dp.flush_port(n.net_id, id);
+                    }
+                }
+            }
+        }
+        self.dp.publish(&self.state);
+    }
+
     fn detach_peers(&mut self, network: &str) {
+        let mesh: Vec<((String, u32), u16)> = self.mesh_ports.iter().filter(|((n, _), _)| n == network).map(|(k, v)| (k.clone(), *v)).collect();
+        for (k, id) in mesh {
+            self.dp.detach_mesh_peer(id);
+            self.mesh_ports.remove(&k);
+        }
         let ids: Vec<((String, Ipv4Addr), u16)> =
             self.peer_ports.iter().filter(|((n, _), _)| n == network).map(|(k, v)| (k.clone(), *v)).collect();
         for (k, id) in ids {

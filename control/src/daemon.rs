@@ -22,6 +22,81 @@ pub struct DaemonOpts {
     pub netns: Option<String>,
     pub dp: DpConfig,
     pub ctl: crate::controller::CtlOpts,
+    /// The encrypted mesh, if this host is in one.
+    pub mesh: Option<MeshCli>,
+}
+
+/// The mesh options of `vswitchd`.
+#[derive(Clone, Debug)]
+pub struct MeshCli {
+    /// UDP port of the mesh socket.
+    pub port: u16,
+    /// Members to join (`--mesh-peer`).
+    pub join: Vec<std::net::SocketAddr>,
+    /// The mesh password: peers proving it are admitted.
+    pub password: Option<String>,
+    /// Public keys admitted without the password.
+    pub allow: Vec<[u8; 32]>,
+    /// False when unsolicited inbound UDP cannot reach this host.
+    pub inbound: bool,
+    pub keepalive: Duration,
+    /// Session age that triggers a rekey (the session dies at 1.5 times this).
+    pub rekey_after: Duration,
+}
+
+/// Loads this host's mesh key from `dir/mesh.key`, or makes one (mode 0600).
+pub fn mesh_identity(dir: &std::path::Path) -> Result<dataplane::mesh::Identity, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("mesh.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => dataplane::mesh::Identity::from_secret_base64(s.trim()).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = dataplane::mesh::Identity::generate().map_err(|e| format!("mesh key: {e}"))?;
+            let tmp = dir.join("mesh.key.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            f.write_all(format!("{}\n", id.secret_base64()).as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            info!(key = %id.public_base64(), path = %path.display(), "made this host's mesh key");
+            Ok(id)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Starts the mesh agent and connects it to the workers.
+fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) -> Result<crossbeam_channel::Receiver<crate::meshd::MeshEvent>, String> {
+    let identity = mesh_identity(state_dir)?;
+    let cfg = dataplane::mesh::MeshConfig {
+        psk: m.password.as_deref().map(dataplane::mesh::psk_from_password),
+        allowed: m.allow.clone(),
+        allow_any_with_psk: m.password.is_some(),
+        keepalive: Some(m.keepalive),
+        rekey_after: m.rekey_after,
+        reject_after: m.rekey_after * 3 / 2 + Duration::from_secs(1),
+        wall_clock: Some(dataplane::mesh::WallClock {
+            unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+            at: std::time::Instant::now(),
+        }),
+        ..Default::default()
+    };
+    cfg.validate().map_err(|e| format!("mesh settings: {e:?}"))?;
+    let ip = ctl.opts.advertise.map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let listen = std::net::SocketAddr::new(ip, m.port);
+    let (agent, workers) = dataplane::port::meshlink::link(4096).map_err(|e| format!("mesh link: {e}"))?;
+    ctl.dp.attach_mesh(workers).map_err(|e| format!("mesh port: {e}"))?;
+    let opts = crate::meshd::MeshOpts { listen, identity, cfg, join: m.join.clone(), can_accept_inbound: m.inbound };
+    let h = crate::meshd::start(opts, agent).map_err(|e| format!("--mesh-port {}: {e}", m.port))?;
+    info!(key = %dataplane::mesh::key_to_base64(&h.public), listen = %listen, members = ?m.join, "mesh agent started");
+    let events = h.events.clone();
+    ctl.set_mesh(Arc::new(h));
+    Ok(events)
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -66,6 +141,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
     ctl.opts = opts.ctl.clone();
+    let mesh_events = match &opts.mesh {
+        Some(m) => Some(start_mesh(m, &mut ctl, &opts.state_dir)?),
+        None => None,
+    };
     ctl.reconcile();
     ctl.start_dns();
     let joined = match &opts.ctl.cluster {
@@ -99,6 +178,18 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let k = ctl.clone();
         crate::cluster::keeper(cluster, stop.clone(), move || k.lock().unwrap_or_else(|p| p.into_inner()).republish_local());
+    }
+    if let Some(ev) = mesh_events {
+        // Peers coming and going add and remove the encrypted networks' ports.
+        let w = ctl.clone();
+        std::thread::Builder::new()
+            .name("vsw-mesh-events".into())
+            .spawn(move || {
+                while let Ok(e) = ev.recv() {
+                    w.lock().unwrap_or_else(|p| p.into_inner()).mesh_event(e);
+                }
+            })
+            .map_err(|e| e.to_string())?;
     }
     let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
     info!(socket = %sock.display(), "listening");

@@ -14,6 +14,7 @@ use dataplane::port::Port;
 use dataplane::stats::{PortTotals, StatsSnapshot};
 use dataplane::encap::{Peer, Tunnel, Vtep};
 use dataplane::nat::{ConnTable, DnatRule, DnatTable, NatConfig};
+use dataplane::port::meshlink;
 use dataplane::port::tunnel;
 use dataplane::router::fib::{Egress, FibBuilder, NextHop};
 use dataplane::router::neigh::NeighCache;
@@ -73,6 +74,10 @@ pub struct Dp {
     remote_macs: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>,
     /// Routed overlay: other hosts' subnets (network number, prefix, length, host).
     remote_subnets: Vec<(u16, std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
+    /// The workers' end of the link to the mesh agent.
+    mesh: Option<meshlink::WorkerSide>,
+    /// Mesh peer ports: id → (network number, agent's peer number, network id, name).
+    mesh_peers: std::collections::BTreeMap<PortId, (u16, u32, u32, String)>,
 }
 
 /// The host's side of the underlay: its address and the workers' raw sockets.
@@ -88,6 +93,10 @@ struct Underlay {
 pub const TUNNEL_RX_VXLAN: PortId = u16::MAX - 1;
 pub const TUNNEL_RX_GRE: PortId = u16::MAX - 2;
 pub const TUNNEL_RX_UDP: PortId = u16::MAX - 3;
+/// Port number of the mesh agent's decrypted frames.
+pub const MESH_RX: PortId = u16::MAX - 4;
+/// Port numbers from here up are reserved for the daemon's own sockets.
+pub const FIRST_RESERVED: PortId = u16::MAX - 15;
 
 impl Dp {
     pub fn start(cfg: DpConfig) -> io::Result<Dp> {
@@ -105,7 +114,7 @@ impl Dp {
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }
-        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new(), remote_macs: HashMap::new(), remote_subnets: Vec::new() })
+        Ok(Dp { cfg, tables, workers, fdbs: HashMap::new(), attached: BTreeSet::new(), offload: HashMap::new(), uplink: None, conntrack, neigh, overlay: None, peers: std::collections::BTreeMap::new(), remote_macs: HashMap::new(), remote_subnets: Vec::new(), mesh: None, mesh_peers: std::collections::BTreeMap::new() })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -182,6 +191,32 @@ impl Dp {
         self.attach(id, handles)?;
         self.peers.insert(id, (net_id, peer));
         Ok(())
+    }
+
+    /// Connects the workers to the mesh agent: worker 0 reads its decrypted frames.
+    pub fn attach_mesh(&mut self, ws: meshlink::WorkerSide) -> io::Result<()> {
+        let mut h: Vec<Box<dyn Port>> = vec![Box::new(ws.rx_port())];
+        h.extend((1..self.workers.len()).map(|_| Box::new(tunnel::NullPort) as Box<dyn Port>));
+        self.attach(MESH_RX, h)?;
+        self.mesh = Some(ws);
+        Ok(())
+    }
+
+    /// Adds port `id`: remote mesh peer `peer` (the agent's number) on network `net_id`
+    /// (network id `vni` on the wire).
+    pub fn attach_mesh_peer(&mut self, id: PortId, net_id: u16, peer: u32, vni: u32, name: String) -> io::Result<()> {
+        let Some(ws) = &self.mesh else { return Err(io::Error::other("no mesh (vswitchd --mesh-password or --mesh-peer)")) };
+        let handles: Vec<Box<dyn Port>> = (0..self.workers.len()).map(|_| Box::new(ws.peer_port(peer, vni)) as Box<dyn Port>).collect();
+        self.attach(id, handles)?;
+        self.offload.insert(id, false);
+        self.mesh_peers.insert(id, (net_id, peer, vni, name));
+        Ok(())
+    }
+
+    /// Removes a mesh peer port.
+    pub fn detach_mesh_peer(&mut self, id: PortId) {
+        self.mesh_peers.remove(&id);
+        self.detach(id);
     }
 
     /// Replaces the routed-overlay subnets of other hosts.
@@ -278,6 +313,12 @@ impl Dp {
                 tunnels.insert((u32::from(peer.remote), peer.tunnel.id()), id);
             }
         }
+        for (&id, (net, peer, vni, name)) in &self.mesh_peers {
+            if self.attached.contains(&id) {
+                add_port(&mut t, *net, id, name.clone(), false);
+                tunnels.insert(meshlink::demux_key(*peer, *vni), id);
+            }
+        }
         for p in state.ports.values() {
             let Some(net) = state.networks.get(&p.network) else { continue };
             if self.attached.contains(&p.port_id) {
@@ -321,7 +362,7 @@ impl Dp {
                 t.remote_macs.insert((net, mac), id);
             }
         }
-        for id in self.peers.keys() {
+        for id in self.peers.keys().chain(self.mesh_peers.keys()) {
             if let Some(Some(p)) = t.ports.get_mut(*id as usize) {
                 p.tunnel = true;
             }

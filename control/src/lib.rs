@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod endpoint;
 pub mod ipam;
 pub mod mesh;
+pub mod meshd;
 pub mod model;
 pub mod netlink;
 pub mod netns;

@@ -214,6 +214,9 @@ pub enum Encap {
     Gre,
     /// IP packets over UDP 8285 (Flannel's udp backend): routed, one subnet per host.
     Udp,
+    /// Ethernet over the encrypted mesh (`--encrypted`): Noise sessions between hosts,
+    /// relayed where two hosts cannot reach each other.
+    Mesh,
 }
 
 impl FromStr for Encap {
@@ -223,7 +226,8 @@ impl FromStr for Encap {
             "vxlan" => Ok(Encap::Vxlan),
             "gre" => Ok(Encap::Gre),
             "udp" => Ok(Encap::Udp),
-            _ => Err(format!("{s:?} is not an encapsulation (want vxlan, gre or udp)")),
+            "mesh" => Ok(Encap::Mesh),
+            _ => Err(format!("{s:?} is not an encapsulation (want vxlan, gre, udp or mesh)")),
         }
     }
 }
@@ -234,6 +238,7 @@ impl fmt::Display for Encap {
             Encap::Vxlan => "vxlan",
             Encap::Gre => "gre",
             Encap::Udp => "udp",
+            Encap::Mesh => "mesh",
         })
     }
 }

@@ -79,8 +79,22 @@ enum Cmd {
         #[arg(long)]
         port: Option<String>,
     },
+    /// The encrypted mesh between hosts.
+    #[command(subcommand)]
+    Mesh(MeshCmd),
     /// Check that the daemon answers.
     Ping,
+}
+
+#[derive(Subcommand, Debug)]
+enum MeshCmd {
+    /// This host's public key (give it to other hosts' --mesh-allow).
+    Id,
+    /// Peers: key, address, direct or relayed, last handshake, traffic, drops.
+    #[command(alias = "ls")]
+    Peers,
+    /// Join the mesh through the member at IP[:PORT] (port 6783 by default).
+    Connect { addr: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,9 +115,12 @@ enum NetworkCmd {
         /// bridge (one host, default) or overlay (across hosts).
         #[arg(long, short = 'd')]
         driver: Option<String>,
-        /// Overlay encapsulation: vxlan (default) or gre.
+        /// Overlay encapsulation: vxlan (default), gre, udp, or mesh (= --encrypted).
         #[arg(long)]
         encap: Option<String>,
+        /// Carry the network over the encrypted mesh (--driver overlay --encap mesh).
+        #[arg(long)]
+        encrypted: bool,
         /// Overlay network id (VXLAN VNI / GRE key); default derived from the name.
         #[arg(long)]
         vni: Option<u32>,
@@ -238,7 +255,20 @@ fn main() {
     let json = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
-        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6, driver, encap, vni }) => {
+        Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6, driver, encap, vni, encrypted }) => {
+            let (driver, encap) = if encrypted {
+                if encap.as_deref().is_some_and(|e| e != "mesh") {
+                    eprintln!("Error: --encrypted: carried by the mesh, not --encap {}", encap.unwrap_or_default());
+                    std::process::exit(2);
+                }
+                if driver.as_deref().is_some_and(|d| d != "overlay") {
+                    eprintln!("Error: --encrypted: only for --driver overlay");
+                    std::process::exit(2);
+                }
+                (Some("overlay".to_string()), Some("mesh".to_string()))
+            } else {
+                (driver, encap)
+            };
             let split = |v: Vec<String>, what: &str| -> (Option<String>, Option<String>) {
                 let (v6, v4): (Vec<String>, Vec<String>) = v.into_iter().partition(|s| s.contains(':'));
                 if v4.len() > 1 || v6.len() > 1 {
@@ -395,6 +425,33 @@ fn main() {
         }
         Cmd::Conntrack(ConntrackCmd::Flush) => {
             go(Request::ConntrackFlush);
+        }
+        Cmd::Mesh(MeshCmd::Id) => print_or(json, &go(Request::MeshId), |v| println!("{}", s(&v["key"]))),
+        Cmd::Mesh(MeshCmd::Connect { addr }) => print_or(json, &go(Request::MeshConnect { addr }), |v| println!("connecting to {}", s(&v["connecting"]))),
+        Cmd::Mesh(MeshCmd::Peers) => {
+            let v = go(Request::MeshPeers);
+            print_or(json, &v, |v| {
+                println!("this host: {} listening on {}", s(&v["key"]), s(&v["listen"]));
+                table(
+                    &["PEER", "ADDRESS", "PATH", "SESSION", "HANDSHAKE", "RX BYTES", "TX BYTES", "DROPS"],
+                    rows(&v["peers"]).iter().map(|p| {
+                        vec![
+                            s(&p["key"]),
+                            s(&p["address"]),
+                            s(&p["path"]),
+                            if p["session_up"].as_bool() == Some(true) { "up" } else { "down" }.to_string(),
+                            p["last_handshake_secs_ago"].as_u64().map(|t| format!("{t}s ago")).unwrap_or_else(|| "never".into()),
+                            s(&p["rx_bytes"]),
+                            s(&p["tx_bytes"]),
+                            s(&p["drops"]),
+                        ]
+                    }),
+                );
+                println!(
+                    "\nhandshakes: {} accepted, {} refused; frames: {} sent, {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
+                    v["handshakes_accepted"], v["handshakes_refused"], v["sent"], v["delivered"], v["relayed"], v["relay_dropped"], v["unknown_dropped"]
+                );
+            });
         }
         Cmd::Stats { port } => {
             let v = go(Request::Stats { port });

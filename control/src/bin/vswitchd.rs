@@ -72,6 +72,33 @@ struct Args {
     /// IPAM, hosts and endpoints live there; needs --advertise.
     #[arg(long, value_name = "URL", requires = "advertise")]
     cluster: Option<String>,
+    /// Join the encrypted mesh through this member (IP[:PORT], repeatable); the others
+    /// are learned from it.
+    #[arg(long = "mesh-peer", value_name = "IP[:PORT]")]
+    mesh_peers: Vec<String>,
+    /// The mesh password (Weave's): hosts that prove it are admitted. Also
+    /// VSWITCHD_MESH_PASSWORD.
+    #[arg(long, value_name = "SECRET", env = "VSWITCHD_MESH_PASSWORD", hide_env_values = true)]
+    mesh_password: Option<String>,
+    /// Admit the host with this public key (`vswitchctl mesh id` on it; repeatable).
+    #[arg(long = "mesh-allow", value_name = "KEY")]
+    mesh_allow: Vec<String>,
+    /// Be in the mesh even with no password, member or key given (others join us).
+    #[arg(long)]
+    mesh: bool,
+    /// UDP port of the mesh.
+    #[arg(long, default_value_t = control::controller::MESH_PORT)]
+    mesh_port: u16,
+    /// This host cannot receive unsolicited inbound UDP (it dials out and keeps its
+    /// sessions alive; others do not dial it).
+    #[arg(long)]
+    mesh_no_inbound: bool,
+    /// Seconds between keepalives on idle mesh sessions.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    mesh_keepalive: u64,
+    /// Seconds after which a mesh session is rekeyed (WireGuard's 120; for tests).
+    #[arg(long, default_value_t = 120, hide = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    mesh_rekey_after: u64,
     /// Host ports for `-p CONTAINER_PORT` without a host port.
     #[arg(long, value_name = "FIRST-LAST", default_value = "49153-60999")]
     ephemeral_ports: String,
@@ -155,7 +182,33 @@ fn main() {
         vxlan_port: a.vxlan_port,
         cluster: a.cluster.clone(),
     };
-    let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp, ctl };
+    let mesh = if a.mesh || a.mesh_password.is_some() || !a.mesh_peers.is_empty() || !a.mesh_allow.is_empty() {
+        if a.mesh_password.as_deref() == Some("") {
+            fail("--mesh-password: empty".to_string());
+        }
+        let join = a
+            .mesh_peers
+            .iter()
+            .map(|s| control::controller::parse_mesh_addr(s).unwrap_or_else(|e| fail(format!("--mesh-peer {s:?}: {e}"))))
+            .collect();
+        let allow = a
+            .mesh_allow
+            .iter()
+            .map(|k| dataplane::mesh::key_from_base64(k).unwrap_or_else(|e| fail(format!("--mesh-allow {k:?}: {e}"))))
+            .collect();
+        Some(control::daemon::MeshCli {
+            port: a.mesh_port,
+            join,
+            password: a.mesh_password.clone(),
+            allow,
+            inbound: !a.mesh_no_inbound,
+            keepalive: std::time::Duration::from_secs(a.mesh_keepalive),
+            rekey_after: std::time::Duration::from_secs(a.mesh_rekey_after),
+        })
+    } else {
+        None
+    };
+    let opts = DaemonOpts { state_dir: a.state_dir, socket: a.socket, netns: a.netns, dp, ctl, mesh };
     if let Err(e) = run(opts) {
         eprintln!("vswitchd: {e}");
         std::process::exit(1);

@@ -7,6 +7,7 @@
 
 pub mod afpacket;
 pub mod mem;
+pub mod meshlink;
 pub mod tap;
 pub mod tunnel;
 

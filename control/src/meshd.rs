@@ -1,0 +1,664 @@
+//! The mesh agent: one thread that owns this host's mesh UDP socket, its encrypted
+//! sessions to other hosts (`dataplane::mesh`: Noise IK / IKpsk1, ChaCha20-Poly1305,
+//! replay window, rekeying, keepalives, handshake limits) and the mesh topology
+//! (`crate::mesh`: link state, discovery, shortest-path relays).
+//!
+//! - Frames of encrypted networks come from the workers' `MeshPeerPort`s; each goes,
+//!   inside the session to the next hop, with a relay header naming origin and
+//!   destination. A relay decrypts, re-encrypts for its own next hop (every hop is an
+//!   authenticated session; nothing crosses the underlay in clear).
+//! - The topology's own messages travel as encrypted control payloads.
+//! - Joining by address only: a small hello exchange reveals the member's public key
+//!   (public keys are not secret). Admission is decided by the Noise handshake: a peer
+//!   must be listed by key or prove the password; anyone else is refused and counted.
+//! - Reachable and lost peers are reported to the controller, which adds and removes
+//!   the workers' ports.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use dataplane::mesh::{wire, Decapsulated, Encapsulated, Identity, MeshConfig, PayloadKind, Peer, PeerSlot, Responder};
+use dataplane::poll::{Epoll, EventFd};
+use dataplane::port::meshlink::{AgentSide, MeshFrame};
+use serde_json::{json, Value};
+use tracing::{debug, info};
+
+use crate::mesh::{Config as TopoConfig, Event, Mesh, PeerId, RelayAction, RelayHeader};
+
+const HELLO_REQ: u8 = 0x10;
+const HELLO_RESP: u8 = 0x11;
+const QUEUE: usize = 64;
+const TOKEN_SOCK: u64 = 1;
+const TOKEN_WORKERS: u64 = 2;
+const TOKEN_CMD: u64 = 3;
+
+/// How the agent runs.
+pub struct MeshOpts {
+    /// Underlay address and port of this host's mesh socket.
+    pub listen: SocketAddr,
+    pub identity: Identity,
+    pub cfg: MeshConfig,
+    /// Members to join (`--mesh-peer`), by address.
+    pub join: Vec<SocketAddr>,
+    /// This host can receive unsolicited inbound UDP (false behind a firewall that only
+    /// lets replies in: others then never dial it; it dials out and keeps alive).
+    pub can_accept_inbound: bool,
+}
+
+/// Requests from the controller.
+pub enum Cmd {
+    Peers(Sender<Value>),
+    Connect(SocketAddr),
+}
+
+/// What the agent tells the controller.
+#[derive(Clone, Debug)]
+pub enum MeshEvent {
+    /// A peer is reachable (directly or through relays): `index` is its number on the
+    /// links to the workers.
+    PeerUp { index: u32, key: [u8; 32] },
+    PeerDown { index: u32, key: [u8; 32] },
+}
+
+/// The controller's handle on the running agent.
+pub struct MeshHandle {
+    cmd: Sender<Cmd>,
+    wake: Arc<EventFd>,
+    pub events: Receiver<MeshEvent>,
+    pub public: [u8; 32],
+}
+
+impl MeshHandle {
+    fn send(&self, c: Cmd) {
+        let _ = self.cmd.send(c);
+        self.wake.wake();
+    }
+
+    /// The peer list for `vswitchctl mesh peers`.
+    pub fn peers(&self) -> Value {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Cmd::Peers(tx));
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or(Value::Null)
+    }
+
+    /// Joins the member at `addr`.
+    pub fn connect(&self, addr: SocketAddr) {
+        self.send(Cmd::Connect(addr));
+    }
+}
+
+struct PeerState {
+    key: [u8; 32],
+    session: Option<Peer>,
+    addr: Option<SocketAddr>,
+    /// Payloads waiting for a handshake (bounded).
+    queue: VecDeque<(PayloadKind, Vec<u8>)>,
+    /// Reported to the controller as reachable.
+    reachable: bool,
+    /// Last authenticated message from it.
+    last_rx: Option<Instant>,
+}
+
+struct Agent {
+    sock: UdpSocket,
+    identity: Identity,
+    cfg: MeshConfig,
+    responder: Responder,
+    topo: Mesh,
+    peers: Vec<Option<PeerState>>,
+    by_key: HashMap<[u8; 32], u32>,
+    joins: Vec<(SocketAddr, Option<Instant>)>,
+    link: AgentSide,
+    cmd: Receiver<Cmd>,
+    events: Sender<MeshEvent>,
+    epoch: Instant,
+    /// A direct link without an authenticated message for this long is down.
+    dead_after: Duration,
+    /// Received datagrams.
+    rx: Vec<u8>,
+    /// Decrypted payloads.
+    plain: Vec<u8>,
+    /// Payloads being assembled (relay header, network id, frame).
+    scratch: Vec<u8>,
+    /// Sealed messages.
+    tx: Vec<u8>,
+    stats: AgentStats,
+}
+
+#[derive(Default)]
+struct AgentStats {
+    /// Datagrams for no known session, bad hellos.
+    unknown_dropped: u64,
+    /// Frames with no route to their destination, TTL expired or looped.
+    relay_dropped: u64,
+    /// Frames relayed for other hosts.
+    relayed: u64,
+    /// Frames delivered to the workers.
+    delivered: u64,
+    /// Frames the workers' queue had no room for.
+    to_workers_full: u64,
+    /// Frames from the workers sent into sessions.
+    sent: u64,
+    /// Payloads dropped because a handshake queue was full.
+    queue_full: u64,
+}
+
+/// Starts the agent thread.
+pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
+    let sock = UdpSocket::bind(opts.listen).map_err(|e| std::io::Error::new(e.kind(), format!("mesh socket on {}: {e}", opts.listen)))?;
+    sock.set_nonblocking(true)?;
+    let now = Instant::now();
+    let public = opts.identity.public();
+    let me = PeerId(public);
+    let tc = TopoConfig { can_accept_inbound: opts.can_accept_inbound, ..TopoConfig::default() };
+    let boot = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(1);
+    let seed = boot ^ u64::from_le_bytes([public[0], public[1], public[2], public[3], public[4], public[5], public[6], public[7]]);
+    let addrs = if opts.listen.ip().is_unspecified() { vec![] } else { vec![opts.listen] };
+    let topo = Mesh::new(me, addrs, tc, boot, seed, 0).map_err(|e| std::io::Error::other(format!("mesh topology: {e:?}")))?;
+    let keepalive = opts.cfg.keepalive.unwrap_or(Duration::from_secs(10));
+    let (ctx, crx) = crossbeam_channel::unbounded();
+    let (etx, erx) = crossbeam_channel::unbounded();
+    let wake = Arc::new(EventFd::new()?);
+    let mut a = Agent {
+        sock,
+        responder: Responder::new(&opts.identity, &opts.cfg, now),
+        identity: opts.identity,
+        cfg: opts.cfg,
+        topo,
+        peers: Vec::new(),
+        by_key: HashMap::new(),
+        joins: opts.join.iter().map(|a| (*a, None)).collect(),
+        link,
+        cmd: crx,
+        events: etx,
+        epoch: now,
+        dead_after: keepalive * 3 + Duration::from_secs(2),
+        rx: vec![0u8; 65536],
+        plain: vec![0u8; 65536],
+        scratch: Vec::with_capacity(65536),
+        tx: vec![0u8; 65536 + 256],
+        stats: AgentStats::default(),
+    };
+    let w = wake.clone();
+    std::thread::Builder::new().name("vsw-mesh".into()).spawn(move || a.run(w))?;
+    Ok(MeshHandle { cmd: ctx, wake, events: erx, public })
+}
+
+impl Agent {
+    fn now_ms(&self, now: Instant) -> u64 {
+        now.duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn run(&mut self, wake: Arc<EventFd>) {
+        let Ok(ep) = Epoll::new() else { return };
+        let _ = ep.add(self.sock.as_raw_fd(), TOKEN_SOCK);
+        let _ = ep.add(self.link.wake.raw_fd(), TOKEN_WORKERS);
+        let _ = ep.add(wake.raw_fd(), TOKEN_CMD);
+        let mut evs = vec![dataplane::poll::Event { events: 0, u64: 0 }; 8];
+        let mut next_timers = Instant::now();
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_deadline(now).unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
+            let _ = ep.wait(&mut evs, timeout.as_millis() as i32);
+            wake.drain();
+            self.link.wake.drain();
+            let now = Instant::now();
+            while let Ok(c) = self.cmd.try_recv() {
+                match c {
+                    Cmd::Peers(tx) => {
+                        let _ = tx.send(self.peers_json(now));
+                    }
+                    Cmd::Connect(addr) => {
+                        if !self.joins.iter().any(|(a, _)| *a == addr) {
+                            self.joins.push((addr, None));
+                        }
+                    }
+                }
+            }
+            // Bounded turns so that neither direction starves the other.
+            for _ in 0..64 {
+                let a = self.recv_some(now, 64);
+                let b = self.from_workers_some(now, 64);
+                if a + b == 0 {
+                    break;
+                }
+            }
+            if now >= next_timers || self.next_deadline(now).is_some_and(|d| d.is_zero()) {
+                self.timers(now);
+                next_timers = now + Duration::from_millis(50);
+            }
+        }
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Duration> {
+        let mut d: Option<Duration> = None;
+        for st in self.peers.iter().flatten() {
+            if let Some(t) = st.session.as_ref().and_then(|p| p.next_timeout()) {
+                let x = t.saturating_duration_since(now);
+                d = Some(d.map_or(x, |d| d.min(x)));
+            }
+        }
+        d
+    }
+
+    fn slot_of(&mut self, key: [u8; 32]) -> Option<u32> {
+        if let Some(s) = self.by_key.get(&key) {
+            return Some(*s);
+        }
+        if key == self.identity.public() {
+            return None;
+        }
+        let s = self.peers.iter().position(|p| p.is_none()).unwrap_or(self.peers.len());
+        PeerSlot::new(s as u32)?;
+        if s == self.peers.len() {
+            self.peers.push(None);
+        }
+        self.peers[s] = Some(PeerState { key, session: None, addr: None, queue: VecDeque::new(), reachable: false, last_rx: None });
+        self.by_key.insert(key, s as u32);
+        Some(s as u32)
+    }
+
+    fn send_to(sock: &UdpSocket, addr: SocketAddr, msg: &[u8]) {
+        if let Err(e) = sock.send_to(msg, addr) {
+            debug!(to = %addr, error = %e, "mesh send");
+        }
+    }
+
+    /// Reads up to `max` datagrams; returns how many.
+    fn recv_some(&mut self, now: Instant, max: usize) -> usize {
+        let mut rx = std::mem::take(&mut self.rx);
+        let mut n_done = 0;
+        while n_done < max {
+            let (n, src) = match self.sock.recv_from(&mut rx) {
+                Ok(x) => x,
+                Err(_) => break,
+            };
+            n_done += 1;
+            if n == 0 {
+                continue;
+            }
+            match rx[0] {
+                HELLO_REQ | HELLO_RESP => self.on_hello(src, &rx[..n], now),
+                _ => self.on_message(src, &rx[..n], now),
+            }
+        }
+        self.rx = rx;
+        n_done
+    }
+
+    /// Takes up to `max` frames from the workers; returns how many.
+    fn from_workers_some(&mut self, now: Instant, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Ok(f) = self.link.from_workers.try_recv() else { break };
+            n += 1;
+            self.from_workers(&f, now);
+            self.link.recycle(f.frame);
+        }
+        n
+    }
+
+    fn mark_alive(&mut self, slot: usize, src: SocketAddr, now: Instant) {
+        let Some(Some(st)) = self.peers.get_mut(slot) else { return };
+        st.addr = Some(src);
+        st.last_rx = Some(now);
+        let key = st.key;
+        let up = st.session.as_ref().is_some_and(|p| p.is_up(now));
+        let queued = !st.queue.is_empty();
+        if !self.topo.is_linked(&PeerId(key)) {
+            let _ = self.topo.link_up(PeerId(key), src, self.now_ms(now));
+        }
+        if up && queued {
+            self.flush_queue(slot as u32, now);
+        }
+    }
+
+    fn on_message(&mut self, src: SocketAddr, msg: &[u8], now: Instant) {
+        match wire::route(msg) {
+            wire::Route::Initiation => {
+                let init = match self.responder.handle_initiation(src.ip(), msg, now) {
+                    Ok(i) => i,
+                    Err(r) => {
+                        debug!(from = %src, reason = ?r, "mesh handshake refused");
+                        return;
+                    }
+                };
+                let key = *init.remote_public();
+                let Some(slot) = self.slot_of(key) else { return };
+                let Some(ps) = PeerSlot::new(slot) else { return };
+                let Some(st) = self.peers[slot as usize].as_mut() else { return };
+                let r = match st.session.as_mut() {
+                    Some(p) => p.accept_initiation(init, &mut self.tx, now),
+                    None => match Peer::from_initiation(&self.identity, init, &self.cfg, ps, &mut self.tx, now) {
+                        Ok((p, len)) => {
+                            st.session = Some(p);
+                            Ok(len)
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Ok(len) = r {
+                    // The initiation is authenticated and newer than any before
+                    // (timestamp), so its source is where the peer is now.
+                    st.addr = Some(src);
+                    st.last_rx = Some(now);
+                    Self::send_to(&self.sock, src, &self.tx[..len]);
+                    let _ = self.topo.link_up(PeerId(key), src, self.now_ms(now));
+                }
+            }
+            wire::Route::Peer { slot, .. } => {
+                let s = slot.get() as usize;
+                let mut plain = std::mem::take(&mut self.plain);
+                let r = match self.peers.get_mut(s) {
+                    Some(Some(st)) => match st.session.as_mut() {
+                        Some(p) => Some(p.decapsulate(msg, &mut plain, now)),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                match r {
+                    None => self.stats.unknown_dropped += 1,
+                    Some(Ok(Decapsulated::Data { kind, offset, len })) => {
+                        self.mark_alive(s, src, now);
+                        let key = self.peers[s].as_ref().map(|p| p.key).unwrap_or([0; 32]);
+                        let payload = &plain[offset..offset + len];
+                        match kind {
+                            PayloadKind::Control => {
+                                let t = self.now_ms(now);
+                                if let Err(e) = self.topo.handle_message(&PeerId(key), payload, t) {
+                                    debug!(error = ?e, "mesh control message");
+                                }
+                            }
+                            PayloadKind::Ethernet => self.on_ethernet(payload, now),
+                            PayloadKind::Unknown(_) => {}
+                        }
+                    }
+                    Some(Ok(Decapsulated::Keepalive)) => self.mark_alive(s, src, now),
+                    Some(Ok(Decapsulated::HandshakeComplete { reply_len })) => {
+                        Self::send_to(&self.sock, src, &plain[..reply_len]);
+                        self.mark_alive(s, src, now);
+                    }
+                    Some(Err(_)) => {}
+                }
+                self.plain = plain;
+            }
+            wire::Route::Drop(_) => self.stats.unknown_dropped += 1,
+        }
+    }
+
+    /// An Ethernet payload: [relay header][vni][frame].
+    fn on_ethernet(&mut self, payload: &[u8], now: Instant) {
+        let Ok((hdr, rest)) = RelayHeader::parse(payload) else {
+            self.stats.relay_dropped += 1;
+            return;
+        };
+        match self.topo.relay(&hdr) {
+            RelayAction::Deliver => {
+                if rest.len() < 4 + 14 {
+                    self.stats.relay_dropped += 1;
+                    return;
+                }
+                let vni = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let Some(src) = self.slot_of(hdr.src.0) else { return };
+                let mut frame = self.link.buffer();
+                frame.extend_from_slice(&rest[4..]);
+                match self.link.to_workers.try_send(MeshFrame { peer: src, vni, frame }) {
+                    Ok(()) => {
+                        self.stats.delivered += 1;
+                        self.link.workers_ready.wake();
+                    }
+                    Err(e) => {
+                        self.stats.to_workers_full += 1;
+                        self.link.recycle(e.into_inner().frame);
+                    }
+                }
+            }
+            RelayAction::Forward { next_hop, header } => {
+                let mut p = std::mem::take(&mut self.scratch);
+                p.clear();
+                p.extend_from_slice(&header.to_bytes());
+                p.extend_from_slice(rest);
+                self.stats.relayed += 1;
+                self.send_payload(next_hop, PayloadKind::Ethernet, &p, now);
+                self.scratch = p;
+            }
+            RelayAction::Drop(_) => self.stats.relay_dropped += 1,
+        }
+    }
+
+    /// A frame from the workers for peer `f.peer`.
+    fn from_workers(&mut self, f: &MeshFrame, now: Instant) {
+        let Some(Some(st)) = self.peers.get(f.peer as usize) else { return };
+        let dst = PeerId(st.key);
+        let Some((next, hdr)) = self.topo.header_to(&dst) else {
+            self.stats.relay_dropped += 1;
+            return;
+        };
+        let mut p = std::mem::take(&mut self.scratch);
+        p.clear();
+        p.extend_from_slice(&hdr.to_bytes());
+        p.extend_from_slice(&f.vni.to_be_bytes());
+        p.extend_from_slice(&f.frame);
+        self.stats.sent += 1;
+        self.send_payload(next, PayloadKind::Ethernet, &p, now);
+        self.scratch = p;
+    }
+
+    /// Encrypts `payload` for the direct neighbour `to` and sends it (queued while a
+    /// handshake runs).
+    fn send_payload(&mut self, to: PeerId, kind: PayloadKind, payload: &[u8], now: Instant) {
+        let Some(slot) = self.slot_of(to.0) else { return };
+        self.ensure_session(slot, now);
+        let Some(Some(st)) = self.peers.get_mut(slot as usize) else { return };
+        let Some(addr) = st.addr else { return };
+        let Some(p) = st.session.as_mut() else { return };
+        let queue = |st: &mut PeerState, stats: &mut AgentStats| {
+            if st.queue.len() < QUEUE {
+                st.queue.push_back((kind, payload.to_vec()));
+            } else {
+                stats.queue_full += 1;
+            }
+        };
+        match p.encapsulate(kind, payload, &mut self.tx, now) {
+            Ok(Encapsulated::Data { len }) => Self::send_to(&self.sock, addr, &self.tx[..len]),
+            Ok(Encapsulated::Handshake { len }) => {
+                Self::send_to(&self.sock, addr, &self.tx[..len]);
+                queue(st, &mut self.stats);
+            }
+            Ok(Encapsulated::Pending) => queue(st, &mut self.stats),
+            Err(e) => debug!(error = ?e, "mesh encapsulate"),
+        }
+    }
+
+    fn ensure_session(&mut self, slot: u32, now: Instant) {
+        let (id, cfg) = (&self.identity, &self.cfg);
+        if let (Some(Some(st)), Some(ps)) = (self.peers.get_mut(slot as usize), PeerSlot::new(slot)) {
+            if st.session.is_none() {
+                st.session = Some(Peer::new(id, st.key, cfg, ps, now));
+            }
+        }
+    }
+
+    fn flush_queue(&mut self, slot: u32, now: Instant) {
+        let (key, q) = match self.peers.get_mut(slot as usize) {
+            Some(Some(st)) => (st.key, std::mem::take(&mut st.queue)),
+            _ => return,
+        };
+        for (k, p) in q {
+            self.send_payload(PeerId(key), k, &p, now);
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let now_ms = self.now_ms(now);
+        // Sessions: handshake retries, rekeys, keepalives; links without news are down.
+        for s in 0..self.peers.len() {
+            let Some(st) = self.peers[s].as_mut() else { continue };
+            let key = st.key;
+            let (Some(p), Some(addr)) = (st.session.as_mut(), st.addr) else { continue };
+            for _ in 0..4 {
+                if !p.next_timeout().is_some_and(|t| t <= now) {
+                    break;
+                }
+                match p.poll(&mut self.tx, now) {
+                    Ok(Some(len)) => Self::send_to(&self.sock, addr, &self.tx[..len]),
+                    _ => break,
+                }
+            }
+            let stale = st.last_rx.is_none_or(|t| now.saturating_duration_since(t) > self.dead_after);
+            if stale && self.topo.is_linked(&PeerId(key)) {
+                info!(peer = %dataplane::mesh::key_to_base64(&key), "mesh link down (no message for {:?})", self.dead_after);
+                self.topo.link_down(&PeerId(key), now_ms);
+            }
+        }
+        // Topology: link-state floods and syncs, dials.
+        self.topo.handle_timeout(now_ms);
+        let mut ctl = Vec::new();
+        while let Some(m) = self.topo.poll_transmit(now_ms) {
+            ctl.push(m);
+        }
+        for (to, msg) in ctl {
+            self.send_payload(to, PayloadKind::Control, &msg, now);
+        }
+        for (peer, addr) in self.topo.wants_dial(now_ms) {
+            let Some(slot) = self.slot_of(peer.0) else { continue };
+            self.ensure_session(slot, now);
+            let Some(st) = self.peers[slot as usize].as_mut() else { continue };
+            st.addr = Some(addr);
+            if let Some(p) = st.session.as_mut() {
+                if let Ok(Some(len)) = p.initiate(&mut self.tx, now) {
+                    Self::send_to(&self.sock, addr, &self.tx[..len]);
+                }
+            }
+        }
+        // Joins by address: hellos until the member's key is known.
+        let mut due = Vec::new();
+        for (a, last) in self.joins.iter_mut() {
+            if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *last = Some(now);
+                due.push(*a);
+            }
+        }
+        for a in due {
+            let m = self.hello(HELLO_REQ);
+            Self::send_to(&self.sock, a, &m);
+        }
+        // Reachability for the controller.
+        while let Some(ev) = self.topo.poll_event() {
+            if let Event::PeerAppeared(id, addrs) = ev {
+                if let Some(slot) = self.slot_of(id.0) {
+                    if let Some(st) = self.peers[slot as usize].as_mut() {
+                        if st.addr.is_none() {
+                            st.addr = addrs.first().copied();
+                        }
+                    }
+                }
+            }
+        }
+        for s in 0..self.peers.len() {
+            let Some(st) = self.peers[s].as_mut() else { continue };
+            let reach = self.topo.next_hop(&PeerId(st.key)).is_some();
+            if reach != st.reachable {
+                st.reachable = reach;
+                let ev = if reach { MeshEvent::PeerUp { index: s as u32, key: st.key } } else { MeshEvent::PeerDown { index: s as u32, key: st.key } };
+                info!(peer = %dataplane::mesh::key_to_base64(&st.key), reachable = reach, "mesh peer");
+                let _ = self.events.send(ev);
+            }
+        }
+    }
+
+    /// A hello: the kind byte and our public key. Public keys are not secret (a Noise IK
+    /// initiator must know its responder's); admission is the handshake's business.
+    /// A reply is as long as the request, so hellos amplify nothing.
+    fn hello(&self, kind: u8) -> [u8; 33] {
+        let mut m = [0u8; 33];
+        m[0] = kind;
+        m[1..].copy_from_slice(&self.identity.public());
+        m
+    }
+
+    fn open_hello(msg: &[u8]) -> Option<[u8; 32]> {
+        if msg.len() != 33 {
+            return None;
+        }
+        msg[1..33].try_into().ok()
+    }
+
+    fn on_hello(&mut self, src: SocketAddr, msg: &[u8], now: Instant) {
+        let Some(key) = Self::open_hello(msg) else {
+            self.stats.unknown_dropped += 1;
+            return;
+        };
+        if key == self.identity.public() {
+            return;
+        }
+        if msg[0] == HELLO_REQ {
+            let m = self.hello(HELLO_RESP);
+            Self::send_to(&self.sock, src, &m);
+            return;
+        }
+        if !self.joins.iter().any(|(a, _)| *a == src) {
+            return;
+        }
+        // A member we asked: from now on it is a configured peer, dialled by the topology.
+        self.joins.retain(|(a, _)| *a != src);
+        let _ = self.topo.add_peer(PeerId(key), src, self.now_ms(now));
+        if let Some(slot) = self.slot_of(key) {
+            if let Some(st) = self.peers[slot as usize].as_mut() {
+                st.addr = Some(src);
+            }
+        }
+        info!(member = %src, key = %dataplane::mesh::key_to_base64(&key), "mesh member found");
+    }
+
+    fn peers_json(&self, now: Instant) -> Value {
+        let routes = self.topo.route_table();
+        let mut v = Vec::new();
+        for st in self.peers.iter().flatten() {
+            let id = PeerId(st.key);
+            let route = routes.iter().find(|r| r.dst == id);
+            let stats = st.session.as_ref().map(|p| p.stats());
+            let path = match route {
+                Some(r) if r.is_direct() => "direct".to_string(),
+                Some(r) => format!("via {}", dataplane::mesh::key_to_base64(&r.next_hop.0)),
+                None => "unreachable".to_string(),
+            };
+            v.push(json!({
+                "key": dataplane::mesh::key_to_base64(&st.key),
+                "address": st.addr.map(|a| a.to_string()),
+                "path": path,
+                "hops": route.map(|r| r.hops),
+                "session_up": st.session.as_ref().is_some_and(|p| p.is_up(now)),
+                "last_handshake_secs_ago": stats.and_then(|s| s.last_handshake).map(|t| now.saturating_duration_since(t).as_secs()),
+                "rx_bytes": stats.map(|s| s.rx_bytes).unwrap_or(0),
+                "tx_bytes": stats.map(|s| s.tx_bytes).unwrap_or(0),
+                "rx_packets": stats.map(|s| s.rx_packets).unwrap_or(0),
+                "tx_packets": stats.map(|s| s.tx_packets).unwrap_or(0),
+                "sessions_established": stats.map(|s| s.sessions_established).unwrap_or(0),
+                "rekeys": stats.map(|s| s.rekeys).unwrap_or(0),
+                "drops": stats.map(|s| s.drops.iter().sum::<u64>()).unwrap_or(0),
+                "replays_dropped": stats.map(|s| s.dropped(dataplane::mesh::DropReason::Replay)).unwrap_or(0),
+            }));
+        }
+        let r = self.responder.stats();
+        let s = &self.stats;
+        json!({
+            "key": dataplane::mesh::key_to_base64(&self.identity.public()),
+            "listen": self.sock.local_addr().ok().map(|a| a.to_string()),
+            "peers": v,
+            "handshakes_accepted": r.accepted,
+            "handshakes_refused": r.refused.iter().sum::<u64>(),
+            "unknown_dropped": s.unknown_dropped,
+            "relay_dropped": s.relay_dropped,
+            "relayed": s.relayed,
+            "delivered": s.delivered,
+            "sent": s.sent,
+            "to_workers_full": s.to_workers_full,
+            "queue_full": s.queue_full,
+        })
+    }
+}
