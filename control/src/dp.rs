@@ -208,7 +208,8 @@ impl Dp {
         let Some(ws) = &self.mesh else { return Err(io::Error::other("no mesh (vswitchd --mesh-password or --mesh-peer)")) };
         let handles: Vec<Box<dyn Port>> = (0..self.workers.len()).map(|_| Box::new(ws.peer_port(peer, vni)) as Box<dyn Port>).collect();
         self.attach(id, handles)?;
-        self.offload.insert(id, false);
+        // Super-frames go to the agent whole: it segments them into sealed datagrams.
+        self.offload.insert(id, true);
         self.mesh_peers.insert(id, (net_id, peer, vni, name));
         Ok(())
     }
@@ -315,7 +316,7 @@ impl Dp {
         }
         for (&id, (net, peer, vni, name)) in &self.mesh_peers {
             if self.attached.contains(&id) {
-                add_port(&mut t, *net, id, name.clone(), false);
+                add_port(&mut t, *net, id, name.clone(), true);
                 tunnels.insert(meshlink::demux_key(*peer, *vni), id);
             }
         }

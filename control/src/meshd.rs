@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use dataplane::mesh::{wire, Decapsulated, Encapsulated, Identity, MeshConfig, PayloadKind, Peer, PeerSlot, Responder};
 use dataplane::poll::{Epoll, EventFd};
+use dataplane::offload::{SegCsum, Segmenter, TcpCoalescer};
 use dataplane::port::meshlink::{AgentSide, MeshFrame};
+use dataplane::port::tunnel::{enable_udp_gro, from_sockaddr, recv_gro, send_udp, sockaddr_v4};
+use dataplane::vnet::VnetHdr;
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
@@ -32,6 +35,10 @@ use crate::mesh::{Config as TopoConfig, Event, Mesh, PeerId, RelayAction, RelayH
 const HELLO_REQ: u8 = 0x10;
 const HELLO_RESP: u8 = 0x11;
 const QUEUE: usize = 64;
+/// Most datagrams in one `UDP_SEGMENT` send (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGS: usize = 64;
+/// Most bytes in one `UDP_SEGMENT` send (an IPv4 UDP payload).
+const GSO_MAX_BYTES: usize = 65_000;
 const TOKEN_SOCK: u64 = 1;
 const TOKEN_WORKERS: u64 = 2;
 const TOKEN_CMD: u64 = 3;
@@ -126,7 +133,30 @@ struct Agent {
     scratch: Vec<u8>,
     /// Sealed messages.
     tx: Vec<u8>,
+    /// Sealed data messages to one neighbour, sent together with `UDP_SEGMENT`.
+    batch: TxBatch,
+    /// A super-frame being coalesced from decrypted TCP segments for the workers.
+    pending: Option<Delivery>,
     stats: AgentStats,
+}
+
+/// Sealed messages of one size (the last may be shorter) to one address, back to back.
+struct TxBatch {
+    buf: Vec<u8>,
+    len: usize,
+    stride: usize,
+    count: usize,
+    dst: Option<SocketAddr>,
+    /// The last message was shorter than `stride`: nothing more may follow.
+    closed: bool,
+}
+
+/// Decrypted TCP segments of one flow merged into one frame for the workers.
+struct Delivery {
+    peer: u32,
+    vni: u32,
+    frame: Vec<u8>,
+    co: TcpCoalescer,
 }
 
 #[derive(Default)]
@@ -145,12 +175,29 @@ struct AgentStats {
     sent: u64,
     /// Payloads dropped because a handshake queue was full.
     queue_full: u64,
+    /// Frames from the workers that could not be segmented (malformed offload state).
+    bad_frames: u64,
+    /// Sends the socket refused (buffer full, no route).
+    send_errors: u64,
 }
 
 /// Starts the agent thread.
 pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
     let sock = UdpSocket::bind(opts.listen).map_err(|e| std::io::Error::new(e.kind(), format!("mesh socket on {}: {e}", opts.listen)))?;
     sock.set_nonblocking(true)?;
+    // Batches in, batches out: UDP_GRO on receive, deep socket buffers (per socket;
+    // SO_*BUFFORCE needs CAP_NET_ADMIN, the plain options are capped by sysctls).
+    let fd = sock.as_raw_fd();
+    let _ = enable_udp_gro(fd);
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        let v: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt with a valid int option value.
+        let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, force, &v as *const _ as *const libc::c_void, 4) };
+        if r != 0 {
+            // SAFETY: as above.
+            unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, plain, &v as *const _ as *const libc::c_void, 4) };
+        }
+    }
     let now = Instant::now();
     let public = opts.identity.public();
     let me = PeerId(public);
@@ -181,6 +228,8 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         plain: vec![0u8; 65536],
         scratch: Vec::with_capacity(65536),
         tx: vec![0u8; 65536 + 256],
+        batch: TxBatch { buf: vec![0u8; GSO_MAX_BYTES + 65536 + 256], len: 0, stride: 0, count: 0, dst: None, closed: false },
+        pending: None,
         stats: AgentStats::default(),
     };
     let w = wake.clone();
@@ -223,12 +272,14 @@ impl Agent {
             for _ in 0..64 {
                 let a = self.recv_some(now, 64);
                 let b = self.from_workers_some(now, 64);
+                self.flush_batch();
                 if a + b == 0 {
                     break;
                 }
             }
             if now >= next_timers || self.next_deadline(now).is_some_and(|d| d.is_zero()) {
                 self.timers(now);
+                self.flush_batch();
                 next_timers = now + Duration::from_millis(50);
             }
         }
@@ -268,25 +319,27 @@ impl Agent {
         }
     }
 
-    /// Reads up to `max` datagrams; returns how many.
+    /// Reads up to `max` receives (each a datagram or a `UDP_GRO` batch of them);
+    /// returns how many.
     fn recv_some(&mut self, now: Instant, max: usize) -> usize {
         let mut rx = std::mem::take(&mut self.rx);
         let mut n_done = 0;
         while n_done < max {
-            let (n, src) = match self.sock.recv_from(&mut rx) {
+            let (n, name, seg) = match recv_gro(self.sock.as_raw_fd(), &mut rx) {
                 Ok(x) => x,
                 Err(_) => break,
             };
             n_done += 1;
-            if n == 0 {
-                continue;
-            }
-            match rx[0] {
-                HELLO_REQ | HELLO_RESP => self.on_hello(src, &rx[..n], now),
-                _ => self.on_message(src, &rx[..n], now),
+            let src = SocketAddr::V4(from_sockaddr(&name));
+            for msg in rx[..n].chunks(seg) {
+                match msg[0] {
+                    HELLO_REQ | HELLO_RESP => self.on_hello(src, msg, now),
+                    _ => self.on_message(src, msg, now),
+                }
             }
         }
         self.rx = rx;
+        self.flush_delivery();
         n_done
     }
 
@@ -404,18 +457,7 @@ impl Agent {
                 }
                 let vni = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 let Some(src) = self.slot_of(hdr.src.0) else { return };
-                let mut frame = self.link.buffer();
-                frame.extend_from_slice(&rest[4..]);
-                match self.link.to_workers.try_send(MeshFrame { peer: src, vni, frame }) {
-                    Ok(()) => {
-                        self.stats.delivered += 1;
-                        self.link.workers_ready.wake();
-                    }
-                    Err(e) => {
-                        self.stats.to_workers_full += 1;
-                        self.link.recycle(e.into_inner().frame);
-                    }
-                }
+                self.deliver(src, vni, &rest[4..]);
             }
             RelayAction::Forward { next_hop, header } => {
                 let mut p = std::mem::take(&mut self.scratch);
@@ -430,6 +472,53 @@ impl Agent {
         }
     }
 
+    /// A decrypted frame for the workers: consecutive TCP segments of one flow are
+    /// merged into one super-frame (like GRO), everything else goes as it is.
+    fn deliver(&mut self, peer: u32, vni: u32, inner: &[u8]) {
+        if let Some(d) = self.pending.as_mut() {
+            if d.peer == peer && d.vni == vni && d.co.try_append(&mut d.frame, inner) {
+                return;
+            }
+            self.flush_delivery();
+        }
+        let mut frame = self.link.buffer();
+        match TcpCoalescer::start(inner) {
+            Some(co) => {
+                frame.resize(dataplane::offload::gro::DEFAULT_MAX_LEN, 0);
+                frame[..inner.len()].copy_from_slice(inner);
+                self.pending = Some(Delivery { peer, vni, frame, co });
+            }
+            None => {
+                frame.extend_from_slice(inner);
+                self.to_workers(MeshFrame { peer, vni, frame, vnet: VnetHdr::default() });
+            }
+        }
+    }
+
+    fn flush_delivery(&mut self) {
+        let Some(mut d) = self.pending.take() else { return };
+        match d.co.finish(&mut d.frame) {
+            Ok((len, vnet)) => {
+                d.frame.truncate(len);
+                self.to_workers(MeshFrame { peer: d.peer, vni: d.vni, frame: d.frame, vnet });
+            }
+            Err(_) => self.link.recycle(d.frame),
+        }
+    }
+
+    fn to_workers(&mut self, f: MeshFrame) {
+        match self.link.to_workers.try_send(f) {
+            Ok(()) => {
+                self.stats.delivered += 1;
+                self.link.workers_ready.wake();
+            }
+            Err(e) => {
+                self.stats.to_workers_full += 1;
+                self.link.recycle(e.into_inner().frame);
+            }
+        }
+    }
+
     /// A frame from the workers for peer `f.peer`.
     fn from_workers(&mut self, f: &MeshFrame, now: Instant) {
         let Some(Some(st)) = self.peers.get(f.peer as usize) else { return };
@@ -438,23 +527,43 @@ impl Agent {
             self.stats.relay_dropped += 1;
             return;
         };
+        // A super-frame is cut into wire-size segments here, each sealed on its own (a
+        // plain frame is one segment; a partial checksum is completed).
+        let Ok(mut seg) = Segmenter::new(&f.frame, &f.vnet, SegCsum::Full) else {
+            self.stats.bad_frames += 1;
+            return;
+        };
         let mut p = std::mem::take(&mut self.scratch);
         p.clear();
         p.extend_from_slice(&hdr.to_bytes());
         p.extend_from_slice(&f.vni.to_be_bytes());
-        p.extend_from_slice(&f.frame);
-        self.stats.sent += 1;
-        self.send_payload(next, PayloadKind::Ethernet, &p, now);
+        let base = p.len();
+        p.resize(base + seg.max_segment_len(), 0);
+        while let Some(r) = seg.next_into(&mut p[base..]) {
+            let Ok((n, _)) = r else {
+                self.stats.bad_frames += 1;
+                break;
+            };
+            self.stats.sent += 1;
+            self.send_payload(next, PayloadKind::Ethernet, &p[..base + n], now);
+        }
         self.scratch = p;
     }
 
-    /// Encrypts `payload` for the direct neighbour `to` and sends it (queued while a
-    /// handshake runs).
+    /// Encrypts `payload` for the direct neighbour `to` into the send batch (queued
+    /// while a handshake runs).
     fn send_payload(&mut self, to: PeerId, kind: PayloadKind, payload: &[u8], now: Instant) {
         let Some(slot) = self.slot_of(to.0) else { return };
         self.ensure_session(slot, now);
+        let Some(addr) = self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr) else { return };
+        let want = payload.len() + wire::TRANSPORT_OVERHEAD;
+        let b = &self.batch;
+        if b.count > 0
+            && (b.dst != Some(addr) || b.closed || want > b.stride || b.count >= GSO_MAX_SEGS || b.len + want > GSO_MAX_BYTES)
+        {
+            self.flush_batch();
+        }
         let Some(Some(st)) = self.peers.get_mut(slot as usize) else { return };
-        let Some(addr) = st.addr else { return };
         let Some(p) = st.session.as_mut() else { return };
         let queue = |st: &mut PeerState, stats: &mut AgentStats| {
             if st.queue.len() < QUEUE {
@@ -463,15 +572,45 @@ impl Agent {
                 stats.queue_full += 1;
             }
         };
-        match p.encapsulate(kind, payload, &mut self.tx, now) {
-            Ok(Encapsulated::Data { len }) => Self::send_to(&self.sock, addr, &self.tx[..len]),
+        let off = self.batch.len;
+        match p.encapsulate(kind, payload, &mut self.batch.buf[off..], now) {
+            Ok(Encapsulated::Data { len }) => {
+                let b = &mut self.batch;
+                if b.count == 0 {
+                    b.stride = len;
+                    b.dst = Some(addr);
+                }
+                b.closed = len < b.stride;
+                b.count += 1;
+                b.len += len;
+            }
             Ok(Encapsulated::Handshake { len }) => {
-                Self::send_to(&self.sock, addr, &self.tx[..len]);
+                Self::send_to(&self.sock, addr, &self.batch.buf[off..off + len]);
                 queue(st, &mut self.stats);
             }
             Ok(Encapsulated::Pending) => queue(st, &mut self.stats),
             Err(e) => debug!(error = ?e, "mesh encapsulate"),
         }
+    }
+
+    /// Sends the batch: one `sendmsg`, segmented by the kernel into its datagrams.
+    fn flush_batch(&mut self) {
+        let b = &mut self.batch;
+        if b.count == 0 {
+            return;
+        }
+        let r = match b.dst {
+            Some(SocketAddr::V4(a)) if b.count > 1 => send_udp(self.sock.as_raw_fd(), &b.buf[..b.len], &sockaddr_v4(a), Some(b.stride as u16)),
+            Some(a) => self.sock.send_to(&b.buf[..b.len], a).map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = r {
+            self.stats.send_errors += b.count as u64;
+            debug!(error = %e, "mesh send");
+        }
+        b.count = 0;
+        b.len = 0;
+        b.closed = false;
     }
 
     fn ensure_session(&mut self, slot: u32, now: Instant) {
@@ -659,6 +798,8 @@ impl Agent {
             "sent": s.sent,
             "to_workers_full": s.to_workers_full,
             "queue_full": s.queue_full,
+            "bad_frames": s.bad_frames,
+            "send_errors": s.send_errors,
         })
     }
 }

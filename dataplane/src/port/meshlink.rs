@@ -32,6 +32,9 @@ pub struct MeshFrame {
     /// The network id (VNI).
     pub vni: u32,
     pub frame: Vec<u8>,
+    /// Offload state: a TCP super-frame (GSO) or a partial checksum travels as is; the
+    /// agent segments on the way out and coalesces on the way in.
+    pub vnet: VnetHdr,
 }
 
 /// Tag in `PktMeta::tun_src` of frames from the mesh (255.0.0.0/8 is never a tunnel
@@ -144,7 +147,7 @@ impl Port for MeshPeerPort {
             }
             let mut frame = self.spare.take();
             frame.extend_from_slice(pool.frame(id));
-            match self.to.try_send(MeshFrame { peer: self.peer, vni: self.vni, frame }) {
+            match self.to.try_send(MeshFrame { peer: self.peer, vni: self.vni, frame, vnet: pool.meta(id).vnet }) {
                 Ok(()) => {
                     c.sent += 1;
                     c.bytes += pool.meta(id).len as u64;
@@ -166,7 +169,7 @@ impl Port for MeshPeerPort {
     }
 
     fn caps(&self) -> PortCaps {
-        PortCaps { vnet: false }
+        PortCaps { vnet: true }
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
@@ -191,7 +194,7 @@ impl Port for MeshRxPort {
         let mut c = RxCount::default();
         while c.received < max && !out.is_full() {
             let Ok(f) = self.from.try_recv() else { break };
-            match pool.alloc_from(&f.frame, VnetHdr::default(), 0) {
+            match pool.alloc_from(&f.frame, f.vnet, 0) {
                 Some(id) => {
                     let m = pool.meta_mut(id);
                     (m.tun_src, m.tun_id) = demux_key(f.peer, f.vni);

@@ -129,42 +129,18 @@ impl TunnelRx {
             return Ok(c);
         }
         let Some(b) = pool.alloc() else { return Ok(c) };
-        let mut name: libc::sockaddr_in = unsafe { zeroed() };
-        let mut iov = libc::iovec { iov_base: unsafe { pool.base_ptr(b).add(HEADROOM) } as *mut libc::c_void, iov_len: BUF_SIZE - HEADROOM };
-        let mut cbuf = [0u64; 8];
-        // SAFETY: msghdr is plain data; all pointers are valid for the call.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        // SAFETY: msg is valid.
-        let r = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        if r < 0 {
-            pool.release(b);
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(c),
-                _ => Err(PortError::from_io(e)),
-            };
-        }
-        let len = r as usize;
-        let mut seg = len;
-        // SAFETY: walking the control messages the kernel wrote into cbuf.
-        unsafe {
-            let mut cm = libc::CMSG_FIRSTHDR(&msg);
-            while !cm.is_null() {
-                if (*cm).cmsg_level == libc::SOL_UDP && (*cm).cmsg_type == 104 {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const u16);
-                    if v > 0 {
-                        seg = v as usize;
-                    }
-                }
-                cm = libc::CMSG_NXTHDR(&msg, cm);
+        // SAFETY: buffer `b` is ours alone until released; the slice ends inside it.
+        let area = unsafe { std::slice::from_raw_parts_mut(pool.base_ptr(b).add(HEADROOM), BUF_SIZE - HEADROOM) };
+        let (len, name, seg) = match recv_gro(self.fd.as_raw_fd(), area) {
+            Ok(x) => x,
+            Err(e) => {
+                pool.release(b);
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(c),
+                    _ => Err(PortError::from_io(e)),
+                };
             }
-        }
+        };
         let src = u32::from_be(name.sin_addr.s_addr);
         let base = HEADROOM;
         let mut cur: Option<(PktId, TcpCoalescer)> = None;
@@ -381,9 +357,64 @@ impl UdpTx {
     }
 }
 
+/// Turns on `UDP_GRO` on a UDP socket: a receive then returns a whole batch of
+/// same-sized datagrams the sender segmented with `UDP_SEGMENT` (see [`recv_gro`]).
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    setopt(fd, libc::SOL_UDP, 104 /* UDP_GRO */, 1)
+}
+
+/// One receive on a UDP socket, `UDP_GRO` aware: returns the bytes read, the source and
+/// the size of each datagram in the batch (the last may be shorter; the whole length
+/// when the kernel handed over a single datagram).
+pub fn recv_gro(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, libc::sockaddr_in, usize)> {
+    // SAFETY: sockaddr_in is plain data.
+    let mut name: libc::sockaddr_in = unsafe { zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain data; all pointers are valid for the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg is valid.
+    let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = r as usize;
+    let mut seg = len;
+    // SAFETY: walking the control messages the kernel wrote into cbuf.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(&msg);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_UDP && (*cm).cmsg_type == 104 {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cm) as *const u16);
+                if v > 0 {
+                    seg = v as usize;
+                }
+            }
+            cm = libc::CMSG_NXTHDR(&msg, cm);
+        }
+    }
+    Ok((len, name, seg.max(1)))
+}
+
+/// A `sockaddr_in` for `ip:port`.
+pub fn sockaddr_v4(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    sockaddr(*a.ip(), a.port())
+}
+
+/// The address in a `sockaddr_in`.
+pub fn from_sockaddr(s: &libc::sockaddr_in) -> std::net::SocketAddrV4 {
+    std::net::SocketAddrV4::new(Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)), u16::from_be(s.sin_port))
+}
+
 /// Sends `payload` to `dst` on `fd`, as `UDP_SEGMENT` datagrams of `seg` bytes when
-/// `seg` is given. Returns false when the socket is full.
-fn send_udp(fd: RawFd, payload: &[u8], dst: &libc::sockaddr_in, seg: Option<u16>) -> io::Result<()> {
+/// `seg` is given.
+pub fn send_udp(fd: RawFd, payload: &[u8], dst: &libc::sockaddr_in, seg: Option<u16>) -> io::Result<()> {
     let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
     // cmsghdr (16 bytes) + u16, aligned to 8.
     let mut cbuf = [0u64; 4];
