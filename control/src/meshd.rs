@@ -251,7 +251,11 @@ impl Agent {
         let mut next_timers = Instant::now();
         loop {
             let now = Instant::now();
-            let timeout = self.next_deadline(now).unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
+            let mut timeout = self.next_deadline(now).unwrap_or(Duration::from_millis(100)).min(Duration::from_millis(100));
+            if !self.link.from_workers.is_empty() {
+                // Frames left over from bounded turns: no wake-up will come for them.
+                timeout = Duration::ZERO;
+            }
             let _ = ep.wait(&mut evs, timeout.as_millis() as i32);
             wake.drain();
             self.link.wake.drain();
@@ -510,7 +514,10 @@ impl Agent {
         match self.link.to_workers.try_send(f) {
             Ok(()) => {
                 self.stats.delivered += 1;
-                self.link.workers_ready.wake();
+                // See `meshlink::link`: only a push into an empty queue wakes.
+                if self.link.to_workers.len() == 1 {
+                    self.link.workers_ready.wake();
+                }
             }
             Err(e) => {
                 self.stats.to_workers_full += 1;

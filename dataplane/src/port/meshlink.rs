@@ -100,6 +100,11 @@ pub struct WorkerSide {
 }
 
 /// Makes a connected pair (queues of `depth` frames each way).
+///
+/// Wake-ups: a producer wakes the consumer only when its push leaves exactly one item in
+/// the queue (it was empty); a consumer reads until the queue is empty or wakes itself
+/// again, so an item behind another is always seen. One system call per burst instead of
+/// one per frame.
 pub fn link(depth: usize) -> std::io::Result<(AgentSide, WorkerSide)> {
     let (ta, fa) = crossbeam_channel::bounded(depth);
     let (tw, fw) = crossbeam_channel::bounded(depth);
@@ -141,6 +146,7 @@ impl Port for MeshPeerPort {
 
     fn tx_batch(&mut self, pool: &mut BufPool, pkts: &[PktId]) -> Result<TxCount, PortError> {
         let mut c = TxCount::default();
+        let mut wake = false;
         for &id in pkts {
             if self.to.is_full() {
                 break;
@@ -151,6 +157,10 @@ impl Port for MeshPeerPort {
                 Ok(()) => {
                     c.sent += 1;
                     c.bytes += pool.meta(id).len as u64;
+                    // Only the frame that finds the queue empty wakes the agent: with
+                    // anything ahead of it, the agent is awake or has a wake-up pending,
+                    // and it drains the queue before it sleeps.
+                    wake |= self.to.len() == 1;
                 }
                 Err(TrySendError::Full(f)) => {
                     self.spare.give(f.frame);
@@ -162,7 +172,7 @@ impl Port for MeshPeerPort {
                 }
             }
         }
-        if c.sent > 0 {
+        if wake {
             self.wake.wake();
         }
         Ok(c)
