@@ -175,6 +175,17 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
     let relayed = peers(&w, b)["relayed"].as_u64().unwrap_or(0);
     assert!(relayed > 1000, "B relayed the A-C traffic: {relayed}");
 
+    // The A-C link appears: once C dials A (`mesh connect`, as an operator would after
+    // fixing the firewall), traffic goes direct.
+    sh_ok(&format!("ip netns exec {} nft delete table inet cut", hosts[0].0));
+    w.ctl_ok(c, &["mesh", "connect", "198.19.0.1"]);
+    let direct = wait_for(Duration::from_secs(30), || peer(&peers(&w, a), &kc).is_some_and(|p| p["path"] == "direct"));
+    assert!(direct, "A reaches C directly once it can: {}\n{}", peers(&w, a), w.log_tail(c));
+    let relayed_before = peers(&w, b)["relayed"].as_u64().unwrap_or(0);
+    assert!(ping(&sa, &ipc), "A to C directly");
+    in_ns(&sa, &format!("ping -c 5 -i 0.2 {ipc}"));
+    assert_eq!(peers(&w, b)["relayed"].as_u64().unwrap_or(0), relayed_before, "B relays no more");
+
     // C killed: A and B see it go; restarted, it rejoins by itself and traffic resumes.
     w.stop_daemon(c, libc::SIGKILL);
     let gone = wait_for(Duration::from_secs(20), || peer(&peers(&w, a), &kc).is_none_or(|p| p["path"] == "unreachable"));

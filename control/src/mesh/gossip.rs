@@ -308,6 +308,9 @@ impl Mesh {
             return Err(MeshError::Myself);
         }
         let d = self.dial.entry(peer).or_insert_with(|| DialState { next_at: now, ..DialState::default() });
+        // Named by the operator (again): dial now, whatever the backoff had reached.
+        d.next_at = d.next_at.min(now);
+        d.attempts = 0;
         if !d.configured.contains(&addr) && d.configured.len() < MAX_ADDRS {
             d.configured.push(addr);
         }
