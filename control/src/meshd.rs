@@ -127,8 +127,6 @@ struct Agent {
     dead_after: Duration,
     /// Received datagrams.
     rx: Vec<u8>,
-    /// Decrypted payloads.
-    plain: Vec<u8>,
     /// Payloads being assembled (relay header, network id, frame).
     scratch: Vec<u8>,
     /// Sealed messages.
@@ -150,6 +148,31 @@ struct TxBatch {
     /// The last message was shorter than `stride`: nothing more may follow.
     closed: bool,
 }
+
+impl TxBatch {
+    /// Counts the message of `len` bytes just sealed at the end of the batch.
+    fn push(&mut self, addr: SocketAddr, len: usize) {
+        if self.count == 0 {
+            self.stride = len;
+            self.dst = Some(addr);
+        }
+        self.closed = len < self.stride;
+        self.count += 1;
+        self.len += len;
+    }
+}
+
+/// Keeps a payload for after the handshake (bounded; counted when full).
+fn enqueue(queue: &mut VecDeque<(PayloadKind, Vec<u8>)>, kind: PayloadKind, payload: &[u8], stats: &mut AgentStats) {
+    if queue.len() < QUEUE {
+        queue.push_back((kind, payload.to_vec()));
+    } else {
+        stats.queue_full += 1;
+    }
+}
+
+/// Room in front of a payload sealed in place: the transport header and the kind byte.
+const SEAL_HEAD: usize = wire::TRANSPORT_HEADER_LEN + 1;
 
 /// Decrypted TCP segments of one flow merged into one frame for the workers.
 struct Delivery {
@@ -225,7 +248,6 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         epoch: now,
         dead_after: keepalive * 3 + Duration::from_secs(2),
         rx: vec![0u8; 65536],
-        plain: vec![0u8; 65536],
         scratch: Vec::with_capacity(65536),
         tx: vec![0u8; 65536 + 256],
         batch: TxBatch { buf: vec![0u8; GSO_MAX_BYTES + 65536 + 256], len: 0, stride: 0, count: 0, dst: None, closed: false },
@@ -256,9 +278,14 @@ impl Agent {
                 // Frames left over from bounded turns: no wake-up will come for them.
                 timeout = Duration::ZERO;
             }
-            let _ = ep.wait(&mut evs, timeout.as_millis() as i32);
-            wake.drain();
-            self.link.wake.drain();
+            let n = ep.wait(&mut evs, timeout.as_millis() as i32).unwrap_or(0);
+            for e in &evs[..n] {
+                match e.u64 {
+                    TOKEN_CMD => wake.drain(),
+                    TOKEN_WORKERS => self.link.wake.drain(),
+                    _ => {}
+                }
+            }
             let now = Instant::now();
             while let Ok(c) = self.cmd.try_recv() {
                 match c {
@@ -335,7 +362,7 @@ impl Agent {
             };
             n_done += 1;
             let src = SocketAddr::V4(from_sockaddr(&name));
-            for msg in rx[..n].chunks(seg) {
+            for msg in rx[..n].chunks_mut(seg) {
                 match msg[0] {
                     HELLO_REQ | HELLO_RESP => self.on_hello(src, msg, now),
                     _ => self.on_message(src, msg, now),
@@ -374,7 +401,8 @@ impl Agent {
         }
     }
 
-    fn on_message(&mut self, src: SocketAddr, msg: &[u8], now: Instant) {
+    /// One datagram; transport messages are decrypted in place.
+    fn on_message(&mut self, src: SocketAddr, msg: &mut [u8], now: Instant) {
         match wire::route(msg) {
             wire::Route::Initiation => {
                 let init = match self.responder.handle_initiation(src.ip(), msg, now) {
@@ -409,10 +437,9 @@ impl Agent {
             }
             wire::Route::Peer { slot, .. } => {
                 let s = slot.get() as usize;
-                let mut plain = std::mem::take(&mut self.plain);
                 let r = match self.peers.get_mut(s) {
                     Some(Some(st)) => match st.session.as_mut() {
-                        Some(p) => Some(p.decapsulate(msg, &mut plain, now)),
+                        Some(p) => Some(p.decapsulate_in_place(msg, now)),
                         None => None,
                     },
                     _ => None,
@@ -422,7 +449,7 @@ impl Agent {
                     Some(Ok(Decapsulated::Data { kind, offset, len })) => {
                         self.mark_alive(s, src, now);
                         let key = self.peers[s].as_ref().map(|p| p.key).unwrap_or([0; 32]);
-                        let payload = &plain[offset..offset + len];
+                        let payload = &msg[offset..offset + len];
                         match kind {
                             PayloadKind::Control => {
                                 let t = self.now_ms(now);
@@ -436,12 +463,11 @@ impl Agent {
                     }
                     Some(Ok(Decapsulated::Keepalive)) => self.mark_alive(s, src, now),
                     Some(Ok(Decapsulated::HandshakeComplete { reply_len })) => {
-                        Self::send_to(&self.sock, src, &plain[..reply_len]);
+                        Self::send_to(&self.sock, src, &msg[..reply_len]);
                         self.mark_alive(s, src, now);
                     }
                     Some(Err(_)) => {}
                 }
-                self.plain = plain;
             }
             wire::Route::Drop(_) => self.stats.unknown_dropped += 1,
         }
@@ -526,7 +552,9 @@ impl Agent {
         }
     }
 
-    /// A frame from the workers for peer `f.peer`.
+    /// A frame from the workers for peer `f.peer`. A super-frame is cut into wire-size
+    /// segments (a plain frame is one segment; a partial checksum is completed), each
+    /// written straight into the send batch behind its relay header and sealed there.
     fn from_workers(&mut self, f: &MeshFrame, now: Instant) {
         let Some(Some(st)) = self.peers.get(f.peer as usize) else { return };
         let dst = PeerId(st.key);
@@ -534,27 +562,59 @@ impl Agent {
             self.stats.relay_dropped += 1;
             return;
         };
-        // A super-frame is cut into wire-size segments here, each sealed on its own (a
-        // plain frame is one segment; a partial checksum is completed).
+        let Some(slot) = self.slot_of(next.0) else { return };
+        self.ensure_session(slot, now);
         let Ok(mut seg) = Segmenter::new(&f.frame, &f.vnet, SegCsum::Full) else {
             self.stats.bad_frames += 1;
             return;
         };
-        let mut p = std::mem::take(&mut self.scratch);
-        p.clear();
-        p.extend_from_slice(&hdr.to_bytes());
-        p.extend_from_slice(&f.vni.to_be_bytes());
-        let base = p.len();
-        p.resize(base + seg.max_segment_len(), 0);
-        while let Some(r) = seg.next_into(&mut p[base..]) {
+        let hdr = hdr.to_bytes();
+        let pre = RelayHeader::LEN + 4;
+        loop {
+            let off = self.batch.len;
+            let body = off + SEAL_HEAD;
+            let b = &mut self.batch.buf;
+            b[body..body + RelayHeader::LEN].copy_from_slice(&hdr);
+            b[body + RelayHeader::LEN..body + pre].copy_from_slice(&f.vni.to_be_bytes());
+            let Some(r) = seg.next_into(&mut b[body + pre..]) else { break };
             let Ok((n, _)) = r else {
                 self.stats.bad_frames += 1;
                 break;
             };
             self.stats.sent += 1;
-            self.send_payload(next, PayloadKind::Ethernet, &p[..base + n], now);
+            self.seal_staged(slot, off, pre + n, now);
         }
-        self.scratch = p;
+    }
+
+    /// Seals the Ethernet payload staged in the batch buffer at `off + SEAL_HEAD` for
+    /// the direct neighbour in `slot` (queued while a handshake runs).
+    fn seal_staged(&mut self, slot: u32, mut off: usize, body_len: usize, now: Instant) {
+        let Some(addr) = self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr) else { return };
+        if self.batch_must_flush(addr, body_len + wire::TRANSPORT_OVERHEAD) {
+            // Send the messages before the staged one, then move it to the front.
+            self.flush_batch();
+            self.batch.buf.copy_within(off + SEAL_HEAD..off + SEAL_HEAD + body_len, SEAL_HEAD);
+            off = 0;
+        }
+        let Some(Some(st)) = self.peers.get_mut(slot as usize) else { return };
+        let Some(p) = st.session.as_mut() else { return };
+        let payload = off + SEAL_HEAD..off + SEAL_HEAD + body_len;
+        match p.encapsulate_in_place(PayloadKind::Ethernet, &mut self.batch.buf, payload.clone(), now) {
+            Ok(m) => self.batch.push(addr, m.len()),
+            Err(dataplane::mesh::MeshError::NoSession) => {
+                enqueue(&mut st.queue, PayloadKind::Ethernet, &self.batch.buf[payload], &mut self.stats);
+                if let Ok(Some(len)) = p.initiate(&mut self.tx, now) {
+                    Self::send_to(&self.sock, addr, &self.tx[..len]);
+                }
+            }
+            Err(e) => debug!(error = ?e, "mesh encapsulate"),
+        }
+    }
+
+    /// A message of `want` bytes to `addr` cannot join the batch as it is.
+    fn batch_must_flush(&self, addr: SocketAddr, want: usize) -> bool {
+        let b = &self.batch;
+        b.count > 0 && (b.dst != Some(addr) || b.closed || want > b.stride || b.count >= GSO_MAX_SEGS || b.len + want > GSO_MAX_BYTES)
     }
 
     /// Encrypts `payload` for the direct neighbour `to` into the send batch (queued
@@ -563,39 +623,19 @@ impl Agent {
         let Some(slot) = self.slot_of(to.0) else { return };
         self.ensure_session(slot, now);
         let Some(addr) = self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr) else { return };
-        let want = payload.len() + wire::TRANSPORT_OVERHEAD;
-        let b = &self.batch;
-        if b.count > 0
-            && (b.dst != Some(addr) || b.closed || want > b.stride || b.count >= GSO_MAX_SEGS || b.len + want > GSO_MAX_BYTES)
-        {
+        if self.batch_must_flush(addr, payload.len() + wire::TRANSPORT_OVERHEAD) {
             self.flush_batch();
         }
         let Some(Some(st)) = self.peers.get_mut(slot as usize) else { return };
         let Some(p) = st.session.as_mut() else { return };
-        let queue = |st: &mut PeerState, stats: &mut AgentStats| {
-            if st.queue.len() < QUEUE {
-                st.queue.push_back((kind, payload.to_vec()));
-            } else {
-                stats.queue_full += 1;
-            }
-        };
         let off = self.batch.len;
         match p.encapsulate(kind, payload, &mut self.batch.buf[off..], now) {
-            Ok(Encapsulated::Data { len }) => {
-                let b = &mut self.batch;
-                if b.count == 0 {
-                    b.stride = len;
-                    b.dst = Some(addr);
-                }
-                b.closed = len < b.stride;
-                b.count += 1;
-                b.len += len;
-            }
+            Ok(Encapsulated::Data { len }) => self.batch.push(addr, len),
             Ok(Encapsulated::Handshake { len }) => {
                 Self::send_to(&self.sock, addr, &self.batch.buf[off..off + len]);
-                queue(st, &mut self.stats);
+                enqueue(&mut st.queue, kind, payload, &mut self.stats);
             }
-            Ok(Encapsulated::Pending) => queue(st, &mut self.stats),
+            Ok(Encapsulated::Pending) => enqueue(&mut st.queue, kind, payload, &mut self.stats),
             Err(e) => debug!(error = ?e, "mesh encapsulate"),
         }
     }

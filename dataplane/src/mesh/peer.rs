@@ -278,6 +278,20 @@ impl Peer {
         }
     }
 
+    /// Encrypts `buf[payload]` in place (17 bytes of headroom before it, 16 after; see
+    /// [`PeerSender::encapsulate_in_place`]) and returns where the message is. Without a
+    /// session: `NoSession` and nothing written (the caller keeps the payload and calls
+    /// [`Peer::initiate`]).
+    pub fn encapsulate_in_place(
+        &mut self,
+        kind: PayloadKind,
+        buf: &mut [u8],
+        payload: std::ops::Range<usize>,
+        now: Instant,
+    ) -> Result<std::ops::Range<usize>, MeshError> {
+        self.sender.encapsulate_in_place(kind, buf, payload, now)
+    }
+
     /// Handles a response or transport message from this peer, copying it into `out`
     /// (at least `msg.len()` bytes) and decrypting there. See [`Decapsulated`].
     pub fn decapsulate(&mut self, msg: &[u8], out: &mut [u8], now: Instant) -> Result<Decapsulated, MeshError> {
