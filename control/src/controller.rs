@@ -493,15 +493,17 @@ impl Controller {
         if idle.is_empty() {
             return Ok(json!({"removed": []}));
         }
-        let mut new = self.state.clone();
-        let ids: Vec<u16> = idle.iter().filter_map(|n| new.networks.remove(n)).map(|n| n.net_id).collect();
-        self.commit(new)?;
-        self.dp.publish(&self.state);
-        for id in ids {
-            self.dp.forget_network(id);
+        // One `network rm` each: tunnel and mesh ports, the cluster store's copy and the
+        // DNS names go with the network.
+        let mut removed = Vec::new();
+        for n in idle {
+            match self.network_rm(&n) {
+                Ok(_) => removed.push(n),
+                Err(e) => warn!(network = %n, error = %e, "network not pruned"),
+            }
         }
-        info!(networks = ?idle, "networks pruned");
-        Ok(json!({"removed": idle}))
+        info!(networks = ?removed, "networks pruned");
+        Ok(json!({"removed": removed}))
     }
 
     // ---- sandboxes ------------------------------------------------------------------

@@ -39,6 +39,9 @@ const QUEUE: usize = 64;
 const GSO_MAX_SEGS: usize = 64;
 /// Most bytes in one `UDP_SEGMENT` send (an IPv4 UDP payload).
 const GSO_MAX_BYTES: usize = 65_000;
+/// The send batch's buffer: a full batch, plus one message staged behind it before the
+/// batch is found full (at most a 64 KiB frame with its headers), plus margin.
+const BATCH_BUF: usize = GSO_MAX_BYTES + 2 * 65_536 + 512;
 const TOKEN_SOCK: u64 = 1;
 const TOKEN_WORKERS: u64 = 2;
 const TOKEN_CMD: u64 = 3;
@@ -250,7 +253,7 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         rx: vec![0u8; 65536],
         scratch: Vec::with_capacity(65536),
         tx: vec![0u8; 65536 + 256],
-        batch: TxBatch { buf: vec![0u8; GSO_MAX_BYTES + 65536 + 256], len: 0, stride: 0, count: 0, dst: None, closed: false },
+        batch: TxBatch { buf: vec![0u8; BATCH_BUF], len: 0, stride: 0, count: 0, dst: None, closed: false },
         pending: None,
         stats: AgentStats::default(),
     };

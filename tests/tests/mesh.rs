@@ -198,7 +198,7 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
 
 #[test]
 fn outsiders_are_refused() {
-    let Some(mut w) = World::new("meshauth", &["ping", "nft"]) else { return };
+    let Some(mut w) = World::new("meshauth", &["ping", "nft", "python3"]) else { return };
     let hosts = underlay(&w, 6);
     // Password mode: the host with the wrong password is refused during the handshake.
     let a = start(&mut w, &hosts[0], &["--mesh-password", "right"]);
@@ -231,6 +231,28 @@ fn outsiders_are_refused() {
     let refused = wait_for(Duration::from_secs(20), || peers(&w, d)["handshakes_refused"].as_u64().unwrap_or(0) > 0);
     assert!(refused, "D refuses an unlisted key: {}", peers(&w, d));
     assert!(peer(&peers(&w, d), &kf).is_none_or(|p| p["session_up"] == false));
+    // Garbage on the mesh port (random bytes, every message type, truncations) is
+    // dropped and counted; the daemon and its sessions carry on.
+    let junk = w.dir.join("junk.py");
+    let script = r#"import os, random, socket
+random.seed(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3000):
+    n = random.choice([0, 1, 4, 8, 16, 31, 32, 33, 76, 132, 200, 1400, 9000])
+    b = bytearray(os.urandom(n))
+    if n > 0:
+        b[0] = random.choice([1, 2, 3, 4, 0x10, 0x11, 0, 255])
+    if n > 3 and random.random() < 0.7:
+        b[1:4] = bytes(3)
+    s.sendto(bytes(b), ("198.19.0.1", 6783))
+"#;
+    std::fs::write(&junk, script).unwrap();
+    let before = peers(&w, a)["unknown_dropped"].as_u64().unwrap_or(0);
+    sh_ok(&format!("ip netns exec {} python3 {}", hosts[2].0, junk.display()));
+    let counted = wait_for(Duration::from_secs(5), || peers(&w, a)["unknown_dropped"].as_u64().unwrap_or(0) > before + 100);
+    assert!(counted, "garbage counted: {}", peers(&w, a));
+    assert!(ping(&sa, &ipb), "members still talk after the garbage{}", w.log_tail(a));
+
     // Bad input: one-line errors naming the field.
     let e = w.ctl_err(a, &["mesh", "connect", "not-an-address"]);
     assert!(e.contains("address"), "{e}");
