@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dataplane::mesh::{wire, Decapsulated, Encapsulated, Identity, MeshConfig, PayloadKind, Peer, PeerSlot, Responder};
 use dataplane::poll::{Epoll, EventFd};
 use dataplane::offload::{SegCsum, Segmenter, TcpCoalescer};
-use dataplane::port::meshlink::{AgentSide, MeshFrame};
+use dataplane::port::meshlink::{AgentSide, MeshFrame, TxRoute};
 use dataplane::port::tunnel::{enable_udp_gro, from_sockaddr, recv_gro, send_udp, sockaddr_v4};
 use dataplane::vnet::VnetHdr;
 use serde_json::{json, Value};
@@ -138,6 +138,9 @@ struct Agent {
     batch: TxBatch,
     /// A super-frame being coalesced from decrypted TCP segments for the workers.
     pending: Option<Delivery>,
+    /// What the workers' routes were built from (next hop, address, relay header per
+    /// peer): republished when it changes.
+    route_sig: Vec<Option<(u32, std::net::SocketAddrV4, [u8; RelayHeader::LEN])>>,
     stats: AgentStats,
 }
 
@@ -255,6 +258,7 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         tx: vec![0u8; 65536 + 256],
         batch: TxBatch { buf: vec![0u8; BATCH_BUF], len: 0, stride: 0, count: 0, dst: None, closed: false },
         pending: None,
+        route_sig: Vec::new(),
         stats: AgentStats::default(),
     };
     let w = wake.clone();
@@ -758,6 +762,42 @@ impl Agent {
                 let _ = self.events.send(ev);
             }
         }
+        self.publish_routes();
+    }
+
+    /// Publishes the workers' direct-send routes when any changed: for every reachable
+    /// peer whose next hop has a session and an IPv4 address.
+    fn publish_routes(&mut self) {
+        let mut sig = Vec::with_capacity(self.peers.len());
+        for st in &self.peers {
+            let r = (|| {
+                let st = st.as_ref()?;
+                if !st.reachable {
+                    return None;
+                }
+                let (next, hdr) = self.topo.header_to(&PeerId(st.key))?;
+                let ns = *self.by_key.get(&next.0)?;
+                let nst = self.peers.get(ns as usize)?.as_ref()?;
+                nst.session.as_ref()?;
+                let SocketAddr::V4(a) = nst.addr? else { return None };
+                Some((ns, a, hdr.to_bytes()))
+            })();
+            sig.push(r);
+        }
+        if sig == self.route_sig {
+            return;
+        }
+        let fd = self.sock.as_raw_fd();
+        let table: Vec<Option<Arc<TxRoute>>> = sig
+            .iter()
+            .map(|r| {
+                let (ns, dst, hdr) = r.as_ref()?;
+                let sender = self.peers.get(*ns as usize)?.as_ref()?.session.as_ref()?.sender();
+                Some(Arc::new(TxRoute { sender, dst: *dst, hdr: hdr.to_vec(), fd }))
+            })
+            .collect();
+        self.link.routes.store(Arc::new(table));
+        self.route_sig = sig;
     }
 
     /// A hello: the kind byte and our public key. Public keys are not secret (a Noise IK

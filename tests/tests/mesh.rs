@@ -179,10 +179,14 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
     // fixing the firewall), traffic goes direct.
     sh_ok(&format!("ip netns exec {} nft delete table inet cut", hosts[0].0));
     w.ctl_ok(c, &["mesh", "connect", "198.19.0.1"]);
-    let direct = wait_for(Duration::from_secs(30), || peer(&peers(&w, a), &kc).is_some_and(|p| p["path"] == "direct"));
+    let direct = wait_for(Duration::from_secs(30), || {
+        peer(&peers(&w, a), &kc).is_some_and(|p| p["path"] == "direct") && peer(&peers(&w, c), &ka).is_some_and(|p| p["path"] == "direct")
+    });
     assert!(direct, "A reaches C directly once it can: {}\n{}", peers(&w, a), w.log_tail(c));
-    let relayed_before = peers(&w, b)["relayed"].as_u64().unwrap_or(0);
+    // (The workers' send routes follow the topology within one agent timer tick.)
+    std::thread::sleep(Duration::from_millis(300));
     assert!(ping(&sa, &ipc), "A to C directly");
+    let relayed_before = peers(&w, b)["relayed"].as_u64().unwrap_or(0);
     in_ns(&sa, &format!("ping -c 5 -i 0.2 {ipc}"));
     assert_eq!(peers(&w, b)["relayed"].as_u64().unwrap_or(0), relayed_before, "B relays no more");
 

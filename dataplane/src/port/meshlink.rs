@@ -11,14 +11,25 @@
 //! allocates (a sender allocates only when the spare queue is empty, i.e. while the
 //! number of buffers in flight grows towards the queue depths).
 //!
-//! The copy and the channel hop are the price of keeping the crypto sessions in one
-//! place; moving encryption into the workers (the session core supports it:
-//! `mesh::PeerSender`) is the next step for speed.
+//! Sending is done by the workers themselves when they can: the agent publishes, per
+//! remote peer, the route to it (the next hop's `mesh::PeerSender`, its address, the
+//! relay header and the agent's socket); a `MeshPeerPort` with a route segments a frame,
+//! seals the segments back to back in a per-thread buffer and sends them with one
+//! `UDP_SEGMENT` `sendmsg` on the agent's socket, so encryption is spread over the
+//! workers and the frame skips the hop to the agent. Without a route, or without a
+//! session (a handshake is needed), the frame goes to the agent as above, which
+//! handshakes, queues and sends. Receiving and decrypting stay in the agent.
 
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::mesh::{wire as mwire, MeshError, PayloadKind, PeerSender};
+use crate::offload::{SegCsum, Segmenter};
 
 use super::{Port, PortCaps, PortError, RxCount, TxCount};
 use crate::buf::{Batch, BufPool, PktId, PortId};
@@ -46,12 +57,29 @@ pub fn demux_key(peer: u32, vni: u32) -> (u32, u32) {
     (MESH_SRC_TAG | (peer & 0x00ff_ffff), vni)
 }
 
+/// How the workers send to one remote peer without the agent.
+pub struct TxRoute {
+    /// Sender of the session with the next hop (the peer itself, or a relay).
+    pub sender: PeerSender,
+    /// The next hop's underlay address.
+    pub dst: std::net::SocketAddrV4,
+    /// The relay header that goes in front of the network id (origin, destination).
+    pub hdr: Vec<u8>,
+    /// The agent's UDP socket (sent on from several threads; the agent outlives all).
+    pub fd: RawFd,
+}
+
+/// Routes by the agent's peer number; replaced whole when one changes.
+pub type TxRoutes = Arc<ArcSwap<Vec<Option<Arc<TxRoute>>>>>;
+
 /// The agent's ends of the link.
 pub struct AgentSide {
     pub from_workers: Receiver<MeshFrame>,
     pub wake: Arc<EventFd>,
     pub to_workers: Sender<MeshFrame>,
     pub workers_ready: Arc<EventFd>,
+    /// Routes the agent publishes for the workers' direct sends.
+    pub routes: TxRoutes,
     spare: Spare,
 }
 
@@ -96,6 +124,7 @@ pub struct WorkerSide {
     wake_agent: Arc<EventFd>,
     from_agent: Receiver<MeshFrame>,
     ready: Arc<EventFd>,
+    routes: TxRoutes,
     spare: Spare,
 }
 
@@ -112,16 +141,25 @@ pub fn link(depth: usize) -> std::io::Result<(AgentSide, WorkerSide)> {
     let ready = Arc::new(EventFd::new()?);
     let (st, sr) = crossbeam_channel::bounded(depth * 2);
     let spare = Spare { tx: st, rx: sr };
+    let routes: TxRoutes = Arc::new(ArcSwap::from_pointee(Vec::new()));
     Ok((
-        AgentSide { from_workers: fa, wake: wake.clone(), to_workers: tw, workers_ready: ready.clone(), spare: spare.clone() },
-        WorkerSide { to_agent: ta, wake_agent: wake, from_agent: fw, ready, spare },
+        AgentSide { from_workers: fa, wake: wake.clone(), to_workers: tw, workers_ready: ready.clone(), routes: routes.clone(), spare: spare.clone() },
+        WorkerSide { to_agent: ta, wake_agent: wake, from_agent: fw, ready, routes, spare },
     ))
 }
 
 impl WorkerSide {
     /// The port frames for `peer` on network `vni` are sent to.
     pub fn peer_port(&self, peer: u32, vni: u32) -> MeshPeerPort {
-        MeshPeerPort { peer, vni, to: self.to_agent.clone(), wake: self.wake_agent.clone(), spare: self.spare.clone() }
+        MeshPeerPort {
+            peer,
+            vni,
+            to: self.to_agent.clone(),
+            wake: self.wake_agent.clone(),
+            spare: self.spare.clone(),
+            routes: self.routes.clone(),
+            route: None,
+        }
     }
 
     /// The port decrypted frames arrive on.
@@ -137,6 +175,113 @@ pub struct MeshPeerPort {
     to: Sender<MeshFrame>,
     wake: Arc<EventFd>,
     spare: Spare,
+    routes: TxRoutes,
+    /// The route in use and this port's own sender for it.
+    route: Option<(Arc<TxRoute>, PeerSender)>,
+}
+
+/// Most datagrams in one `UDP_SEGMENT` send (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGS: usize = 64;
+/// Most bytes in one `UDP_SEGMENT` send.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Room in front of a payload sealed in place: transport header and kind byte.
+const SEAL_HEAD: usize = mwire::TRANSPORT_HEADER_LEN + 1;
+
+thread_local! {
+    /// Each worker's buffer for sealed batches: a full batch, one frame staged behind
+    /// it, margin.
+    static SEAL_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; GSO_MAX_BYTES + 2 * 65_536 + 512]);
+}
+
+/// Why a direct send did not happen: the frame goes to the agent instead.
+enum Direct {
+    Sent,
+    /// No session (a handshake was requested) or no room: let the agent do it.
+    Agent,
+    /// The frame cannot be sent at all (malformed offload state, socket error).
+    Dropped,
+}
+
+impl MeshPeerPort {
+    /// The current route, refreshed when the agent published a new one.
+    fn current_route(&mut self) -> Option<&mut (Arc<TxRoute>, PeerSender)> {
+        let table = self.routes.load();
+        let now = table.get(self.peer as usize).and_then(|r| r.as_ref());
+        match (now, &self.route) {
+            (None, _) => self.route = None,
+            (Some(r), Some((have, _))) if Arc::ptr_eq(r, have) => {}
+            (Some(r), _) => self.route = Some((r.clone(), r.sender.clone())),
+        }
+        self.route.as_mut()
+    }
+
+    /// Segments, seals and sends one frame from this worker.
+    fn send_direct(&mut self, frame: &[u8], vh: &VnetHdr, now: Instant) -> Direct {
+        let vni = self.vni;
+        let Some((route, sender)) = self.current_route() else { return Direct::Agent };
+        if !sender.has_session() {
+            return Direct::Agent;
+        }
+        let Ok(mut seg) = Segmenter::new(frame, vh, SegCsum::Full) else { return Direct::Dropped };
+        let pre = route.hdr.len() + 4;
+        let dst = crate::port::tunnel::sockaddr_v4(route.dst);
+        SEAL_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let (mut len, mut count, mut stride) = (0usize, 0usize, 0usize);
+            let flush = |b: &[u8], len: usize, count: usize, stride: usize| -> bool {
+                if count == 0 {
+                    return true;
+                }
+                let seg = if count > 1 { Some(stride as u16) } else { None };
+                crate::port::tunnel::send_udp(route.fd, &b[..len], &dst, seg).is_ok()
+            };
+            loop {
+                let body = len + SEAL_HEAD;
+                b[body..body + route.hdr.len()].copy_from_slice(&route.hdr);
+                b[body + route.hdr.len()..body + pre].copy_from_slice(&vni.to_be_bytes());
+                let n = match seg.next_into(&mut b[body + pre..]) {
+                    None => break,
+                    Some(Ok((n, _))) => n,
+                    Some(Err(_)) => return Direct::Dropped,
+                };
+                let want = pre + n + mwire::TRANSPORT_OVERHEAD;
+                let mut off = len;
+                if count > 0 && (want > stride || count >= GSO_MAX_SEGS || len + want > GSO_MAX_BYTES) {
+                    if !flush(&b, len, count, stride) {
+                        return Direct::Dropped;
+                    }
+                    b.copy_within(body..body + pre + n, SEAL_HEAD);
+                    (off, len, count) = (0, 0, 0);
+                }
+                let payload = off + SEAL_HEAD..off + SEAL_HEAD + pre + n;
+                match sender.encapsulate_in_place(PayloadKind::Ethernet, &mut b, payload, now) {
+                    Ok(m) => {
+                        if count == 0 {
+                            stride = m.len();
+                        }
+                        len += m.len();
+                        count += 1;
+                        if m.len() < stride {
+                            // A short segment ends a batch.
+                            if !flush(&b, len, count, stride) {
+                                return Direct::Dropped;
+                            }
+                            (len, count) = (0, 0);
+                        }
+                    }
+                    // Segments already sent stay sent; TCP repairs the loss of the
+                    // rest of this frame.
+                    Err(MeshError::NoSession) => return if count == 0 && len == 0 { Direct::Agent } else { Direct::Dropped },
+                    Err(_) => return Direct::Dropped,
+                }
+            }
+            if flush(&b, len, count, stride) {
+                Direct::Sent
+            } else {
+                Direct::Dropped
+            }
+        })
+    }
 }
 
 impl Port for MeshPeerPort {
@@ -147,7 +292,21 @@ impl Port for MeshPeerPort {
     fn tx_batch(&mut self, pool: &mut BufPool, pkts: &[PktId]) -> Result<TxCount, PortError> {
         let mut c = TxCount::default();
         let mut wake = false;
+        let now = Instant::now();
         for &id in pkts {
+            let m = *pool.meta(id);
+            match self.send_direct(pool.frame(id), &m.vnet, now) {
+                Direct::Sent => {
+                    c.sent += 1;
+                    c.bytes += m.len as u64;
+                    continue;
+                }
+                Direct::Dropped => {
+                    c.errors += 1;
+                    continue;
+                }
+                Direct::Agent => {}
+            }
             if self.to.is_full() {
                 break;
             }
