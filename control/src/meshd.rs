@@ -3,9 +3,11 @@
 //! replay window, rekeying, keepalives, handshake limits) and the mesh topology
 //! (`crate::mesh`: link state, discovery, shortest-path relays).
 //!
-//! - Frames of encrypted networks come from the workers' `MeshPeerPort`s; each goes,
-//!   inside the session to the next hop, with a relay header naming origin and
-//!   destination. A relay decrypts, re-encrypts for its own next hop (every hop is an
+//! - Frames of encrypted networks are sealed and sent by the workers themselves along
+//!   the routes this agent publishes (`meshlink::TxRoute`: the next hop's sender,
+//!   address and relay header); frames without a usable route or session come to the
+//!   agent through the workers' `MeshPeerPort`s. Either way each goes, inside the session
+//!   to the next hop, with a relay header naming origin and destination. A relay decrypts, re-encrypts for its own next hop (every hop is an
 //!   authenticated session; nothing crosses the underlay in clear).
 //! - The topology's own messages travel as encrypted control payloads.
 //! - Joining by address only: a small hello exchange reveals the member's public key

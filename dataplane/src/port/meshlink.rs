@@ -215,73 +215,74 @@ impl MeshPeerPort {
         self.route.as_mut()
     }
 
-    /// Segments, seals and sends one frame from this worker.
-    fn send_direct(&mut self, frame: &[u8], vh: &VnetHdr, now: Instant) -> Direct {
+    /// Segments and seals one frame into the open batch `st` in `b`, sending the batch
+    /// whenever the next message cannot join it (the caller sends the rest with
+    /// [`flush`]). Frames of one `tx_batch` call share batches, so small frames cost one
+    /// system call per 64, not one each.
+    fn send_direct(&mut self, b: &mut [u8], st: &mut SealBatch, frame: &[u8], vh: &VnetHdr, now: Instant) -> Direct {
         let vni = self.vni;
-        let Some((route, sender)) = self.current_route() else { return Direct::Agent };
-        if !sender.has_session() {
-            return Direct::Agent;
-        }
+        let Some((route, sender)) = self.route.as_mut() else { return Direct::Agent };
         let Ok(mut seg) = Segmenter::new(frame, vh, SegCsum::Full) else { return Direct::Dropped };
         let pre = route.hdr.len() + 4;
-        let dst = crate::port::tunnel::sockaddr_v4(route.dst);
-        SEAL_BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            let (mut len, mut count, mut stride) = (0usize, 0usize, 0usize);
-            let flush = |b: &[u8], len: usize, count: usize, stride: usize| -> bool {
-                if count == 0 {
-                    return true;
-                }
-                let seg = if count > 1 { Some(stride as u16) } else { None };
-                crate::port::tunnel::send_udp(route.fd, &b[..len], &dst, seg).is_ok()
+        let mut first = true;
+        loop {
+            let body = st.len + SEAL_HEAD;
+            b[body..body + route.hdr.len()].copy_from_slice(&route.hdr);
+            b[body + route.hdr.len()..body + pre].copy_from_slice(&vni.to_be_bytes());
+            let n = match seg.next_into(&mut b[body + pre..]) {
+                None => return Direct::Sent,
+                Some(Ok((n, _))) => n,
+                Some(Err(_)) => return Direct::Dropped,
             };
-            loop {
-                let body = len + SEAL_HEAD;
-                b[body..body + route.hdr.len()].copy_from_slice(&route.hdr);
-                b[body + route.hdr.len()..body + pre].copy_from_slice(&vni.to_be_bytes());
-                let n = match seg.next_into(&mut b[body + pre..]) {
-                    None => break,
-                    Some(Ok((n, _))) => n,
-                    Some(Err(_)) => return Direct::Dropped,
-                };
-                let want = pre + n + mwire::TRANSPORT_OVERHEAD;
-                let mut off = len;
-                if count > 0 && (want > stride || count >= GSO_MAX_SEGS || len + want > GSO_MAX_BYTES) {
-                    if !flush(&b, len, count, stride) {
-                        return Direct::Dropped;
-                    }
-                    b.copy_within(body..body + pre + n, SEAL_HEAD);
-                    (off, len, count) = (0, 0, 0);
+            let want = pre + n + mwire::TRANSPORT_OVERHEAD;
+            let mut off = st.len;
+            if st.count > 0 && (st.closed || want > st.stride || st.count >= GSO_MAX_SEGS || st.len + want > GSO_MAX_BYTES) {
+                if !flush(route, b, st) {
+                    return Direct::Dropped;
                 }
-                let payload = off + SEAL_HEAD..off + SEAL_HEAD + pre + n;
-                match sender.encapsulate_in_place(PayloadKind::Ethernet, &mut b, payload, now) {
-                    Ok(m) => {
-                        if count == 0 {
-                            stride = m.len();
-                        }
-                        len += m.len();
-                        count += 1;
-                        if m.len() < stride {
-                            // A short segment ends a batch.
-                            if !flush(&b, len, count, stride) {
-                                return Direct::Dropped;
-                            }
-                            (len, count) = (0, 0);
-                        }
+                b.copy_within(body..body + pre + n, SEAL_HEAD);
+                off = 0;
+            }
+            let payload = off + SEAL_HEAD..off + SEAL_HEAD + pre + n;
+            match sender.encapsulate_in_place(PayloadKind::Ethernet, b, payload, now) {
+                Ok(m) => {
+                    if st.count == 0 {
+                        st.stride = m.len();
                     }
-                    // Segments already sent stay sent; TCP repairs the loss of the
-                    // rest of this frame.
-                    Err(MeshError::NoSession) => return if count == 0 && len == 0 { Direct::Agent } else { Direct::Dropped },
-                    Err(_) => return Direct::Dropped,
+                    st.closed = m.len() < st.stride;
+                    st.len += m.len();
+                    st.count += 1;
                 }
+                // Not one segment sealed: the agent takes the whole frame (and
+                // handshakes). Segments already sealed go out; TCP repairs the rest.
+                Err(MeshError::NoSession) if first => return Direct::Agent,
+                Err(_) => return Direct::Dropped,
             }
-            if flush(&b, len, count, stride) {
-                Direct::Sent
-            } else {
-                Direct::Dropped
-            }
-        })
+            first = false;
+        }
     }
+}
+
+/// Sealed messages of one size (the last may be shorter) at the start of a worker's
+/// seal buffer.
+#[derive(Default)]
+struct SealBatch {
+    len: usize,
+    count: usize,
+    stride: usize,
+    closed: bool,
+}
+
+/// Sends the batch in `b` to the route's next hop (one `sendmsg`, `UDP_SEGMENT` when
+/// there is more than one message) and empties it. False if the socket refused.
+fn flush(route: &TxRoute, b: &[u8], st: &mut SealBatch) -> bool {
+    if st.count == 0 {
+        return true;
+    }
+    let seg = if st.count > 1 { Some(st.stride as u16) } else { None };
+    let ok = crate::port::tunnel::send_udp(route.fd, &b[..st.len], &crate::port::tunnel::sockaddr_v4(route.dst), seg).is_ok();
+    *st = SealBatch::default();
+    ok
 }
 
 impl Port for MeshPeerPort {
@@ -293,20 +294,34 @@ impl Port for MeshPeerPort {
         let mut c = TxCount::default();
         let mut wake = false;
         let now = Instant::now();
-        for &id in pkts {
-            let m = *pool.meta(id);
-            match self.send_direct(pool.frame(id), &m.vnet, now) {
-                Direct::Sent => {
-                    c.sent += 1;
-                    c.bytes += m.len as u64;
-                    continue;
+        let direct = self.current_route().is_some_and(|(_, sender)| sender.has_session());
+        let mut rest = pkts;
+        if direct {
+            SEAL_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let mut st = SealBatch::default();
+                let mut done = 0;
+                for &id in pkts {
+                    let m = *pool.meta(id);
+                    match self.send_direct(&mut b, &mut st, pool.frame(id), &m.vnet, now) {
+                        Direct::Sent => {
+                            c.sent += 1;
+                            c.bytes += m.len as u64;
+                        }
+                        Direct::Dropped => c.errors += 1,
+                        Direct::Agent => break,
+                    }
+                    done += 1;
                 }
-                Direct::Dropped => {
-                    c.errors += 1;
-                    continue;
+                if let Some((route, _)) = self.route.as_ref() {
+                    if !flush(route, &b, &mut st) {
+                        c.errors += 1;
+                    }
                 }
-                Direct::Agent => {}
-            }
+                rest = &pkts[done..];
+            });
+        }
+        for &id in rest {
             if self.to.is_full() {
                 break;
             }
