@@ -397,7 +397,7 @@ impl Controller {
                 .filter(|((net, _), _)| net == &n.name)
                 .map(|((_, ip), id)| json!({"host": ip.to_string(), "port_id": id}))
                 .chain(self.mesh_ports.iter().filter(|((net, _), _)| net == &n.name).map(|((_, peer), id)| {
-                    json!({"mesh_peer": self.mesh_up.get(peer).map(|k| dataplane::mesh::key_to_base64(k)), "port_id": id})
+                    json!({"mesh_peer": self.mesh_up.get(peer).map(dataplane::mesh::key_to_base64), "port_id": id})
                 }))
                 .collect::<Vec<_>>(),
             "created": n.created,

@@ -202,7 +202,8 @@ struct AgentStats {
     delivered: u64,
     /// Frames the workers' queue had no room for.
     to_workers_full: u64,
-    /// Frames from the workers sent into sessions.
+    /// Frames from the workers sent into sessions by the agent (workers with a route
+    /// send on their own; those count in the sessions' bytes and the ports' stats).
     sent: u64,
     /// Payloads dropped because a handshake queue was full.
     queue_full: u64,
@@ -311,7 +312,7 @@ impl Agent {
             // Bounded turns so that neither direction starves the other.
             for _ in 0..64 {
                 let a = self.recv_some(now, 64);
-                let b = self.from_workers_some(now, 64);
+                let b = self.take_from_workers(now, 64);
                 self.flush_batch();
                 if a + b == 0 {
                     break;
@@ -384,12 +385,12 @@ impl Agent {
     }
 
     /// Takes up to `max` frames from the workers; returns how many.
-    fn from_workers_some(&mut self, now: Instant, max: usize) -> usize {
+    fn take_from_workers(&mut self, now: Instant, max: usize) -> usize {
         let mut n = 0;
         while n < max {
             let Ok(f) = self.link.from_workers.try_recv() else { break };
             n += 1;
-            self.from_workers(&f, now);
+            self.send_worker_frame(&f, now);
             self.link.recycle(f.frame);
         }
         n
@@ -447,10 +448,7 @@ impl Agent {
             wire::Route::Peer { slot, .. } => {
                 let s = slot.get() as usize;
                 let r = match self.peers.get_mut(s) {
-                    Some(Some(st)) => match st.session.as_mut() {
-                        Some(p) => Some(p.decapsulate_in_place(msg, now)),
-                        None => None,
-                    },
+                    Some(Some(st)) => st.session.as_mut().map(|p| p.decapsulate_in_place(msg, now)),
                     _ => None,
                 };
                 match r {
@@ -529,7 +527,7 @@ impl Agent {
             }
             None => {
                 frame.extend_from_slice(inner);
-                self.to_workers(MeshFrame { peer, vni, frame, vnet: VnetHdr::default() });
+                self.hand_to_workers(MeshFrame { peer, vni, frame, vnet: VnetHdr::default() });
             }
         }
     }
@@ -539,13 +537,13 @@ impl Agent {
         match d.co.finish(&mut d.frame) {
             Ok((len, vnet)) => {
                 d.frame.truncate(len);
-                self.to_workers(MeshFrame { peer: d.peer, vni: d.vni, frame: d.frame, vnet });
+                self.hand_to_workers(MeshFrame { peer: d.peer, vni: d.vni, frame: d.frame, vnet });
             }
             Err(_) => self.link.recycle(d.frame),
         }
     }
 
-    fn to_workers(&mut self, f: MeshFrame) {
+    fn hand_to_workers(&mut self, f: MeshFrame) {
         match self.link.to_workers.try_send(f) {
             Ok(()) => {
                 self.stats.delivered += 1;
@@ -564,7 +562,7 @@ impl Agent {
     /// A frame from the workers for peer `f.peer`. A super-frame is cut into wire-size
     /// segments (a plain frame is one segment; a partial checksum is completed), each
     /// written straight into the send batch behind its relay header and sealed there.
-    fn from_workers(&mut self, f: &MeshFrame, now: Instant) {
+    fn send_worker_frame(&mut self, f: &MeshFrame, now: Instant) {
         let Some(Some(st)) = self.peers.get(f.peer as usize) else { return };
         let dst = PeerId(st.key);
         let Some((next, hdr)) = self.topo.header_to(&dst) else {
@@ -696,7 +694,7 @@ impl Agent {
             let key = st.key;
             let (Some(p), Some(addr)) = (st.session.as_mut(), st.addr) else { continue };
             for _ in 0..4 {
-                if !p.next_timeout().is_some_and(|t| t <= now) {
+                if p.next_timeout().is_none_or(|t| t > now) {
                     break;
                 }
                 match p.poll(&mut self.tx, now) {

@@ -448,7 +448,7 @@ fn main() {
                     }),
                 );
                 println!(
-                    "\nhandshakes: {} accepted, {} refused; frames: {} sent, {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
+                    "\nhandshakes: {} accepted, {} refused; frames through the agent: {} sent (workers send the rest), {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
                     v["handshakes_accepted"], v["handshakes_refused"], v["sent"], v["delivered"], v["relayed"], v["relay_dropped"], v["unknown_dropped"]
                 );
             });
