@@ -17,7 +17,7 @@
 //!   the workers' ports.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +26,8 @@ use crossbeam_channel::{Receiver, Sender};
 use dataplane::mesh::{wire, Decapsulated, Encapsulated, Identity, MeshConfig, PayloadKind, Peer, PeerSlot, Responder};
 use dataplane::poll::{Epoll, EventFd};
 use dataplane::offload::{SegCsum, Segmenter, TcpCoalescer};
-use dataplane::port::meshlink::{AgentSide, MeshFrame, TxRoute};
-use dataplane::port::tunnel::{enable_udp_gro, from_sockaddr, recv_gro, send_udp, sockaddr_v4};
+use dataplane::port::meshlink::{stage_segment, AgentSide, MeshFrame, SealBatch, TxRoute, SEAL_BUF_LEN, SEAL_HEAD};
+use dataplane::port::tunnel::{enable_udp_gro, from_sockaddr, recv_gro};
 use dataplane::vnet::VnetHdr;
 use serde_json::{json, Value};
 use tracing::{debug, info};
@@ -37,13 +37,6 @@ use crate::mesh::{Config as TopoConfig, Event, Mesh, PeerId, RelayAction, RelayH
 const HELLO_REQ: u8 = 0x10;
 const HELLO_RESP: u8 = 0x11;
 const QUEUE: usize = 64;
-/// Most datagrams in one `UDP_SEGMENT` send (the kernel's `UDP_MAX_SEGMENTS`).
-const GSO_MAX_SEGS: usize = 64;
-/// Most bytes in one `UDP_SEGMENT` send (an IPv4 UDP payload).
-const GSO_MAX_BYTES: usize = 65_000;
-/// The send batch's buffer: a full batch, plus one message staged behind it before the
-/// batch is found full (at most a 64 KiB frame with its headers), plus margin.
-const BATCH_BUF: usize = GSO_MAX_BYTES + 2 * 65_536 + 512;
 const TOKEN_SOCK: u64 = 1;
 const TOKEN_WORKERS: u64 = 2;
 const TOKEN_CMD: u64 = 3;
@@ -146,27 +139,23 @@ struct Agent {
     stats: AgentStats,
 }
 
-/// Sealed messages of one size (the last may be shorter) to one address, back to back.
+/// Sealed messages to one neighbour (see `meshlink::SealBatch`) and their buffer.
 struct TxBatch {
     buf: Vec<u8>,
-    len: usize,
-    stride: usize,
-    count: usize,
-    dst: Option<SocketAddr>,
-    /// The last message was shorter than `stride`: nothing more may follow.
-    closed: bool,
+    st: SealBatch,
+    dst: Option<SocketAddrV4>,
 }
 
 impl TxBatch {
     /// Counts the message of `len` bytes just sealed at the end of the batch.
-    fn push(&mut self, addr: SocketAddr, len: usize) {
-        if self.count == 0 {
-            self.stride = len;
-            self.dst = Some(addr);
-        }
-        self.closed = len < self.stride;
-        self.count += 1;
-        self.len += len;
+    fn push(&mut self, addr: SocketAddrV4, len: usize) {
+        self.st.push(len);
+        self.dst = Some(addr);
+    }
+
+    /// A message of `want` bytes to `addr` cannot join the batch as it is.
+    fn must_flush(&self, addr: SocketAddrV4, want: usize) -> bool {
+        self.st.count > 0 && (self.dst != Some(addr) || self.st.is_full_for(want))
     }
 }
 
@@ -178,9 +167,6 @@ fn enqueue(queue: &mut VecDeque<(PayloadKind, Vec<u8>)>, kind: PayloadKind, payl
         stats.queue_full += 1;
     }
 }
-
-/// Room in front of a payload sealed in place: the transport header and the kind byte.
-const SEAL_HEAD: usize = wire::TRANSPORT_HEADER_LEN + 1;
 
 /// Decrypted TCP segments of one flow merged into one frame for the workers.
 struct Delivery {
@@ -259,7 +245,7 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         rx: vec![0u8; 65536],
         scratch: Vec::with_capacity(65536),
         tx: vec![0u8; 65536 + 256],
-        batch: TxBatch { buf: vec![0u8; BATCH_BUF], len: 0, stride: 0, count: 0, dst: None, closed: false },
+        batch: TxBatch { buf: vec![0u8; SEAL_BUF_LEN], st: SealBatch::default(), dst: None },
         pending: None,
         route_sig: Vec::new(),
         stats: AgentStats::default(),
@@ -576,28 +562,23 @@ impl Agent {
             return;
         };
         let hdr = hdr.to_bytes();
-        let pre = RelayHeader::LEN + 4;
         loop {
-            let off = self.batch.len;
-            let body = off + SEAL_HEAD;
-            let b = &mut self.batch.buf;
-            b[body..body + RelayHeader::LEN].copy_from_slice(&hdr);
-            b[body + RelayHeader::LEN..body + pre].copy_from_slice(&f.vni.to_be_bytes());
-            let Some(r) = seg.next_into(&mut b[body + pre..]) else { break };
-            let Ok((n, _)) = r else {
+            let off = self.batch.st.len;
+            let Some(r) = stage_segment(&mut self.batch.buf, off, &hdr, f.vni, &mut seg) else { break };
+            let Ok(body_len) = r else {
                 self.stats.bad_frames += 1;
                 break;
             };
             self.stats.sent += 1;
-            self.seal_staged(slot, off, pre + n, now);
+            self.seal_staged(slot, off, body_len, now);
         }
     }
 
     /// Seals the Ethernet payload staged in the batch buffer at `off + SEAL_HEAD` for
     /// the direct neighbour in `slot` (queued while a handshake runs).
     fn seal_staged(&mut self, slot: u32, mut off: usize, body_len: usize, now: Instant) {
-        let Some(addr) = self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr) else { return };
-        if self.batch_must_flush(addr, body_len + wire::TRANSPORT_OVERHEAD) {
+        let Some(addr) = self.v4_addr(slot) else { return };
+        if self.batch.must_flush(addr, body_len + wire::TRANSPORT_OVERHEAD) {
             // Send the messages before the staged one, then move it to the front.
             self.flush_batch();
             self.batch.buf.copy_within(off + SEAL_HEAD..off + SEAL_HEAD + body_len, SEAL_HEAD);
@@ -611,17 +592,23 @@ impl Agent {
             Err(dataplane::mesh::MeshError::NoSession) => {
                 enqueue(&mut st.queue, PayloadKind::Ethernet, &self.batch.buf[payload], &mut self.stats);
                 if let Ok(Some(len)) = p.initiate(&mut self.tx, now) {
-                    Self::send_to(&self.sock, addr, &self.tx[..len]);
+                    Self::send_to(&self.sock, SocketAddr::V4(addr), &self.tx[..len]);
                 }
             }
             Err(e) => debug!(error = ?e, "mesh encapsulate"),
         }
     }
 
-    /// A message of `want` bytes to `addr` cannot join the batch as it is.
-    fn batch_must_flush(&self, addr: SocketAddr, want: usize) -> bool {
-        let b = &self.batch;
-        b.count > 0 && (b.dst != Some(addr) || b.closed || want > b.stride || b.count >= GSO_MAX_SEGS || b.len + want > GSO_MAX_BYTES)
+    /// The IPv4 address of the neighbour in `slot` (the mesh socket is IPv4; any other
+    /// address counts as a send error).
+    fn v4_addr(&mut self, slot: u32) -> Option<SocketAddrV4> {
+        match self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr)? {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => {
+                self.stats.send_errors += 1;
+                None
+            }
+        }
     }
 
     /// Encrypts `payload` for the direct neighbour `to` into the send batch (queued
@@ -629,17 +616,17 @@ impl Agent {
     fn send_payload(&mut self, to: PeerId, kind: PayloadKind, payload: &[u8], now: Instant) {
         let Some(slot) = self.slot_of(to.0) else { return };
         self.ensure_session(slot, now);
-        let Some(addr) = self.peers.get(slot as usize).and_then(|p| p.as_ref()).and_then(|st| st.addr) else { return };
-        if self.batch_must_flush(addr, payload.len() + wire::TRANSPORT_OVERHEAD) {
+        let Some(addr) = self.v4_addr(slot) else { return };
+        if self.batch.must_flush(addr, payload.len() + wire::TRANSPORT_OVERHEAD) {
             self.flush_batch();
         }
         let Some(Some(st)) = self.peers.get_mut(slot as usize) else { return };
         let Some(p) = st.session.as_mut() else { return };
-        let off = self.batch.len;
+        let off = self.batch.st.len;
         match p.encapsulate(kind, payload, &mut self.batch.buf[off..], now) {
             Ok(Encapsulated::Data { len }) => self.batch.push(addr, len),
             Ok(Encapsulated::Handshake { len }) => {
-                Self::send_to(&self.sock, addr, &self.batch.buf[off..off + len]);
+                Self::send_to(&self.sock, SocketAddr::V4(addr), &self.batch.buf[off..off + len]);
                 enqueue(&mut st.queue, kind, payload, &mut self.stats);
             }
             Ok(Encapsulated::Pending) => enqueue(&mut st.queue, kind, payload, &mut self.stats),
@@ -650,21 +637,11 @@ impl Agent {
     /// Sends the batch: one `sendmsg`, segmented by the kernel into its datagrams.
     fn flush_batch(&mut self) {
         let b = &mut self.batch;
-        if b.count == 0 {
-            return;
-        }
-        let r = match b.dst {
-            Some(SocketAddr::V4(a)) if b.count > 1 => send_udp(self.sock.as_raw_fd(), &b.buf[..b.len], &sockaddr_v4(a), Some(b.stride as u16)),
-            Some(a) => self.sock.send_to(&b.buf[..b.len], a).map(|_| ()),
-            None => Ok(()),
-        };
-        if let Err(e) = r {
-            self.stats.send_errors += b.count as u64;
+        let (Some(dst), count) = (b.dst, b.st.count) else { return };
+        if let Err(e) = b.st.send(self.sock.as_raw_fd(), &b.buf, dst) {
+            self.stats.send_errors += count as u64;
             debug!(error = %e, "mesh send");
         }
-        b.count = 0;
-        b.len = 0;
-        b.closed = false;
     }
 
     fn ensure_session(&mut self, slot: u32, now: Instant) {

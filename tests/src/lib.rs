@@ -264,6 +264,22 @@ impl Drop for World {
     }
 }
 
+/// Hosts h1..hN with underlay addresses 198.19.0.N/24 on a bridge in namespace "ul".
+pub fn underlay(w: &World, n: usize) -> Vec<(String, String)> {
+    let ul = w.netns("ul");
+    sh_ok(&format!("ip -n {ul} link add br0 type bridge && ip -n {ul} link set br0 up"));
+    (1..=n)
+        .map(|i| {
+            let h = w.netns(&format!("h{i}"));
+            let ip = format!("198.19.0.{i}");
+            sh_ok(&format!("ip -n {h} link add ul0 type veth peer name p{i} netns {ul}"));
+            sh_ok(&format!("ip -n {ul} link set p{i} master br0 && ip -n {ul} link set p{i} up"));
+            sh_ok(&format!("ip -n {h} addr add {ip}/24 dev ul0 && ip -n {h} link set ul0 up"));
+            (h, ip)
+        })
+        .collect()
+}
+
 /// Runs a shell command; returns its output.
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")

@@ -181,16 +181,78 @@ pub struct MeshPeerPort {
 }
 
 /// Most datagrams in one `UDP_SEGMENT` send (the kernel's `UDP_MAX_SEGMENTS`).
-const GSO_MAX_SEGS: usize = 64;
-/// Most bytes in one `UDP_SEGMENT` send.
-const GSO_MAX_BYTES: usize = 65_000;
+pub const GSO_MAX_SEGS: usize = 64;
+/// Most bytes in one `UDP_SEGMENT` send (an IPv4 UDP payload).
+pub const GSO_MAX_BYTES: usize = 65_000;
 /// Room in front of a payload sealed in place: transport header and kind byte.
-const SEAL_HEAD: usize = mwire::TRANSPORT_HEADER_LEN + 1;
+pub const SEAL_HEAD: usize = mwire::TRANSPORT_HEADER_LEN + 1;
+/// A seal buffer: a full batch, one frame staged behind it before the batch is found
+/// full (at most a 64 KiB frame with its headers), margin.
+pub const SEAL_BUF_LEN: usize = GSO_MAX_BYTES + 2 * 65_536 + 512;
 
 thread_local! {
-    /// Each worker's buffer for sealed batches: a full batch, one frame staged behind
-    /// it, margin.
-    static SEAL_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; GSO_MAX_BYTES + 2 * 65_536 + 512]);
+    /// Each worker's buffer for sealed batches.
+    static SEAL_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; SEAL_BUF_LEN]);
+}
+
+/// Sealed messages of one size (the last may be shorter) back to back at the start of a
+/// seal buffer, sent with one `sendmsg` (`UDP_SEGMENT`). Used by the workers' direct
+/// sends and by the agent.
+#[derive(Default)]
+pub struct SealBatch {
+    /// Bytes in the batch (where the next message is staged).
+    pub len: usize,
+    pub count: usize,
+    stride: usize,
+    /// The last message was shorter than `stride`: nothing more may follow.
+    closed: bool,
+}
+
+impl SealBatch {
+    /// A message of `want` bytes cannot join the batch as it is.
+    pub fn is_full_for(&self, want: usize) -> bool {
+        self.count > 0
+            && (self.closed || want > self.stride || self.count >= GSO_MAX_SEGS || self.len + want > GSO_MAX_BYTES)
+    }
+
+    /// Counts the message of `len` bytes just sealed at the end of the batch.
+    pub fn push(&mut self, len: usize) {
+        if self.count == 0 {
+            self.stride = len;
+        }
+        self.closed = len < self.stride;
+        self.count += 1;
+        self.len += len;
+    }
+
+    /// Sends `buf[..len]` to `dst` (`UDP_SEGMENT` when more than one message) and
+    /// empties the batch, whatever the outcome.
+    pub fn send(&mut self, fd: RawFd, buf: &[u8], dst: std::net::SocketAddrV4) -> std::io::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let seg = if self.count > 1 { Some(self.stride as u16) } else { None };
+        let r = crate::port::tunnel::send_udp(fd, &buf[..self.len], &crate::port::tunnel::sockaddr_v4(dst), seg);
+        *self = SealBatch::default();
+        r
+    }
+}
+
+/// Writes the relay header `hdr`, the network id and the next segment of `seg` at
+/// `buf[off + SEAL_HEAD..]`, ready to be sealed in place; returns the payload length
+/// (`None` when the frame has no more segments).
+pub fn stage_segment(
+    buf: &mut [u8],
+    off: usize,
+    hdr: &[u8],
+    vni: u32,
+    seg: &mut Segmenter<'_>,
+) -> Option<Result<usize, crate::offload::OffloadError>> {
+    let body = off + SEAL_HEAD;
+    let pre = hdr.len() + 4;
+    buf[body..body + hdr.len()].copy_from_slice(hdr);
+    buf[body + hdr.len()..body + pre].copy_from_slice(&vni.to_be_bytes());
+    Some(seg.next_into(&mut buf[body + pre..])?.map(|(n, _)| pre + n))
 }
 
 /// Why a direct send did not happen: the frame goes to the agent instead.
@@ -223,36 +285,24 @@ impl MeshPeerPort {
         let vni = self.vni;
         let Some((route, sender)) = self.route.as_mut() else { return Direct::Agent };
         let Ok(mut seg) = Segmenter::new(frame, vh, SegCsum::Full) else { return Direct::Dropped };
-        let pre = route.hdr.len() + 4;
         let mut first = true;
         loop {
-            let body = st.len + SEAL_HEAD;
-            b[body..body + route.hdr.len()].copy_from_slice(&route.hdr);
-            b[body + route.hdr.len()..body + pre].copy_from_slice(&vni.to_be_bytes());
-            let n = match seg.next_into(&mut b[body + pre..]) {
+            let mut off = st.len;
+            let body_len = match stage_segment(b, off, &route.hdr, vni, &mut seg) {
                 None => return Direct::Sent,
-                Some(Ok((n, _))) => n,
+                Some(Ok(n)) => n,
                 Some(Err(_)) => return Direct::Dropped,
             };
-            let want = pre + n + mwire::TRANSPORT_OVERHEAD;
-            let mut off = st.len;
-            if st.count > 0 && (st.closed || want > st.stride || st.count >= GSO_MAX_SEGS || st.len + want > GSO_MAX_BYTES) {
-                if !flush(route, b, st) {
+            if st.is_full_for(body_len + mwire::TRANSPORT_OVERHEAD) {
+                if st.send(route.fd, b, route.dst).is_err() {
                     return Direct::Dropped;
                 }
-                b.copy_within(body..body + pre + n, SEAL_HEAD);
+                b.copy_within(off + SEAL_HEAD..off + SEAL_HEAD + body_len, SEAL_HEAD);
                 off = 0;
             }
-            let payload = off + SEAL_HEAD..off + SEAL_HEAD + pre + n;
+            let payload = off + SEAL_HEAD..off + SEAL_HEAD + body_len;
             match sender.encapsulate_in_place(PayloadKind::Ethernet, b, payload, now) {
-                Ok(m) => {
-                    if st.count == 0 {
-                        st.stride = m.len();
-                    }
-                    st.closed = m.len() < st.stride;
-                    st.len += m.len();
-                    st.count += 1;
-                }
+                Ok(m) => st.push(m.len()),
                 // Not one segment sealed: the agent takes the whole frame (and
                 // handshakes). Segments already sealed go out; TCP repairs the rest.
                 Err(MeshError::NoSession) if first => return Direct::Agent,
@@ -261,28 +311,6 @@ impl MeshPeerPort {
             first = false;
         }
     }
-}
-
-/// Sealed messages of one size (the last may be shorter) at the start of a worker's
-/// seal buffer.
-#[derive(Default)]
-struct SealBatch {
-    len: usize,
-    count: usize,
-    stride: usize,
-    closed: bool,
-}
-
-/// Sends the batch in `b` to the route's next hop (one `sendmsg`, `UDP_SEGMENT` when
-/// there is more than one message) and empties it. False if the socket refused.
-fn flush(route: &TxRoute, b: &[u8], st: &mut SealBatch) -> bool {
-    if st.count == 0 {
-        return true;
-    }
-    let seg = if st.count > 1 { Some(st.stride as u16) } else { None };
-    let ok = crate::port::tunnel::send_udp(route.fd, &b[..st.len], &crate::port::tunnel::sockaddr_v4(route.dst), seg).is_ok();
-    *st = SealBatch::default();
-    ok
 }
 
 impl Port for MeshPeerPort {
@@ -314,7 +342,7 @@ impl Port for MeshPeerPort {
                     done += 1;
                 }
                 if let Some((route, _)) = self.route.as_ref() {
-                    if !flush(route, &b, &mut st) {
+                    if st.send(route.fd, &b, route.dst).is_err() {
                         c.errors += 1;
                     }
                 }
