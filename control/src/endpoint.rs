@@ -42,6 +42,12 @@ pub fn configure_sandbox_side(sb: &Netns, ep: &Endpoint, net: &Network) -> io::R
     let link = nl
         .link_by_name(&ep.ifname)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found in sandbox {}", ep.ifname, ep.sandbox)))?;
+    if net.subnet6.is_none() {
+        // As Docker does for IPv4-only networks: no IPv6 on the interface, so the
+        // sandbox sends no router solicitations, MLD reports or DAD probes into a
+        // network that has no IPv6 (they would also keep its MAC alive in the FDB).
+        disable_ipv6(sb, &ep.ifname).map_err(|e| ctx(e, format!("disabling IPv6 on {} in {}", ep.ifname, ep.sandbox)))?;
+    }
     let mac_change = if link.mac != Some(ep.mac.0) { Some(ep.mac.0) } else { None };
     if mac_change.is_some() && link.up {
         nl.set_up(link.index, false)?;
@@ -64,6 +70,17 @@ pub fn configure_sandbox_side(sb: &Netns, ep: &Endpoint, net: &Network) -> io::R
         }
     }
     Ok(())
+}
+
+/// Sets `net.ipv6.conf.IFNAME.disable_ipv6 = 1` inside the sandbox (a sysctl under
+/// /proc/sys/net belongs to the namespace of the thread that opens it). A kernel without
+/// IPv6 has nothing to disable.
+fn disable_ipv6(sb: &Netns, ifname: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match sb.run_in(move || std::fs::write(&path, "1"))? {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 /// Points the sandbox's default route at `gw` through `oif`.

@@ -326,6 +326,10 @@ fn mac_entries_age_out() {
     connect(&w, "a", &c1, &[]);
     connect(&w, "a", &c2, &[]);
     assert!(ping(&c1, "10.80.0.3"));
+    // An IPv4-only network: no IPv6 on the sandbox's interface (nothing in the sandbox
+    // would refresh its FDB entry with router solicitations or MLD reports).
+    let v6 = sh_ok(&format!("ip -n {c1} -6 addr show dev eth0"));
+    assert!(v6.trim().is_empty(), "IPv6 addresses on an IPv4-only network: {v6}");
     assert!(!w.ctl_json(0, &["fdb", "show", "a"]).as_array().unwrap().is_empty());
     let gone = wait_for(Duration::from_secs(10), || w.ctl_json(0, &["fdb", "show", "a"]).as_array().unwrap().is_empty());
     assert!(gone, "entries aged out: {}", w.ctl_ok(0, &["fdb", "show", "a"]));
