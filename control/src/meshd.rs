@@ -450,7 +450,7 @@ impl Agent {
                                     debug!(error = ?e, "mesh control message");
                                 }
                             }
-                            PayloadKind::Ethernet => self.on_ethernet(payload, now),
+                            PayloadKind::Ethernet => self.on_ethernet(s as u32, &key, payload, now),
                             PayloadKind::Unknown(_) => {}
                         }
                     }
@@ -466,8 +466,9 @@ impl Agent {
         }
     }
 
-    /// An Ethernet payload: [relay header][vni][frame].
-    fn on_ethernet(&mut self, payload: &[u8], now: Instant) {
+    /// An Ethernet payload: [relay header][vni][frame], received in the session with
+    /// peer `slot` (key `key`).
+    fn on_ethernet(&mut self, slot: u32, key: &[u8; 32], payload: &[u8], now: Instant) {
         let Ok((hdr, rest)) = RelayHeader::parse(payload) else {
             self.stats.relay_dropped += 1;
             return;
@@ -479,7 +480,9 @@ impl Agent {
                     return;
                 }
                 let vni = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                let Some(src) = self.slot_of(hdr.src.0) else { return };
+                // Sent by the session's peer itself (no relay): its slot is known.
+                let src = if hdr.src.0 == *key { Some(slot) } else { self.slot_of(hdr.src.0) };
+                let Some(src) = src else { return };
                 self.deliver(src, vni, &rest[4..]);
             }
             RelayAction::Forward { next_hop, header } => {
@@ -499,16 +502,20 @@ impl Agent {
     /// merged into one super-frame (like GRO), everything else goes as it is.
     fn deliver(&mut self, peer: u32, vni: u32, inner: &[u8]) {
         if let Some(d) = self.pending.as_mut() {
-            if d.peer == peer && d.vni == vni && d.co.try_append(&mut d.frame, inner) {
+            if d.peer == peer && d.vni == vni && d.co.try_extend(&mut d.frame, inner) {
                 return;
             }
             self.flush_delivery();
         }
         let mut frame = self.link.buffer();
-        match TcpCoalescer::start(inner) {
+        // No checksum verification: the frame has just been authenticated (Poly1305),
+        // so it is exactly what the peer's switch sealed, with the complete checksums it
+        // wrote (WireGuard marks decrypted packets CHECKSUM_UNNECESSARY for the same
+        // reason).
+        match TcpCoalescer::start_unverified(inner) {
             Some(co) => {
-                frame.resize(dataplane::offload::gro::DEFAULT_MAX_LEN, 0);
-                frame[..inner.len()].copy_from_slice(inner);
+                frame.reserve_exact(dataplane::offload::gro::DEFAULT_MAX_LEN);
+                frame.extend_from_slice(&inner[..co.len()]);
                 self.pending = Some(Delivery { peer, vni, frame, co });
             }
             None => {

@@ -85,6 +85,16 @@ pub struct TcpCoalescer {
     verify: bool,
 }
 
+/// What `accept` found: header length and payload length of the segment, the IPv4 id
+/// mode with it, and whether it carries PSH.
+#[derive(Clone, Copy, Debug)]
+struct Accepted {
+    hl: usize,
+    plen: usize,
+    id_mode: IdMode,
+    psh: bool,
+}
+
 /// TCP segment checks shared by `start` and `try_append`: TCP, not a fragment, payload.
 fn tcp_layout(seg: &[u8]) -> Option<Headers> {
     let h = parse_headers(seg).ok()?;
@@ -203,34 +213,82 @@ impl TcpCoalescer {
     /// the coalescer). Also `false` when `buf` (or the max length) has no room for the
     /// payload, or `buf` is shorter than `len()`. Never panics.
     pub fn try_append(&mut self, buf: &mut [u8], seg: &[u8]) -> bool {
-        if self.closed || buf.len() < self.len {
+        if buf.len() < self.len {
             return false;
         }
-        let Some(s) = tcp_layout(seg) else {
+        let Some(a) = self.accept(buf, seg, buf.len()) else {
             return false;
         };
-        let h = self.h;
-        if s.l3_off != h.l3_off || s.ipv6 != h.ipv6 || s.l4_off != h.l4_off || s.l4_hdr_len != h.l4_hdr_len {
+        let (Some(src), Some(dst)) = (seg.get(a.hl..a.hl + a.plen), buf.get_mut(self.len..self.len + a.plen)) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        self.commit(a);
+        true
+    }
+
+    /// Like [`TcpCoalescer::try_append`] for a super-frame kept in a `Vec` whose length
+    /// is exactly `len()`: the payload is appended with `extend_from_slice`, so the
+    /// buffer needs no zero-filled room ahead (reserve the max length once to avoid
+    /// reallocations). `false` and nothing changed when `buf.len() != len()`.
+    pub fn try_extend(&mut self, buf: &mut Vec<u8>, seg: &[u8]) -> bool {
+        if buf.len() != self.len {
             return false;
         }
-        let plen = s.payload_len();
-        if plen > self.gso_size || self.len + plen > self.max_len.min(buf.len()) {
+        let Some(a) = self.accept(buf, seg, usize::MAX) else {
             return false;
+        };
+        let Some(src) = seg.get(a.hl..a.hl + a.plen) else {
+            return false;
+        };
+        buf.extend_from_slice(src);
+        self.commit(a);
+        true
+    }
+
+    fn commit(&mut self, a: Accepted) {
+        self.len += a.plen;
+        self.next_seq = self.next_seq.wrapping_add(a.plen as u32);
+        self.segs += 1;
+        self.id_mode = a.id_mode;
+        if a.psh {
+            self.psh = true;
+            self.closed = true;
+        }
+        if a.plen < self.gso_size {
+            self.closed = true;
+        }
+    }
+
+    /// Whether `seg` continues the flow held in `buf[..len()]` with room up to `room`
+    /// bytes; what to commit if so. Reads only.
+    fn accept(&self, buf: &[u8], seg: &[u8], room: usize) -> Option<Accepted> {
+        if self.closed {
+            return None;
+        }
+        let s = tcp_layout(seg)?;
+        let h = self.h;
+        if s.l3_off != h.l3_off || s.ipv6 != h.ipv6 || s.l4_off != h.l4_off || s.l4_hdr_len != h.l4_hdr_len {
+            return None;
+        }
+        let plen = s.payload_len();
+        if plen > self.gso_size || self.len + plen > self.max_len.min(room) {
+            return None;
         }
         let (l3, l4, hl) = (h.l3_off, h.l4_off, h.hdr_len());
         let b: &[u8] = buf;
         // L2 and the invariant L3 fields.
         if !same(b, seg, 0, l3) {
-            return false;
+            return None;
         }
         let mut id_mode = self.id_mode;
         if h.ipv6 {
             if !(same(b, seg, l3, l3 + 4) && same(b, seg, l3 + 6, l4)) {
-                return false;
+                return None;
             }
         } else {
             if !(same(b, seg, l3, l3 + 2) && same(b, seg, l3 + 6, l3 + 10) && same(b, seg, l3 + 12, l4)) {
-                return false;
+                return None;
             }
             let id = be16(seg, l3 + 4);
             let df = be16(seg, l3 + 6) & 0x4000 != 0;
@@ -239,7 +297,7 @@ impl TcpCoalescer {
             id_mode = match (self.id_mode, incr, fixed) {
                 (IdMode::Unknown | IdMode::Incrementing, true, _) => IdMode::Incrementing,
                 (IdMode::Unknown | IdMode::Fixed, _, true) => IdMode::Fixed,
-                _ => return false,
+                _ => return None,
             };
         }
         // TCP: ports, seq, ack, data offset, flags, window, options.
@@ -251,30 +309,15 @@ impl TcpCoalescer {
             && same(b, seg, l4 + 14, l4 + 16)
             && same(b, seg, l4 + 20, hl))
         {
-            return false;
+            return None;
         }
         if f & (TCP_CWR | TCP_FIN) != 0 || (f ^ f0) & !(TCP_PSH | TCP_CWR) != 0 {
-            return false;
+            return None;
         }
         if self.verify && !csums_ok(seg, &s) {
-            return false;
+            return None;
         }
-        let (Some(src), Some(dst)) = (seg.get(hl..hl + plen), buf.get_mut(self.len..self.len + plen)) else {
-            return false;
-        };
-        dst.copy_from_slice(src);
-        self.len += plen;
-        self.next_seq = self.next_seq.wrapping_add(plen as u32);
-        self.segs += 1;
-        self.id_mode = id_mode;
-        if f & TCP_PSH != 0 {
-            self.psh = true;
-            self.closed = true;
-        }
-        if plen < self.gso_size {
-            self.closed = true;
-        }
-        true
+        Some(Accepted { hl, plen, id_mode, psh: f & TCP_PSH != 0 })
     }
 
     /// Fixes up the headers of the super-frame in `buf[..len()]` and returns its length and

@@ -26,6 +26,26 @@ fn coalesce(segs: &[Vec<u8>]) -> (usize, Vec<u8>, VnetHdr) {
     (taken, buf, vh)
 }
 
+/// The same with the super-frame in a `Vec` grown by `try_extend`; must give exactly
+/// what `coalesce` gives.
+fn coalesce_vec(segs: &[Vec<u8>]) -> (usize, Vec<u8>, VnetHdr) {
+    let mut c = TcpCoalescer::start_unverified(&segs[0]).expect("first segment starts a train");
+    let mut buf = segs[0][..c.len()].to_vec();
+    let mut taken = 1;
+    for s in &segs[1..] {
+        if !c.try_extend(&mut buf, s) {
+            break;
+        }
+        taken += 1;
+    }
+    let mut wrong = buf.clone();
+    wrong.push(0);
+    assert!(!c.try_extend(&mut wrong, &segs[0]), "a Vec longer than the frame is refused");
+    let (n, vh) = c.finish(&mut buf).unwrap();
+    assert_eq!(n, buf.len());
+    (taken, buf, vh)
+}
+
 fn segs_of(s: &Spec, mss: u16) -> (Built, VnetHdr, Vec<Vec<u8>>) {
     let (b, vh) = super_frame(s, mss);
     let segs = segment_all(&b.frame, &vh, SegCsum::Full).into_iter().map(|x| x.0).collect();
@@ -45,6 +65,7 @@ fn roundtrip(s: &Spec, mss: u16) {
     }
     let (taken, frame, vh) = coalesce(&segs);
     assert_eq!(taken, segs.len(), "all segments taken ({s:?})");
+    assert_eq!(coalesce_vec(&segs), (taken, frame.clone(), vh), "try_extend gives what try_append gives");
     if segs.len() == 1 {
         assert_eq!(vh, VnetHdr::default());
         assert_eq!(frame, segs[0]);
