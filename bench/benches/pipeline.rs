@@ -1,5 +1,7 @@
-//! In-memory pipeline benches (no syscalls): bridging a batch of 64-byte frames, MAC
-//! lookups at 1K/64K/1M entries, and software segmentation of a 64 KiB TSO frame.
+//! In-memory pipeline benches (no syscalls): bridging a batch of 64-byte frames, routing
+//! with masquerade (sandbox → outside) and with a published port (outside → sandbox) on
+//! established connections, MAC lookups at 1K/64K/1M entries, and software segmentation
+//! of a 64 KiB TSO frame.
 //! Run: cargo bench -p vswitchd-bench
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -7,7 +9,8 @@ use dataplane::buf::{Batch, BufPool, PktId, PortId};
 use dataplane::pipeline::{process, Ctx, Output};
 use dataplane::stats::WorkerStats;
 use dataplane::vnet::VnetHdr;
-use vswitchd_bench::{mac, tables, udp64};
+use dataplane::wire::MacAddr;
+use vswitchd_bench::{mac, routed_tables, tables, udp64, udp_frame};
 
 /// Counts what the pipeline emits and gives the reference back.
 struct Sink(u64);
@@ -51,6 +54,77 @@ fn bridge(c: &mut Criterion) {
             })
         });
         black_box(sink.0);
+    }
+    g.finish();
+}
+
+/// Routed 64-byte UDP frames on established connections, 32 flows per batch:
+/// `masquerade` (in on the sandbox port, out on the uplink behind its address) and
+/// `published` (in on the uplink to a published port, out to the sandbox). The frames
+/// are rewritten in place, so every iteration first restores them from the originals
+/// (a 60-byte copy per frame, included in the time; `restore_only` measures it alone).
+fn route(c: &mut Criterion) {
+    use dataplane::router::neigh::{LearnFrom, NeighCache, UPLINK_EGRESS};
+    use std::net::Ipv4Addr;
+    let mut g = c.benchmark_group("route");
+    const B: usize = 32;
+    let gw_mac = MacAddr([2, 0, 0, 0, 0, 1]);
+    let up_mac = MacAddr([2, 0, 0, 0, 0, 9]);
+    let sb_mac = MacAddr([2, 0, 0, 0, 0, 2]);
+    let up_ip = Ipv4Addr::new(198, 51, 100, 2);
+    let sb_ip = Ipv4Addr::new(10, 0, 0, 2);
+    let t = routed_tables(up_mac, up_ip, sb_mac, sb_ip);
+    // The uplink gateway's MAC, confirmed (Reachable) as after an answered ARP request.
+    let neigh: &NeighCache = &t.router.as_ref().unwrap().neigh;
+    neigh.learn(UPLINK_EGRESS, Ipv4Addr::new(198, 51, 100, 1), mac(77), 0, LearnFrom::Request);
+    neigh.learn(UPLINK_EGRESS, Ipv4Addr::new(198, 51, 100, 1), mac(77), 900, LearnFrom::Reply);
+    let stats = WorkerStats::new();
+    for p in [1, 9] {
+        stats.reset_port(p);
+    }
+    let out_frames: Vec<Vec<u8>> =
+        (0..B as u16).map(|i| udp_frame(gw_mac, sb_mac, sb_ip, Ipv4Addr::new(203, 0, 113, 9), 40_000 + i, 53)).collect();
+    let in_frames: Vec<Vec<u8>> =
+        (0..B as u16).map(|i| udp_frame(up_mac, mac(77), Ipv4Addr::new(203, 0, 113, 9), up_ip, 50_000 + i, 8080)).collect();
+    for (name, frames, in_port) in [("masquerade_64B", &out_frames, 1 as PortId), ("published_64B", &in_frames, 9)] {
+        let mut pool = BufPool::new(256).unwrap();
+        let mut b = Batch::new();
+        for f in frames.iter() {
+            b.push(pool.alloc_from(f, VnetHdr::default(), in_port).unwrap());
+        }
+        let mut sink = Sink(0);
+        let mut rs = dataplane::pipeline::RouterState::default();
+        let restore = |pool: &mut BufPool, b: &Batch| {
+            for (&id, f) in b.as_slice().iter().zip(frames.iter()) {
+                pool.add_ref(id, 1);
+                pool.frame_mut(id).copy_from_slice(f);
+            }
+        };
+        // Warm up: the first pass creates the connections.
+        restore(&mut pool, &b);
+        process(&Ctx { tables: &t, now: 1, now_ms: 1000, stats: &stats }, &mut rs, &mut pool, in_port, &b, &mut sink);
+        let before = sink.0;
+        g.throughput(Throughput::Elements(B as u64));
+        g.bench_function(BenchmarkId::new(name, B), |bn| {
+            bn.iter(|| {
+                restore(&mut pool, &b);
+                let cx = Ctx { tables: &t, now: 1, now_ms: 1000, stats: &stats };
+                process(&cx, &mut rs, &mut pool, in_port, &b, &mut sink);
+            })
+        });
+        // Every frame went out (to the uplink, port 9, or the sandbox, port 1).
+        let want = if in_port == 1 { 9 } else { 1 };
+        assert!(sink.0 > before && (sink.0 - before) % (want * B as u64) == 0, "{name}: frames were dropped");
+        if in_port == 1 {
+            g.bench_function(BenchmarkId::new("restore_only", B), |bn| {
+                bn.iter(|| {
+                    restore(&mut pool, &b);
+                    for &id in b.as_slice() {
+                        pool.release(id);
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }
@@ -114,5 +188,5 @@ fn segmentation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bridge, fdb_lookup, segmentation);
+criterion_group!(benches, bridge, route, fdb_lookup, segmentation);
 criterion_main!(benches);

@@ -296,7 +296,7 @@ impl Dp {
                 add_port(&mut t, net.net_id, ep.port_id, ep.host_ifname.clone(), off);
             }
         }
-        let mut tunnels = HashMap::new();
+        let mut tunnels = dataplane::fxhash::FastMap::default();
         for (&id, &(net, peer)) in &self.peers {
             if self.attached.contains(&id) {
                 let kind = match peer.tunnel {
@@ -375,8 +375,8 @@ impl Dp {
     /// Routes, published ports, known endpoints and own addresses for the router.
     fn router_tables(&self, state: &State, uplink: Option<UplinkEntry>) -> RouterTables {
         let mut fib = FibBuilder::new();
-        let mut local = HashMap::new();
-        let mut hosts = HashMap::new();
+        let mut local = dataplane::fxhash::FastMap::default();
+        let mut hosts = dataplane::fxhash::FastMap::default();
         for n in state.networks.values() {
             let _ = fib.add(n.subnet.network().octets(), n.subnet.prefix_len, NextHop::Connected { net: n.net_id });
             local.insert(n.gateway, LocalAddr::Gateway(n.net_id));

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod buf;
 pub mod clock;
 pub mod encap;
+pub mod fxhash;
 pub mod mesh;
 pub mod nat;
 pub mod offload;

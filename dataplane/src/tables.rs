@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use std::collections::HashMap;
+use crate::fxhash::FastMap;
 
 use crate::bridge::fdb::Fdb;
 use crate::buf::PortId;
@@ -90,9 +90,9 @@ pub struct RouterTables {
     /// Published ports (host address/port → sandbox address/port).
     pub dnat: DnatTable,
     /// Known endpoints: (network, address) → MAC, so no ARP is needed for sandboxes.
-    pub hosts: HashMap<(NetId, Ipv4Addr), MacAddr>,
+    pub hosts: FastMap<(NetId, Ipv4Addr), MacAddr>,
     /// Every address the switch owns.
-    pub local: HashMap<Ipv4Addr, LocalAddr>,
+    pub local: FastMap<Ipv4Addr, LocalAddr>,
     pub conntrack: Arc<ConnTable>,
     pub neigh: Arc<NeighCache>,
     /// Routed overlay (IP-in-UDP): other hosts' subnets → (network, tunnel port).
@@ -130,11 +130,11 @@ pub struct Tables {
     /// Routing, NAT and neighbours; `None` means bridging only.
     pub router: Option<Arc<RouterTables>>,
     /// Tunnel peer ports by (remote host address as u32, tunnel id).
-    pub tunnels: HashMap<(u32, u32), PortId>,
+    pub tunnels: FastMap<(u32, u32), PortId>,
     /// Endpoints known to live on other hosts (from the cluster store): (network, MAC)
     /// → the tunnel port of their host. Consulted when the MAC table has no entry, so
     /// known endpoints are reached without flooding.
-    pub remote_macs: HashMap<(NetId, MacAddr), PortId>,
+    pub remote_macs: FastMap<(NetId, MacAddr), PortId>,
 }
 
 impl Tables {
