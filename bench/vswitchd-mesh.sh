@@ -14,7 +14,7 @@ CTL() { "$BIN/vswitchctl" --socket "$D/$1.sock" "${@:2}"; }
 case "${1:-}" in
   describe)
     echo "TOPO=dual"; echo "L3=0"
-    echo "CLIENT_MTU=1356"
+    echo "CLIENT_MTU=1404"
     echo "DESC=vswitchd on two hosts, encrypted mesh (Noise IKpsk1, ChaCha20-Poly1305), ${VSWITCHD_WORKERS:-$(nproc)} workers each" ;;
   up)
     [ -x "$BIN/vswitchd" ] || { echo "build first: cargo build --release" >&2; exit 1; }

@@ -111,6 +111,8 @@ struct PeerState {
 struct Agent {
     sock: UdpSocket,
     identity: Identity,
+    /// This host's public key.
+    me: [u8; 32],
     cfg: MeshConfig,
     responder: Responder,
     topo: Mesh,
@@ -232,6 +234,7 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         sock,
         responder: Responder::new(&opts.identity, &opts.cfg, now),
         identity: opts.identity,
+        me: public,
         cfg: opts.cfg,
         topo,
         peers: Vec::new(),
@@ -469,7 +472,17 @@ impl Agent {
     /// An Ethernet payload: [relay header][vni][frame], received in the session with
     /// peer `slot` (key `key`).
     fn on_ethernet(&mut self, slot: u32, key: &[u8; 32], payload: &[u8], now: Instant) {
-        let Ok((hdr, rest)) = RelayHeader::parse(payload) else {
+        let Ok((wh, rest)) = RelayHeader::parse(payload) else {
+            self.stats.relay_dropped += 1;
+            return;
+        };
+        // From the session's peer to this host (no relay): nothing to look up.
+        let hdr = if wh.src == key[..8] && wh.dst == self.me[..8] {
+            Some(RelayHeader { src: PeerId(*key), dst: PeerId(self.me), ttl: wh.ttl })
+        } else {
+            self.topo.resolve(&wh)
+        };
+        let Some(hdr) = hdr else {
             self.stats.relay_dropped += 1;
             return;
         };

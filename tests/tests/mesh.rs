@@ -85,7 +85,7 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
     let (sc, ipc) = encrypted_sandbox(&w, c, "10.91.0.128/26", "sc");
     // The MTU leaves room for the mesh's headers.
     let mtu = String::from_utf8_lossy(&in_ns(&sa, "ip link show eth0").stdout).to_string();
-    assert!(mtu.contains("mtu 1356"), "encrypted network MTU: {mtu}");
+    assert!(mtu.contains("mtu 1404"), "encrypted network MTU: {mtu}");
     assert!(ping(&sa, &ipb), "A to B{}", w.log_tail(a));
     assert!(ping(&sa, &ipc), "A to C through B{}{}", w.log_tail(a), w.log_tail(b));
     assert!(ping(&sc, &ipa), "C to A through B");

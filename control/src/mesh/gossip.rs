@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use super::topology::{Hop, Install, Topology};
-use super::wire::{Advert, LinkState, Message, RelayHeader};
+use super::wire::{Advert, LinkState, Message, RelayHeader, ShortId, WireRelayHeader};
 use super::{Config, Event, MeshError, PeerId, PeerInfo, Route, MAX_ADDRS, MAX_EVENTS, MAX_PEERS};
 
 /// Counters of one [`Mesh`] (one writer: the mesh).
@@ -132,6 +132,8 @@ pub struct Mesh {
     dial: BTreeMap<PeerId, DialState>,
     routes: BTreeMap<PeerId, Hop>,
     known: BTreeSet<PeerId>,
+    /// Known peers and this host by [`ShortId`] (`None`: two keys share it).
+    shorts: std::collections::HashMap<ShortId, Option<PeerId>>,
     pending: BTreeMap<PeerId, Pending>,
     ready: VecDeque<(PeerId, Vec<u8>)>,
     events: VecDeque<Event>,
@@ -173,6 +175,7 @@ impl Mesh {
             dial: BTreeMap::new(),
             routes: BTreeMap::new(),
             known: BTreeSet::new(),
+            shorts: [(me.short_id(), Some(me))].into_iter().collect(),
             pending: BTreeMap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
@@ -277,6 +280,14 @@ impl Mesh {
             Some(next_hop) => RelayAction::Forward { next_hop, header: RelayHeader { ttl: hdr.ttl - 1, ..*hdr } },
             None => RelayAction::Drop(RelayDrop::NoRoute),
         }
+    }
+
+    /// The peers a header read from the wire names (`None` when either id is not this
+    /// host or a known peer, or is shared by two known keys).
+    pub fn resolve(&self, h: &WireRelayHeader) -> Option<RelayHeader> {
+        let src = (*self.shorts.get(&h.src)?)?;
+        let dst = (*self.shorts.get(&h.dst)?)?;
+        Some(RelayHeader { src, dst, ttl: h.ttl })
     }
 
     /// The header and first hop for a message this host sends to `dst` (`None` when
@@ -591,6 +602,13 @@ impl Mesh {
         let gone: Vec<PeerId> = self.known.difference(&known).copied().collect();
         self.routes = routes;
         self.known = known;
+        self.shorts.clear();
+        for p in self.known.iter().chain(std::iter::once(&self.me)) {
+            let e = self.shorts.entry(p.short_id()).or_insert(Some(*p));
+            if *e != Some(*p) {
+                *e = None;
+            }
+        }
         for p in gone {
             self.push_event(Event::PeerGone(p));
             self.forget_if_unknown(&p);

@@ -11,7 +11,7 @@
 //! # Pieces
 //!
 //! - [`wire`]: the control messages ([`Message`]: link-state updates, full syncs,
-//!   digests) as bounded JSON, and the fixed 65-byte [`RelayHeader`].
+//!   digests) as bounded JSON, and the fixed 17-byte [`RelayHeader`].
 //! - [`topology`]: the link-state database and the shortest-path computation.
 //! - [`gossip`]: [`Mesh`], the state machine the daemon drives: reliable flooding with
 //!   sequence numbers and ages, anti-entropy digests, dial scheduling with backoff,
@@ -49,7 +49,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use gossip::{Mesh, MeshStats, RelayAction, RelayDrop};
 pub use topology::Hop;
-pub use wire::{Advert, DecodeError, LinkState, Message, RelayHeader};
+pub use wire::{Advert, DecodeError, LinkState, Message, RelayHeader, ShortId, WireRelayHeader};
 
 /// Hard bound on the number of peers (link-state origins, this host included) a mesh
 /// holds, and on the number of links one link state may list.
@@ -71,6 +71,13 @@ pub const MAX_EVENTS: usize = 4096;
 pub struct PeerId(pub [u8; 32]);
 
 impl PeerId {
+    /// How relay headers name this peer: the key's first 8 bytes.
+    pub fn short_id(&self) -> ShortId {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&self.0[..8]);
+        s
+    }
+
     /// The raw key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -6,8 +6,8 @@
 //!   input longer than [`MAX_MESSAGE_BYTES`] unparsed, then anything malformed or over
 //!   the bounds ([`MAX_PEERS`] entries or links, [`MAX_ADDRS`] addresses), and never
 //!   panics. Unknown fields are ignored (a newer peer may add some).
-//! - Relayed data starts with a fixed 65-byte [`RelayHeader`]; the payload after it is
-//!   opaque here (already end-to-end encrypted between `src` and `dst`).
+//! - Relayed data starts with a fixed 17-byte [`RelayHeader`] (origin and destination by
+//!   [`ShortId`], hop limit); the payload after it is opaque here.
 //!
 //! Example update (ids shortened):
 //! `{"type":"update","adverts":[{"age_ms":120,"state":{"origin":"3f…","seq":4294967301,
@@ -169,14 +169,30 @@ impl std::error::Error for DecodeError {}
 
 mod field {
     use std::ops::Range;
-    pub const SRC: Range<usize> = 0..32;
-    pub const DST: Range<usize> = 32..64;
-    pub const TTL: usize = 64;
+    pub const SRC: Range<usize> = 0..8;
+    pub const DST: Range<usize> = 8..16;
+    pub const TTL: usize = 16;
 }
 
-/// The header in front of data sent through the mesh: `src` key (32 bytes), `dst` key
-/// (32 bytes), hop limit (1 byte); 65 bytes, no padding, no version. Relays read it,
-/// lower `ttl` and pass the rest on untouched.
+/// A peer as named in relay headers: the first 8 bytes of its public key. Every byte of
+/// header is a byte less for the sandboxes' frames (the network MTU), and 64 bits tell
+/// the members of a mesh apart (a collision between two members' keys is refused, see
+/// `Mesh::resolve`; making one on purpose means finding a key with a given 64-bit
+/// prefix).
+pub type ShortId = [u8; 8];
+
+/// A relay header as read from the wire, before its ids are resolved to peers
+/// (`Mesh::resolve`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireRelayHeader {
+    pub src: ShortId,
+    pub dst: ShortId,
+    pub ttl: u8,
+}
+
+/// The header in front of data sent through the mesh: origin (8 bytes: [`ShortId`]),
+/// destination (8 bytes), hop limit (1 byte); 17 bytes, no padding, no version. Relays
+/// read it, lower `ttl` and pass the rest on untouched. In memory the ids are whole keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RelayHeader {
     /// The peer that sent the payload (its session with `dst` encrypted it).
@@ -191,19 +207,24 @@ pub struct RelayHeader {
 
 impl RelayHeader {
     /// Encoded length.
-    pub const LEN: usize = 65;
+    pub const LEN: usize = 17;
 
-    /// Parses the header at the front of `buf`; returns it and the payload after it.
-    pub fn parse(buf: &[u8]) -> Result<(RelayHeader, &[u8]), DecodeError> {
+    /// Parses the header at the front of `buf`; returns it (ids unresolved) and the
+    /// payload after it.
+    pub fn parse(buf: &[u8]) -> Result<(WireRelayHeader, &[u8]), DecodeError> {
         if buf.len() < Self::LEN {
             return Err(DecodeError::Truncated);
         }
-        let mut src = [0u8; 32];
-        let mut dst = [0u8; 32];
+        let mut src = [0u8; 8];
+        let mut dst = [0u8; 8];
         src.copy_from_slice(&buf[field::SRC]);
         dst.copy_from_slice(&buf[field::DST]);
-        let h = RelayHeader { src: PeerId(src), dst: PeerId(dst), ttl: buf[field::TTL] };
-        Ok((h, &buf[Self::LEN..]))
+        Ok((WireRelayHeader { src, dst, ttl: buf[field::TTL] }, &buf[Self::LEN..]))
+    }
+
+    /// The header as it is on the wire.
+    pub fn to_wire(&self) -> WireRelayHeader {
+        WireRelayHeader { src: self.src.short_id(), dst: self.dst.short_id(), ttl: self.ttl }
     }
 
     /// Writes the header into the first [`RelayHeader::LEN`] bytes of `buf`.
@@ -211,8 +232,8 @@ impl RelayHeader {
         if buf.len() < Self::LEN {
             return Err(DecodeError::Truncated);
         }
-        buf[field::SRC].copy_from_slice(&self.src.0);
-        buf[field::DST].copy_from_slice(&self.dst.0);
+        buf[field::SRC].copy_from_slice(&self.src.short_id());
+        buf[field::DST].copy_from_slice(&self.dst.short_id());
         buf[field::TTL] = self.ttl;
         Ok(())
     }
@@ -220,8 +241,8 @@ impl RelayHeader {
     /// The encoded header.
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
-        b[field::SRC].copy_from_slice(&self.src.0);
-        b[field::DST].copy_from_slice(&self.dst.0);
+        b[field::SRC].copy_from_slice(&self.src.short_id());
+        b[field::DST].copy_from_slice(&self.dst.short_id());
         b[field::TTL] = self.ttl;
         b
     }

@@ -171,6 +171,23 @@ fn relay_decisions() {
     assert_eq!(m.relay(&h(2, 3, 5)), RelayAction::Drop(RelayDrop::Looped));
     assert_eq!(m.header_to(&pid(3)), Some((pid(3), h(2, 3, 16))));
     assert_eq!(m.header_to(&pid(9)), None);
+    // On the wire the ids are 8-byte key prefixes; known peers and this host resolve.
+    assert_eq!(m.resolve(&h(1, 3, 5).to_wire()), Some(h(1, 3, 5)));
+    assert_eq!(m.resolve(&h(3, 2, 5).to_wire()), Some(h(3, 2, 5)));
+    assert_eq!(m.resolve(&h(1, 9, 5).to_wire()), None, "unknown destination");
+    assert_eq!(m.resolve(&h(9, 2, 5).to_wire()), None, "unknown origin");
+}
+
+#[test]
+fn colliding_short_ids_resolve_to_nothing() {
+    let mut m = core(2);
+    let mut twin = pid(1).0;
+    twin[31] ^= 1; // same first 8 bytes as pid(1)
+    m.link_up(pid(1), addr(1), 0).unwrap();
+    let h = RelayHeader { src: pid(1), dst: pid(2), ttl: 5 };
+    assert_eq!(m.resolve(&h.to_wire()), Some(h));
+    m.link_up(PeerId(twin), addr(4), 0).unwrap();
+    assert_eq!(m.resolve(&h.to_wire()), None, "ambiguous origin is refused");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use super::super::{
-    Advert, DecodeError, LinkState, Message, PeerId, RelayHeader, MAX_ADDRS, MAX_MESSAGE_BYTES, MAX_PEERS,
+    Advert, DecodeError, LinkState, Message, PeerId, RelayHeader, WireRelayHeader, MAX_ADDRS, MAX_MESSAGE_BYTES, MAX_PEERS,
 };
 use super::sim::pid;
 
@@ -210,26 +210,29 @@ fn worst_case_messages_fit_the_bound() {
 
 #[test]
 fn relay_header_layout() {
-    let h = RelayHeader { src: PeerId([1; 32]), dst: PeerId([2; 32]), ttl: 9 };
+    let mut k1 = [1u8; 32];
+    k1[8] = 0xee; // not on the wire
+    let h = RelayHeader { src: PeerId(k1), dst: PeerId([2; 32]), ttl: 9 };
     let b = h.to_bytes();
-    assert_eq!(b.len(), 65);
-    assert_eq!(&b[..32], &[1; 32]);
-    assert_eq!(&b[32..64], &[2; 32]);
-    assert_eq!(b[64], 9);
+    assert_eq!(b.len(), 17);
+    assert_eq!(&b[..8], &[1; 8]);
+    assert_eq!(&b[8..16], &[2; 8]);
+    assert_eq!(b[16], 9);
     let mut pkt = b.to_vec();
     pkt.extend_from_slice(b"payload");
     let (p, rest) = RelayHeader::parse(&pkt).unwrap();
-    assert_eq!((p, rest), (h, &b"payload"[..]));
+    assert_eq!((p, rest), (h.to_wire(), &b"payload"[..]));
+    assert_eq!(p, WireRelayHeader { src: [1; 8], dst: [2; 8], ttl: 9 });
     RelayHeader::set_ttl(&mut pkt, 3).unwrap();
     assert_eq!(RelayHeader::parse(&pkt).unwrap().0.ttl, 3);
-    assert_eq!(RelayHeader::parse(&pkt[..64]), Err(DecodeError::Truncated));
+    assert_eq!(RelayHeader::parse(&pkt[..16]), Err(DecodeError::Truncated));
     assert_eq!(RelayHeader::parse(&[]), Err(DecodeError::Truncated));
-    let mut short = [0u8; 64];
+    let mut short = [0u8; 16];
     assert_eq!(h.emit(&mut short), Err(DecodeError::Truncated));
     assert_eq!(RelayHeader::set_ttl(&mut short, 1), Err(DecodeError::Truncated));
-    let mut out = [0u8; 70];
+    let mut out = [0u8; 20];
     h.emit(&mut out).unwrap();
-    assert_eq!(&out[..65], &b[..]);
+    assert_eq!(&out[..17], &b[..]);
 }
 
 #[test]
