@@ -114,7 +114,7 @@ fn route(c: &mut Criterion) {
         });
         // Every frame went out (to the uplink, port 9, or the sandbox, port 1).
         let want = if in_port == 1 { 9 } else { 1 };
-        assert!(sink.0 > before && (sink.0 - before) % (want * B as u64) == 0, "{name}: frames were dropped");
+        assert!(sink.0 > before && (sink.0 - before).is_multiple_of(want * B as u64), "{name}: frames were dropped");
         if in_port == 1 {
             g.bench_function(BenchmarkId::new("restore_only", B), |bn| {
                 bn.iter(|| {

@@ -448,13 +448,11 @@ fn coalesce_tcp(pool: &mut BufPool, batch: &mut Batch, stats: &WorkerStats) {
     let mut cur: Option<(PktId, TcpCoalescer)> = None;
     let finish = |pool: &mut BufPool, head: PktId, co: &TcpCoalescer, out: &mut Batch| {
         let off = pool.meta(head).off as usize;
-        match co.finish(&mut pool.raw_mut(head)[off..]) {
-            Ok((len, vh)) => {
-                let m = pool.meta_mut(head);
-                m.len = len as u32;
-                m.vnet = vh;
-            }
-            Err(_) => {} // nothing was merged into it that we could not describe
+        // On error nothing was merged into it that we could not describe.
+        if let Ok((len, vh)) = co.finish(&mut pool.raw_mut(head)[off..]) {
+            let m = pool.meta_mut(head);
+            m.len = len as u32;
+            m.vnet = vh;
         }
         out.push(head);
     };

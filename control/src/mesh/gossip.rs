@@ -573,7 +573,7 @@ impl Mesh {
             .topo
             .digest()
             .into_iter()
-            .filter(|(o, seq)| theirs.get(o).map_or(true, |s| s < seq))
+            .filter(|(o, seq)| theirs.get(o).is_none_or(|s| s < seq))
             .map(|(o, _)| o)
             .collect();
         if !missing.is_empty() {
@@ -656,7 +656,7 @@ impl Mesh {
     fn candidates(&self, peer: &PeerId, d: &DialState, now: Option<u64>) -> Vec<SocketAddr> {
         match self.topo.state(peer) {
             Some(s) if !s.can_accept_inbound => match d.pinhole {
-                Some((addr, until)) if now.map_or(true, |t| t <= until) => vec![addr],
+                Some((addr, until)) if now.is_none_or(|t| t <= until) => vec![addr],
                 _ => Vec::new(),
             },
             st => {

@@ -33,18 +33,13 @@ use crate::wire::MacAddr;
 use super::{Ctx, Output};
 
 /// Per-worker router state (never shared).
+#[derive(Default)]
 pub struct RouterState {
     /// Packets waiting for ARP.
     pub pending: PendingQueue,
     /// ICMP errors per second.
     pub icmp: RateLimiter,
     last_claim_ms: u64,
-}
-
-impl Default for RouterState {
-    fn default() -> Self {
-        RouterState { pending: PendingQueue::default(), icmp: RateLimiter::default(), last_claim_ms: 0 }
-    }
 }
 
 impl RouterState {
