@@ -34,8 +34,7 @@ use tracing::{debug, info};
 
 use crate::mesh::{Config as TopoConfig, Event, Mesh, PeerId, RelayAction, RelayHeader};
 
-const HELLO_REQ: u8 = 0x10;
-const HELLO_RESP: u8 = 0x11;
+use dataplane::mesh::hello::{self, HelloError, HelloKey, HELLO_REQ, HELLO_RESP};
 const QUEUE: usize = 64;
 const TOKEN_SOCK: u64 = 1;
 const TOKEN_WORKERS: u64 = 2;
@@ -113,6 +112,10 @@ struct Agent {
     identity: Identity,
     /// This host's public key.
     me: [u8; 32],
+    /// The key hellos are sealed with (the mesh has a password).
+    hello_key: Option<HelloKey>,
+    /// Plain hellos are answered: no password, or hosts listed by key.
+    accept_plain_hello: bool,
     cfg: MeshConfig,
     responder: Responder,
     topo: Mesh,
@@ -180,8 +183,11 @@ struct Delivery {
 
 #[derive(Default)]
 struct AgentStats {
-    /// Datagrams for no known session, bad hellos.
+    /// Datagrams for no known session, malformed hellos.
     unknown_dropped: u64,
+    /// Hellos refused: sealed with another password, or plain where only sealed ones
+    /// are taken (a mesh with a password and no listed keys).
+    hellos_refused: u64,
     /// Frames with no route to their destination, TTL expired or looped.
     relay_dropped: u64,
     /// Frames relayed for other hosts.
@@ -235,6 +241,8 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         responder: Responder::new(&opts.identity, &opts.cfg, now),
         identity: opts.identity,
         me: public,
+        hello_key: opts.cfg.psk.as_ref().and_then(HelloKey::from_psk),
+        accept_plain_hello: opts.cfg.psk.is_none() || !opts.cfg.allowed.is_empty(),
         cfg: opts.cfg,
         topo,
         peers: Vec::new(),
@@ -734,8 +742,10 @@ impl Agent {
             }
         }
         for a in due {
-            let m = self.hello(HELLO_REQ);
-            Self::send_to(&self.sock, a, &m);
+            let sealed = self.hello_key.is_some();
+            if let Some(m) = self.hello(HELLO_REQ, sealed) {
+                Self::send_to(&self.sock, a, &m);
+            }
         }
         // Reachability for the controller.
         while let Some(ev) = self.topo.poll_event() {
@@ -797,34 +807,37 @@ impl Agent {
         self.route_sig = sig;
     }
 
-    /// A hello: the kind byte and our public key. Public keys are not secret (a Noise IK
-    /// initiator must know its responder's); admission is the handshake's business.
-    /// A reply is as long as the request, so hellos amplify nothing.
-    fn hello(&self, kind: u8) -> [u8; 33] {
-        let mut m = [0u8; 33];
-        m[0] = kind;
-        m[1..].copy_from_slice(&self.identity.public());
-        m
-    }
-
-    fn open_hello(msg: &[u8]) -> Option<[u8; 32]> {
-        if msg.len() != 33 {
-            return None;
-        }
-        msg[1..33].try_into().ok()
+    /// A hello of `kind` with our public key, sealed with the mesh password's key
+    /// when `sealed` (see `dataplane::mesh::hello`). A reply is as long as the request,
+    /// so hellos amplify nothing.
+    fn hello(&self, kind: u8, sealed: bool) -> Option<Vec<u8>> {
+        let key = if sealed { Some(self.hello_key.as_ref()?) } else { None };
+        let mut m = [0u8; hello::SEALED_LEN];
+        let n = hello::write(kind, &self.me, key, &mut m)?;
+        Some(m[..n].to_vec())
     }
 
     fn on_hello(&mut self, src: SocketAddr, msg: &[u8], now: Instant) {
-        let Some(key) = Self::open_hello(msg) else {
-            self.stats.unknown_dropped += 1;
-            return;
+        let h = match hello::read(msg, self.hello_key.as_ref(), self.accept_plain_hello) {
+            Ok(h) => h,
+            Err(HelloError::Malformed) => {
+                self.stats.unknown_dropped += 1;
+                return;
+            }
+            Err(e) => {
+                debug!(from = %src, reason = ?e, "mesh hello refused");
+                self.stats.hellos_refused += 1;
+                return;
+            }
         };
-        if key == self.identity.public() {
+        let key = h.public;
+        if key == self.me {
             return;
         }
-        if msg[0] == HELLO_REQ {
-            let m = self.hello(HELLO_RESP);
-            Self::send_to(&self.sock, src, &m);
+        if h.kind == HELLO_REQ {
+            if let Some(m) = self.hello(HELLO_RESP, h.sealed) {
+                Self::send_to(&self.sock, src, &m);
+            }
             return;
         }
         if !self.joins.iter().any(|(a, _)| *a == src) {
@@ -879,6 +892,7 @@ impl Agent {
             "handshakes_accepted": r.accepted,
             "handshakes_refused": r.refused.iter().sum::<u64>(),
             "unknown_dropped": s.unknown_dropped,
+            "hellos_refused": s.hellos_refused,
             "relay_dropped": s.relay_dropped,
             "relayed": s.relayed,
             "delivered": s.delivered,

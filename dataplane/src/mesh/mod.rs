@@ -103,6 +103,7 @@
 
 mod aead;
 mod handshake;
+pub mod hello;
 mod identity;
 pub mod limit;
 mod peer;
