@@ -273,11 +273,17 @@ fn seqlock_readers_never_see_torn_entries() {
     }
     let mac_for = |t: u64| MacAddr::from_u64(0x0200_0000_0000 | (t.wrapping_mul(0x9e37_79b9) & 0xffff_ffff));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Rounds the readers have done: writers go on until the readers have run beside
+    // them (on a loaded 2-core machine a reader may not be scheduled at all before
+    // 300,000 writes are over), bounded by count.
+    let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writers: Vec<_> = (0..2u64)
         .map(|w| {
-            let c = c.clone();
+            let (c, rounds) = (c.clone(), rounds.clone());
             std::thread::spawn(move || {
-                for i in 0..300_000u64 {
+                let mut i = 0u64;
+                while i < 300_000 || (rounds.load(Relaxed) < 2_000 && i < 50_000_000) {
+                    i += 1;
                     let t = 2 + i * 2 + w; // distinct per writer, never 1
                     let r = c.learn(NET, keys[(i % 3) as usize], mac_for(t), t, LearnFrom::Reply);
                     assert!(matches!(r, LearnResult::Changed { .. } | LearnResult::Refreshed | LearnResult::Busy), "{r:?}");
@@ -287,10 +293,11 @@ fn seqlock_readers_never_see_torn_entries() {
         .collect();
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (c, stop) = (c.clone(), stop.clone());
+            let (c, stop, rounds) = (c.clone(), stop.clone(), rounds.clone());
             std::thread::spawn(move || {
                 let (mut ok, mut torn, mut missing) = (0u64, 0u64, 0u64);
                 while !stop.load(Relaxed) {
+                    rounds.fetch_add(1, Relaxed);
                     for &k in &keys {
                         match c.get(NET, k, 0) {
                             Some(e) if e.since_ms == 1 => ok += 1,
