@@ -89,7 +89,7 @@ fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) ->
     cfg.validate().map_err(|e| format!("mesh settings: {e:?}"))?;
     let ip = ctl.opts.advertise.map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let listen = std::net::SocketAddr::new(ip, m.port);
-    let (agent, workers) = dataplane::port::meshlink::link(4096).map_err(|e| format!("mesh link: {e}"))?;
+    let (agent, workers) = dataplane::port::meshlink::link(4096, ctl.dp.workers()).map_err(|e| format!("mesh link: {e}"))?;
     ctl.dp.attach_mesh(workers).map_err(|e| format!("mesh port: {e}"))?;
     let opts = crate::meshd::MeshOpts { listen, identity, cfg, join: m.join.clone(), can_accept_inbound: m.inbound };
     let h = crate::meshd::start(opts, agent).map_err(|e| format!("--mesh-port {}: {e}", m.port))?;

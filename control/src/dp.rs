@@ -193,10 +193,17 @@ impl Dp {
         Ok(())
     }
 
-    /// Connects the workers to the mesh agent: worker 0 reads its decrypted frames.
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Connects the workers to the mesh agent: each worker reads its own queue of
+    /// decrypted frames (the agent spreads flows over them).
     pub fn attach_mesh(&mut self, ws: meshlink::WorkerSide) -> io::Result<()> {
-        let mut h: Vec<Box<dyn Port>> = vec![Box::new(ws.rx_port())];
-        h.extend((1..self.workers.len()).map(|_| Box::new(tunnel::NullPort) as Box<dyn Port>));
+        let h = (0..self.workers.len())
+            .map(|i| ws.rx_port(i).map(|p| Box::new(p) as Box<dyn Port>).ok_or_else(|| io::Error::other("mesh link has fewer queues than workers")))
+            .collect::<io::Result<Vec<_>>>()?;
         self.attach(MESH_RX, h)?;
         self.mesh = Some(ws);
         Ok(())

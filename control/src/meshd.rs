@@ -558,17 +558,11 @@ impl Agent {
     }
 
     fn hand_to_workers(&mut self, f: MeshFrame) {
-        match self.link.to_workers.try_send(f) {
-            Ok(()) => {
-                self.stats.delivered += 1;
-                // See `meshlink::link`: only a push into an empty queue wakes.
-                if self.link.to_workers.len() == 1 {
-                    self.link.workers_ready.wake();
-                }
-            }
-            Err(e) => {
+        match self.link.to_worker(f) {
+            Ok(()) => self.stats.delivered += 1,
+            Err(f) => {
                 self.stats.to_workers_full += 1;
-                self.link.recycle(e.into_inner().frame);
+                self.link.recycle(f.frame);
             }
         }
     }

@@ -2,9 +2,11 @@
 //! sessions to other hosts). A frame bridged to a remote mesh peer goes to that peer's
 //! `MeshPeerPort`, which hands a copy to the agent (bounded channel, eventfd wake-up;
 //! full → dropped and counted by the caller as tx_full). Frames the agent decrypted
-//! come back through one `MeshRxPort` (read by one worker), tagged with the origin
-//! peer and the network id, and are demultiplexed to the peer ports like tunnel
-//! traffic.
+//! come back through the workers' `MeshRxPort`s (one queue per worker; the agent picks
+//! the queue by the inner flow's hash, as RSS picks a receive queue, so every frame of
+//! a flow is forwarded by the same worker in order, and different flows spread over the
+//! workers), tagged with the origin peer and the network id, and are demultiplexed to
+//! the peer ports like tunnel traffic.
 //!
 //! Frame buffers circulate: the agent and the receiving port hand emptied `Vec`s back on
 //! a bounded spare queue, and senders take from it, so in steady state no frame
@@ -33,6 +35,7 @@ use crate::offload::{SegCsum, Segmenter};
 
 use super::{Port, PortCaps, PortError, RxCount, TxCount};
 use crate::buf::{Batch, BufPool, PktId, PortId};
+use crate::encap::flow_hash_eth;
 use crate::poll::EventFd;
 use crate::vnet::VnetHdr;
 
@@ -76,14 +79,36 @@ pub type TxRoutes = Arc<ArcSwap<Vec<Option<Arc<TxRoute>>>>>;
 pub struct AgentSide {
     pub from_workers: Receiver<MeshFrame>,
     pub wake: Arc<EventFd>,
-    pub to_workers: Sender<MeshFrame>,
-    pub workers_ready: Arc<EventFd>,
+    /// Per worker: the queue of its `MeshRxPort` and the eventfd that wakes it.
+    to_workers: Vec<(Sender<MeshFrame>, Arc<EventFd>)>,
     /// Routes the agent publishes for the workers' direct sends.
     pub routes: TxRoutes,
     spare: Spare,
 }
 
+/// Seed of the hash that picks a worker for a decrypted frame (any constant: it only
+/// has to be the same for every frame of a flow).
+const RX_HASH_SEED: u32 = 0x6d65_7368;
+
 impl AgentSide {
+    /// Queues a decrypted frame to the worker its flow hashes to, waking that worker when
+    /// the frame found its queue empty. Gives the frame back when that queue is full.
+    pub fn to_worker(&self, f: MeshFrame) -> Result<(), MeshFrame> {
+        let n = self.to_workers.len();
+        let i = if n > 1 { flow_hash_eth(&f.frame, RX_HASH_SEED) as usize % n } else { 0 };
+        let Some((tx, ready)) = self.to_workers.get(i) else { return Err(f) };
+        match tx.try_send(f) {
+            Ok(()) => {
+                // See `link`: only a push into an empty queue wakes.
+                if tx.len() == 1 {
+                    ready.wake();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+
     /// A buffer for a frame to the workers (recycled when one is spare).
     pub fn buffer(&self) -> Vec<u8> {
         self.spare.take()
@@ -122,29 +147,38 @@ impl Spare {
 pub struct WorkerSide {
     to_agent: Sender<MeshFrame>,
     wake_agent: Arc<EventFd>,
-    from_agent: Receiver<MeshFrame>,
-    ready: Arc<EventFd>,
+    /// Per worker: its queue of decrypted frames and its eventfd.
+    from_agent: Vec<(Receiver<MeshFrame>, Arc<EventFd>)>,
     routes: TxRoutes,
     spare: Spare,
 }
 
-/// Makes a connected pair (queues of `depth` frames each way).
+/// Makes a connected pair for `workers` workers: a queue of `depth` frames from the
+/// workers to the agent, and one of `depth / workers` (at least 256) from the agent to
+/// each worker, so the frames in flight towards the workers stay bounded by about
+/// `depth` whatever the number of workers.
 ///
 /// Wake-ups: a producer wakes the consumer only when its push leaves exactly one item in
 /// the queue (it was empty); a consumer reads until the queue is empty or wakes itself
 /// again, so an item behind another is always seen. One system call per burst instead of
 /// one per frame.
-pub fn link(depth: usize) -> std::io::Result<(AgentSide, WorkerSide)> {
+pub fn link(depth: usize, workers: usize) -> std::io::Result<(AgentSide, WorkerSide)> {
+    let workers = workers.max(1);
     let (ta, fa) = crossbeam_channel::bounded(depth);
-    let (tw, fw) = crossbeam_channel::bounded(depth);
     let wake = Arc::new(EventFd::new()?);
-    let ready = Arc::new(EventFd::new()?);
+    let (mut to_workers, mut from_agent) = (Vec::with_capacity(workers), Vec::with_capacity(workers));
+    for _ in 0..workers {
+        let (tw, fw) = crossbeam_channel::bounded((depth / workers).max(256));
+        let ready = Arc::new(EventFd::new()?);
+        to_workers.push((tw, ready.clone()));
+        from_agent.push((fw, ready));
+    }
     let (st, sr) = crossbeam_channel::bounded(depth * 2);
     let spare = Spare { tx: st, rx: sr };
     let routes: TxRoutes = Arc::new(ArcSwap::from_pointee(Vec::new()));
     Ok((
-        AgentSide { from_workers: fa, wake: wake.clone(), to_workers: tw, workers_ready: ready.clone(), routes: routes.clone(), spare: spare.clone() },
-        WorkerSide { to_agent: ta, wake_agent: wake, from_agent: fw, ready, routes, spare },
+        AgentSide { from_workers: fa, wake: wake.clone(), to_workers, routes: routes.clone(), spare: spare.clone() },
+        WorkerSide { to_agent: ta, wake_agent: wake, from_agent, routes, spare },
     ))
 }
 
@@ -162,9 +196,15 @@ impl WorkerSide {
         }
     }
 
-    /// The port decrypted frames arrive on.
-    pub fn rx_port(&self) -> MeshRxPort {
-        MeshRxPort { from: self.from_agent.clone(), ready: self.ready.clone(), spare: self.spare.clone() }
+    /// Number of workers (receive queues).
+    pub fn workers(&self) -> usize {
+        self.from_agent.len()
+    }
+
+    /// The port worker `i`'s decrypted frames arrive on (`None` past the last worker).
+    pub fn rx_port(&self, i: usize) -> Option<MeshRxPort> {
+        let (from, ready) = self.from_agent.get(i)?;
+        Some(MeshRxPort { from: from.clone(), ready: ready.clone(), spare: self.spare.clone() })
     }
 }
 
@@ -393,7 +433,7 @@ impl Port for MeshPeerPort {
     }
 }
 
-/// Decrypted frames from the agent (one worker reads them).
+/// Decrypted frames from the agent for one worker.
 pub struct MeshRxPort {
     from: Receiver<MeshFrame>,
     ready: Arc<EventFd>,
@@ -441,5 +481,65 @@ impl Port for MeshRxPort {
 
     fn demux(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet/IPv4/UDP frame from port `sport`.
+    fn frame(sport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&9u16.to_be_bytes());
+        f
+    }
+
+    fn mf(sport: u16) -> MeshFrame {
+        MeshFrame { peer: 1, vni: 42, frame: frame(sport), vnet: VnetHdr::default() }
+    }
+
+    /// Which worker's queue holds a frame after `to_worker`.
+    fn queue_of(a: &AgentSide, w: &WorkerSide, sport: u16) -> usize {
+        assert!(a.to_worker(mf(sport)).is_ok());
+        let i = (0..w.workers()).find(|&i| w.from_agent[i].0.try_recv().is_ok()).expect("queued somewhere");
+        assert!((0..w.workers()).all(|j| w.from_agent[j].0.is_empty()));
+        i
+    }
+
+    #[test]
+    fn decrypted_frames_spread_by_flow_and_stay_with_their_worker() {
+        let (a, w) = link(1024, 2).unwrap();
+        assert_eq!(w.workers(), 2);
+        assert!(w.rx_port(1).is_some() && w.rx_port(2).is_none());
+        // Every frame of a flow goes to the same worker (no reordering within a flow).
+        for sport in 1000..1100 {
+            let q = queue_of(&a, &w, sport);
+            assert!((0..5).all(|_| queue_of(&a, &w, sport) == q));
+        }
+        // Different flows use both workers.
+        let used: std::collections::HashSet<usize> = (1000..1100).map(|s| queue_of(&a, &w, s)).collect();
+        assert_eq!(used.len(), 2);
+    }
+
+    #[test]
+    fn a_full_worker_queue_gives_the_frame_back() {
+        let (a, w) = link(256, 1).unwrap();
+        for _ in 0..256 {
+            assert!(a.to_worker(mf(7)).is_ok());
+        }
+        let back = a.to_worker(mf(7)).err().expect("queue full");
+        assert_eq!(back.frame, frame(7));
+        assert_eq!(w.from_agent[0].0.len(), 256);
     }
 }
