@@ -39,6 +39,11 @@ struct Args {
     /// Packet buffers per worker (each holds one 64 KiB frame).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65536))]
     pool_buffers: u32,
+    /// Slots of the receive ring of each AF_PACKET port socket (one per port and
+    /// worker; 2 KiB each, larger frames wait in the socket queue); 0 receives with
+    /// recvmmsg and no ring.
+    #[arg(long, value_name = "SLOTS", default_value_t = dataplane::port::afpacket::DEFAULT_RX_RING as u32, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    rx_ring: u32,
     /// Do not use virtio-net headers on ports: every frame crosses as a plain
     /// MTU-sized frame with a complete checksum (for comparison; slower).
     #[arg(long)]
@@ -127,7 +132,7 @@ fn main() {
         pool_buffers: a.pool_buffers,
         pin: if !a.no_pin_cpus && workers <= ncpu { (0..ncpu).collect() } else { Vec::new() },
         busy_poll: a.busy_poll,
-        afpacket: AfPacketOpts { vnet, ..Default::default() },
+        afpacket: AfPacketOpts { vnet, rx_ring: a.rx_ring as usize, ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
         conntrack_max: a.conntrack_max,
     };

@@ -40,7 +40,7 @@ mod tests;
 #[cfg(test)]
 mod tests_gso;
 #[cfg(test)]
-mod tests_netns;
+pub(crate) mod tests_netns;
 #[cfg(test)]
 mod tests_util;
 

@@ -44,7 +44,7 @@ fn forced() -> bool {
 }
 
 /// Whether to run; prints why not.
-fn should_run(name: &str) -> bool {
+pub(crate) fn should_run(name: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root && !forced() {
@@ -55,12 +55,12 @@ fn should_run(name: &str) -> bool {
 }
 
 /// Skips (prints) or, under `VSWITCHD_E2E=1`, fails.
-fn skip(name: &str, why: &str) {
+pub(crate) fn skip(name: &str, why: &str) {
     assert!(!forced(), "{name}: {why}");
     eprintln!("{name}: skipped: {why}");
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
+pub(crate) fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -135,7 +135,7 @@ fn mac_str(m: [u8; 6]) -> String {
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`; sockets it creates stay there.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+pub(crate) fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path)?;
