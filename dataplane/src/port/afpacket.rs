@@ -1,7 +1,10 @@
 //! AF_PACKET ports: the host end of a veth, or any existing interface (`port add`).
 //!
 //! Each worker owns one socket per port; the sockets of a port form a PACKET_FANOUT
-//! group (hash mode: a flow always lands on the same worker, no reordering). Sockets
+//! group (hash mode: a flow lands on the same worker, no reordering; with the rollover
+//! flag, frames for a worker whose ring is nearly full go to another one instead of
+//! being dropped, so an overloaded worker — one sharing its CPU with a busy process —
+//! spills over rather than losing frames). Sockets
 //! carry virtio-net headers (PACKET_VNET_HDR) so 64 KiB GSO frames and partial
 //! checksums pass through untouched; they ignore their own outgoing frames
 //! (PACKET_IGNORE_OUTGOING); transmit with one `sendmmsg` per batch; put the
@@ -48,6 +51,9 @@ const ETH_P_ALL: u16 = 0x0003;
 /// Fanout by flow hash: one flow, one worker.
 pub const FANOUT_HASH: u16 = 0;
 const FANOUT_FLAG_UNIQUEID: u16 = 0x2000;
+/// A frame whose worker's ring is nearly full goes to another worker instead of being
+/// dropped: a flow stays on its worker unless that worker is overloaded.
+const FANOUT_FLAG_ROLLOVER: u16 = 0x1000;
 
 /// Default receive ring: 1024 slots of 2 KiB, 2 MiB of kernel memory per port and
 /// worker.
@@ -223,7 +229,7 @@ impl AfPacket {
         if n > 1 {
             // The first socket gets a fresh group id from the kernel; the others join it.
             let first = socks[0].fd.as_raw_fd();
-            let v: u32 = ((FANOUT_HASH | FANOUT_FLAG_UNIQUEID) as u32) << 16;
+            let v: u32 = ((FANOUT_HASH | FANOUT_FLAG_ROLLOVER | FANOUT_FLAG_UNIQUEID) as u32) << 16;
             setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
             let mut got: u32 = 0;
             let mut len = size_of::<u32>() as libc::socklen_t;
@@ -234,7 +240,7 @@ impl AfPacket {
             }
             let id = got & 0xffff;
             for s in &socks[1..] {
-                let v: u32 = id | ((FANOUT_HASH as u32) << 16);
+                let v: u32 = id | (((FANOUT_HASH | FANOUT_FLAG_ROLLOVER) as u32) << 16);
                 setsockopt(s.fd.as_raw_fd(), SOL_PACKET, PACKET_FANOUT, &v)?;
             }
         }
