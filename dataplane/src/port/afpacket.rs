@@ -307,6 +307,12 @@ impl AfPacket {
                 r.next = (i + 1) % r.slots;
             }
         }
+        if taken == 0 && max > 0 {
+            // Woken with an empty ring: the socket has an error pending (the interface
+            // went down: ENETDOWN), which keeps a level-triggered epoll reporting it
+            // until it is read. One `recvmmsg` reads (and clears) it, or finds nothing.
+            return self.recv_socket(pool, in_port, out, 1);
+        }
         Ok(c)
     }
 

@@ -92,7 +92,8 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         Ok(ns) => ns,
         Err(e) => return skip(NAME, &format!("cannot create the namespace: {e}")),
     };
-    let r = in_netns(&ns.0, || {
+    let name = ns.0.clone();
+    let r = in_netns(&ns.0, move || {
         let opts = AfPacketOpts { rx_ring: 64, promisc: false, ..AfPacketOpts::default() };
         let mut port = AfPacket::open(ifindex("rt1")?, &opts)?;
         assert!(port.ring.is_some());
@@ -120,6 +121,21 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         // The ring goes on after an overflow.
         send_all("rt0", &[frame(7, 300)])?;
         assert_eq!(drain(&mut port, &mut pool), vec![frame(7, 300)]);
+        // The interface going down leaves an error on the socket that keeps epoll
+        // reporting it: one read with an empty ring clears it (no busy loop).
+        let pending = |fd: i32| {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, no wait.
+            unsafe { libc::poll(&mut p, 1, 0) };
+            p.revents & (libc::POLLERR | libc::POLLIN) != 0
+        };
+        run(&["-n", &name, "link", "set", "rt1", "down"]).map_err(std::io::Error::other)?;
+        assert!(pending(port.fd.as_raw_fd()), "an error is pending after link down");
+        assert!(drain(&mut port, &mut pool).is_empty());
+        assert!(!pending(port.fd.as_raw_fd()), "nothing pending after one read");
+        run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
+        send_all("rt0", &[frame(8, 60)])?;
+        assert_eq!(drain(&mut port, &mut pool), vec![frame(8, 60)]);
         Ok(())
     });
     r.expect(NAME);
