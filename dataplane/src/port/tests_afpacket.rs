@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::*;
 use crate::encap::tests_netns::{in_netns, run, should_run, skip};
 
-/// A namespace with a veth pair `rt0` ↔ `rt1` (MTU 9000), deleted on drop.
+/// A namespace without IPv6 with a veth pair `rt0` ↔ `rt1` (MTU 9000), deleted on drop.
 struct Ns(String);
 
 impl Ns {
@@ -17,6 +17,10 @@ impl Ns {
         run(&["netns", "add", &name])?;
         let ns = Ns(name);
         let n = ns.0.as_str();
+        // No IPv6: a link coming up would send MLD/RS frames into the ring under test.
+        for k in ["all", "default"] {
+            run(&["netns", "exec", n, "sysctl", "-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")])?;
+        }
         run(&["-n", n, "link", "add", "rt0", "type", "veth", "peer", "name", "rt1"])?;
         for d in ["rt0", "rt1"] {
             run(&["-n", n, "link", "set", d, "mtu", "9000", "up"])?;
