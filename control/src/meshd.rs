@@ -737,8 +737,8 @@ impl Agent {
         }
         for a in due {
             let sealed = self.hello_key.is_some();
-            if let Some(m) = self.hello(HELLO_REQ, sealed) {
-                Self::send_to(&self.sock, a, &m);
+            if let Some((m, n)) = self.hello(HELLO_REQ, sealed) {
+                Self::send_to(&self.sock, a, &m[..n]);
             }
         }
         // Reachability for the controller.
@@ -804,11 +804,11 @@ impl Agent {
     /// A hello of `kind` with our public key, sealed with the mesh password's key
     /// when `sealed` (see `dataplane::mesh::hello`). A reply is as long as the request,
     /// so hellos amplify nothing.
-    fn hello(&self, kind: u8, sealed: bool) -> Option<Vec<u8>> {
+    fn hello(&self, kind: u8, sealed: bool) -> Option<([u8; hello::SEALED_LEN], usize)> {
         let key = if sealed { Some(self.hello_key.as_ref()?) } else { None };
         let mut m = [0u8; hello::SEALED_LEN];
         let n = hello::write(kind, &self.me, key, &mut m)?;
-        Some(m[..n].to_vec())
+        Some((m, n))
     }
 
     fn on_hello(&mut self, src: SocketAddr, msg: &[u8], now: Instant) {
@@ -829,8 +829,8 @@ impl Agent {
             return;
         }
         if h.kind == HELLO_REQ {
-            if let Some(m) = self.hello(HELLO_RESP, h.sealed) {
-                Self::send_to(&self.sock, src, &m);
+            if let Some((m, n)) = self.hello(HELLO_RESP, h.sealed) {
+                Self::send_to(&self.sock, src, &m[..n]);
             }
             return;
         }

@@ -114,7 +114,9 @@ pub fn ifindex(name: &str) -> io::Result<i32> {
 struct RxRing {
     base: *mut u8,
     slots: usize,
-    next: usize,
+    /// The slot to look at next (a `Cell` so that reading and handing back a slot does
+    /// not hold the socket borrowed while a COPY slot's frame is read from it).
+    next: std::cell::Cell<usize>,
 }
 
 impl RxRing {
@@ -132,13 +134,26 @@ impl RxRing {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(RxRing { base: p as *mut u8, slots, next: 0 })
+        Ok(RxRing { base: p as *mut u8, slots, next: std::cell::Cell::new(0) })
     }
 
     /// The status word of slot `i` (the kernel writes it; so do we, to hand it back).
     fn status(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
         // SAFETY: i < slots; each slot starts with the u32 tp_status, 4-aligned.
         unsafe { &*(self.base.add(i * RING_FRAME) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    /// The next slot and its status, if the kernel has filled it for us.
+    fn ready(&self) -> Option<(usize, u32)> {
+        let i = self.next.get();
+        let st = self.status(i).load(std::sync::atomic::Ordering::Acquire);
+        (st & TP_STATUS_USER != 0).then_some((i, st))
+    }
+
+    /// Hands slot `i` (the one [`ready`] gave) back to the kernel and moves on.
+    fn release(&self, i: usize) {
+        self.status(i).store(TP_STATUS_KERNEL, std::sync::atomic::Ordering::Release);
+        self.next.set((i + 1) % self.slots);
     }
 
     /// Slot `i` as bytes (valid while its status is ours).
@@ -261,23 +276,16 @@ impl AfPacket {
     /// a slot marked TP_STATUS_COPY stands for a large frame waiting whole in the socket
     /// queue (read with `recvmmsg` of one, in ring order).
     fn recv_ring(&mut self, pool: &mut BufPool, in_port: PortId, out: &mut Batch, max: usize) -> Result<RxCount, PortError> {
-        use std::sync::atomic::Ordering::{Acquire, Release};
         let hoff = self.hdr_off();
         let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
         let mut c = RxCount::default();
         let mut taken = 0;
         while taken < max && !out.is_full() && pool.available() > 0 {
-            let Some(ring) = self.ring.as_ref() else { break };
-            let i = ring.next;
-            let st = ring.status(i).load(Acquire);
-            if st & TP_STATUS_USER == 0 {
-                break;
-            }
+            let Some((i, st)) = self.ring.as_ref().and_then(RxRing::ready) else { break };
             taken += 1;
             if st & TP_STATUS_COPY != 0 {
-                ring.status(i).store(TP_STATUS_KERNEL, Release);
-                if let Some(r) = self.ring.as_mut() {
-                    r.next = (i + 1) % r.slots;
+                if let Some(r) = self.ring.as_ref() {
+                    r.release(i);
                 }
                 let got = self.recv_socket(pool, in_port, out, 1)?;
                 c.received += got.received;
@@ -285,6 +293,7 @@ impl AfPacket {
                 c.truncated += got.truncated;
                 continue;
             }
+            let Some(ring) = self.ring.as_ref() else { break };
             let slot = ring.slot(i);
             let len = u32::from_ne_bytes([slot[4], slot[5], slot[6], slot[7]]) as usize;
             let snap = u32::from_ne_bytes([slot[8], slot[9], slot[10], slot[11]]) as usize;
@@ -292,20 +301,11 @@ impl AfPacket {
             if snap < len || mac < vlen || mac + snap > RING_FRAME || hoff + vlen + snap > BUF_SIZE {
                 c.oversize += 1;
             } else if let Some(id) = pool.alloc() {
-                let b = pool.raw_mut(id);
-                b[hoff..hoff + vlen + snap].copy_from_slice(&slot[mac - vlen..mac + snap]);
-                let vnet = if self.vnet { VnetHdr::read(&b[hoff..hoff + VNET_HDR_LEN]).unwrap_or_default() } else { VnetHdr::default() };
-                let m = pool.meta_mut(id);
-                m.len = snap as u32;
-                m.vnet = vnet;
-                m.in_port = in_port;
-                out.push(id);
-                c.received += 1;
+                pool.raw_mut(id)[hoff..hoff + vlen + snap].copy_from_slice(&slot[mac - vlen..mac + snap]);
+                let vnet = if self.vnet { VnetHdr::read(&slot[mac - vlen..mac]).unwrap_or_default() } else { VnetHdr::default() };
+                received(pool, id, in_port, snap, vnet, out, &mut c);
             }
-            ring.status(i).store(TP_STATUS_KERNEL, Release);
-            if let Some(r) = self.ring.as_mut() {
-                r.next = (i + 1) % r.slots;
-            }
+            ring.release(i);
         }
         if taken == 0 && max > 0 {
             // Woken with an empty ring: the socket has an error pending (the interface
@@ -378,15 +378,21 @@ impl AfPacket {
             } else {
                 (VnetHdr::default(), len)
             };
-            let m = pool.meta_mut(id);
-            m.len = flen as u32;
-            m.vnet = vnet;
-            m.in_port = in_port;
-            out.push(id);
-            c.received += 1;
+            received(pool, id, in_port, flen, vnet, out, &mut c);
         }
         Ok(c)
     }
+}
+
+/// A frame of `len` bytes (with its offload state) now in buffer `id`: into the batch.
+#[inline]
+fn received(pool: &mut BufPool, id: PktId, in_port: PortId, len: usize, vnet: VnetHdr, out: &mut Batch, c: &mut RxCount) {
+    let m = pool.meta_mut(id);
+    m.len = len as u32;
+    m.vnet = vnet;
+    m.in_port = in_port;
+    out.push(id);
+    c.received += 1;
 }
 
 impl Port for AfPacket {
