@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dataplane::bridge::fdb::Fdb;
 use dataplane::buf::PortId;
 use dataplane::port::afpacket::{self, AfPacket, AfPacketOpts};
+use dataplane::port::steer;
 use dataplane::port::tap::{TapOpts, TapQueue};
 use dataplane::port::Port;
 use dataplane::stats::{PortTotals, StatsSnapshot};
@@ -36,6 +37,9 @@ pub struct DpConfig {
     pub tap: TapOpts,
     /// Most connections tracked at once (`--conntrack-max`).
     pub conntrack_max: u32,
+    /// Steer the frames sandboxes send into TAPs away from workers that are behind
+    /// (an eBPF program per TAP, `dataplane::port::steer`).
+    pub tap_steering: bool,
 }
 
 impl Default for DpConfig {
@@ -49,6 +53,7 @@ impl Default for DpConfig {
             afpacket: AfPacketOpts::default(),
             tap: TapOpts::default(),
             conntrack_max: 262_144,
+            tap_steering: true,
         }
     }
 }
@@ -258,7 +263,12 @@ impl Dp {
     }
 
     /// Attaches the queues of a TAP (one per worker).
-    pub fn attach_tap(&mut self, id: PortId, queues: Vec<TapQueue>) -> io::Result<()> {
+    pub fn attach_tap(&mut self, id: PortId, mut queues: Vec<TapQueue>) -> io::Result<()> {
+        if self.cfg.tap_steering && queues.len() > 1 {
+            if let Err(e) = steer::attach(&mut queues) {
+                tracing::warn!(port = id, error = %e, "TAP steering not attached; the kernel picks queues by flow hash");
+            }
+        }
         self.attach(id, queues.into_iter().map(|q| Box::new(q) as Box<dyn Port>).collect())
     }
 

@@ -44,6 +44,11 @@ struct Args {
     /// recvmmsg and no ring.
     #[arg(long, value_name = "SLOTS", default_value_t = dataplane::port::afpacket::DEFAULT_RX_RING as u32, value_parser = clap::value_parser!(u32).range(0..=65536))]
     rx_ring: u32,
+    /// Let the kernel pick a TAP queue by flow hash alone. By default an eBPF program
+    /// moves new frames of a flow to the next worker while the flow's worker is behind
+    /// (like PACKET_FANOUT_FLAG_ROLLOVER for veth ports).
+    #[arg(long)]
+    no_tap_steering: bool,
     /// Do not use virtio-net headers on ports: every frame crosses as a plain
     /// MTU-sized frame with a complete checksum (for comparison; slower).
     #[arg(long)]
@@ -135,6 +140,7 @@ fn main() {
         afpacket: AfPacketOpts { vnet, rx_ring: a.rx_ring as usize, ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
         conntrack_max: a.conntrack_max,
+        tap_steering: !a.no_tap_steering,
     };
     let fail = |m: String| -> ! {
         eprintln!("vswitchd: {m}");

@@ -8,6 +8,7 @@
 pub mod afpacket;
 pub mod mem;
 pub mod meshlink;
+pub mod steer;
 pub mod tap;
 pub mod tunnel;
 

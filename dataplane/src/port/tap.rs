@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{Port, PortCaps, PortError, RxCount, TxCount};
 use crate::buf::{Batch, BufPool, PktId, PortId, BUF_SIZE, HEADROOM};
+use super::steer::QueueBacklog;
 use crate::vnet::{VnetHdr, VNET_HDR_LEN};
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -58,6 +59,8 @@ pub struct TapQueue {
     fd: OwnedFd,
     vnet: bool,
     name: String,
+    /// This queue's count for the steering program, if one is attached.
+    backlog: Option<QueueBacklog>,
 }
 
 fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: *mut T) -> io::Result<()> {
@@ -115,7 +118,7 @@ impl TapQueue {
         } else {
             ioctl_val(raw, TUNSETOFFLOAD, 0)?;
         }
-        Ok(TapQueue { fd, vnet: opts.vnet, name: actual })
+        Ok(TapQueue { fd, vnet: opts.vnet, name: actual, backlog: None })
     }
 
     /// Opens `n` queues of the TAP `name` (creating it if needed).
@@ -127,6 +130,16 @@ impl TapQueue {
     /// Makes the device outlive its descriptors (or not).
     pub fn set_persist(&self, persist: bool) -> io::Result<()> {
         ioctl_val(self.fd.as_raw_fd(), TUNSETPERSIST, persist as libc::c_ulong)
+    }
+
+    /// Counts what this queue reads for the steering program (`steer::attach`).
+    pub fn set_backlog(&mut self, b: QueueBacklog) {
+        self.backlog = Some(b);
+    }
+
+    /// The steering program's view of this queue, if one is attached.
+    pub fn backlog(&self) -> Option<&QueueBacklog> {
+        self.backlog.as_ref()
     }
 
     pub fn name(&self) -> &str {
@@ -142,10 +155,17 @@ impl TapQueue {
     }
 }
 
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Port for TapQueue {
     fn rx_batch(&mut self, pool: &mut BufPool, in_port: PortId, out: &mut Batch, max: usize) -> Result<RxCount, PortError> {
         let mut c = RxCount::default();
         let hoff = self.hdr_off();
+        let mut reads = 0;
         while c.received < max && !out.is_full() {
             let Some(id) = pool.alloc() else { break };
             // SAFETY: reads at most BUF_SIZE - hoff bytes into the buffer.
@@ -156,10 +176,22 @@ impl Port for TapQueue {
                 pool.release(id);
                 let e = io::Error::last_os_error();
                 return match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(c),
+                    Some(libc::EAGAIN) => {
+                        if let Some(b) = &self.backlog {
+                            b.drained();
+                        }
+                        Ok(c)
+                    }
+                    Some(libc::EINTR) => {
+                        if let Some(b) = &self.backlog {
+                            b.read(reads);
+                        }
+                        Ok(c)
+                    }
                     _ => Err(PortError::from_io(e)),
                 };
             }
+            reads += 1;
             let len = r as usize;
             let (vnet, flen) = if self.vnet {
                 if len < VNET_HDR_LEN {
@@ -177,6 +209,9 @@ impl Port for TapQueue {
             m.in_port = in_port;
             out.push(id);
             c.received += 1;
+        }
+        if let Some(b) = &self.backlog {
+            b.read(reads);
         }
         Ok(c)
     }
