@@ -104,6 +104,9 @@ named_enum! {
         IcmpErrorSent => "icmp_error_sent",
         IcmpErrorLimited => "icmp_error_rate_limited",
         RxBatches => "rx_batches",
+        /// Frames the TAP steering program sent to the next worker's queue because
+        /// theirs was behind (counted by the worker whose queue it was).
+        TapRollover => "tap_rollover",
         Wakeups => "wakeups",
     }
 }

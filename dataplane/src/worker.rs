@@ -356,6 +356,10 @@ impl Worker {
     fn poll_kernel_drops(&mut self) {
         for (id, wp) in self.ports.iter_mut().enumerate() {
             if let Some(wp) = wp {
+                let r = wp.port.steered_away();
+                if r > 0 {
+                    self.stats.event(crate::stats::Event::TapRollover, r);
+                }
                 let n = wp.port.kernel_drops();
                 if n > 0 {
                     if let Some(c) = self.stats.port(id as PortId) {

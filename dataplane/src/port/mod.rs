@@ -96,6 +96,12 @@ pub trait Port: Send {
         0
     }
 
+    /// Frames the kernel sent to another worker's handle of this port since the last
+    /// call because this one was behind (TAP steering). Called about once a second.
+    fn steered_away(&mut self) -> u64 {
+        0
+    }
+
     /// Frames from this port belong to different ports (a tunnel's receive socket):
     /// the worker finds each frame's port from its tunnel metadata.
     fn demux(&self) -> bool {

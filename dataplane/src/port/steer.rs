@@ -34,10 +34,12 @@ const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_PSEUDO_MAP_VALUE: u8 = 2;
 /// `_IOR('T', 224, int)`.
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
-/// Bytes per queue in the map: the program's count in the first cache line, the
-/// reader's in the second.
+/// Bytes per queue in the map: the program's counts (sent, rolled over) in the first
+/// cache line, the reader's in the second.
 const SLOT: usize = 128;
 const RECEIVED: usize = 64;
+/// Frames the program sent to the next queue because this one was behind.
+const ROLLED: usize = 8;
 /// Frames waiting on a queue beyond which new frames may take the next queue (tun
 /// queues hold 500 frames by default, 1000 for endpoint TAPs).
 pub const ROLLOVER_BACKLOG: i32 = 128;
@@ -296,6 +298,13 @@ fn program(queues: u32, map_fd: RawFd) -> Vec<Insn> {
     a.ldx_dw(5, 1, RECEIVED as i16);
     a.alu64_x(SUB, 4, 5);
     a.jmp_x(JSGE, 4, 3, commit);
+    // Count the rollover on queue q, then take q2.
+    a.ld_map_value(1, map_fd);
+    a.alu64_x(MOV, 2, 7);
+    a.alu64_k(LSH, 2, 7);
+    a.alu64_x(ADD, 1, 2);
+    a.alu64_k(MOV, 2, 1);
+    a.atomic_add_dw(1, 2, ROLLED as i16);
     a.alu64_x(MOV, 7, 8);
     // Count the frame on the chosen queue and return it.
     a.bind(commit);
@@ -397,7 +406,7 @@ pub fn attach(queues: &mut [TapQueue]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     for (i, q) in queues.iter_mut().enumerate() {
-        q.set_backlog(QueueBacklog { counters: counters.clone(), queue: i });
+        q.set_backlog(QueueBacklog { counters: counters.clone(), queue: i, rolled_seen: 0 });
     }
     Ok(())
 }
@@ -406,6 +415,7 @@ pub fn attach(queues: &mut [TapQueue]) -> io::Result<()> {
 pub struct QueueBacklog {
     counters: Arc<Counters>,
     queue: usize,
+    rolled_seen: u64,
 }
 
 impl QueueBacklog {
@@ -421,6 +431,14 @@ impl QueueBacklog {
     pub fn drained(&self) {
         let sent = self.counters.at(self.queue, 0).load(Ordering::Relaxed);
         self.counters.at(self.queue, RECEIVED).store(sent, Ordering::Relaxed);
+    }
+
+    /// Frames the program sent to the next queue instead of this one since the last call.
+    pub fn take_rolled(&mut self) -> u64 {
+        let now = self.counters.at(self.queue, ROLLED).load(Ordering::Relaxed);
+        let d = now.wrapping_sub(self.rolled_seen);
+        self.rolled_seen = now;
+        d
     }
 
     /// Frames the program counts as waiting (for tests and diagnostics).

@@ -256,4 +256,8 @@ impl Port for TapQueue {
     fn kind(&self) -> &'static str {
         "tap"
     }
+
+    fn steered_away(&mut self) -> u64 {
+        self.backlog.as_mut().map_or(0, |b| b.take_rolled())
+    }
 }

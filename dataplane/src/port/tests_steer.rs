@@ -160,9 +160,11 @@ fn steering_moves_a_flow_off_a_queue_that_is_behind() {
     let keep = ROLLOVER_BACKLOG as usize + 1;
     let c = count(&mut qs, &mut pool, 200);
     assert_eq!((c[q], c[1 - q]), (keep, 200 - keep), "rolled over once {ROLLOVER_BACKLOG} frames waited: {c:?}");
+    assert_eq!((qs[q].steered_away(), qs[1 - q].steered_away()), (200 - keep as u64, 0), "rollovers counted on the queue left");
     // Read empty: the flow is back on its own queue.
     send(&ns.0, "vst0", flow(20)).expect("send");
     assert_eq!(count(&mut qs, &mut pool, 20)[q], 20, "back on its own queue");
+    assert_eq!(qs[q].steered_away(), 0, "no rollover while read");
     // Both queues behind: frames go where fewer wait.
     send(&ns.0, "vst0", flow(400)).expect("send");
     let c = count(&mut qs, &mut pool, 400);
