@@ -2,7 +2,9 @@
 //! headers and checksum/TSO/USO offloads announced to the kernel (TUNSETOFFLOAD), so
 //! the sandbox behind the TAP sends 64 KiB TCP super-frames with partial checksums and
 //! accepts them back. Created multi-queue: each worker opens its own queue of the same
-//! device; the kernel spreads the sandbox's flows over the queues by flow hash.
+//! device; the kernel spreads the sandbox's flows over the queues by flow hash, or, with
+//! the steering program of `steer` attached (the daemon's default), by flow hash with
+//! rollover to the next queue while a flow's own queue is behind.
 //!
 //! The TAP device is created in the daemon's namespace and may then be moved into a
 //! sandbox and renamed; the queue descriptors keep working wherever the device lives.
