@@ -71,6 +71,12 @@ pub fn mesh_identity(dir: &std::path::Path) -> Result<dataplane::mesh::Identity,
 }
 
 /// Starts the mesh agent and connects it to the workers.
+/// Frames queued from the workers to the mesh agent; each worker's queue of decrypted
+/// frames holds depth / workers (at least 256), the spare-buffer queue twice the depth.
+/// Frames are up to 64 KiB, so this bounds the mesh's buffers at about
+/// (2 + 2) x 1024 x 64 KiB = 256 MiB in the worst case (4096 allowed four times that).
+const MESH_QUEUE_DEPTH: usize = 1024;
+
 fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) -> Result<crossbeam_channel::Receiver<crate::meshd::MeshEvent>, String> {
     let identity = mesh_identity(state_dir)?;
     let cfg = dataplane::mesh::MeshConfig {
@@ -89,7 +95,7 @@ fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) ->
     cfg.validate().map_err(|e| format!("mesh settings: {e:?}"))?;
     let ip = ctl.opts.advertise.map(std::net::IpAddr::V4).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let listen = std::net::SocketAddr::new(ip, m.port);
-    let (agent, workers) = dataplane::port::meshlink::link(4096, ctl.dp.workers()).map_err(|e| format!("mesh link: {e}"))?;
+    let (agent, workers) = dataplane::port::meshlink::link(MESH_QUEUE_DEPTH, ctl.dp.workers()).map_err(|e| format!("mesh link: {e}"))?;
     ctl.dp.attach_mesh(workers).map_err(|e| format!("mesh port: {e}"))?;
     let opts = crate::meshd::MeshOpts { listen, identity, cfg, join: m.join.clone(), can_accept_inbound: m.inbound };
     let h = crate::meshd::start(opts, agent).map_err(|e| format!("--mesh-port {}: {e}", m.port))?;
