@@ -451,3 +451,36 @@ impl QueueBacklog {
 #[cfg(test)]
 #[path = "tests_steer.rs"]
 mod tests_steer;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel's verifier checks first, without root: every jump lands inside
+    /// the program and not in the middle of a 64-bit load, registers exist, the map is
+    /// referenced, and no path falls off the end.
+    #[test]
+    fn program_is_well_formed() {
+        for n in [1u32, 2, 3, 8, 256] {
+            let p = program(n, 42);
+            assert!(p.len() < 256, "{} instructions", p.len());
+            let wide: Vec<bool> = (0..p.len()).map(|i| i > 0 && p[i - 1].code == (LD | DW)).collect();
+            for (i, ins) in p.iter().enumerate() {
+                assert!(ins.regs & 0x0f <= 10 && ins.regs >> 4 <= 10 || wide[i], "register at {i}");
+                let class = ins.code & 0x07;
+                let op = ins.code & 0xf0;
+                if class == JMP && op != EXIT && !wide[i] {
+                    let t = i as isize + 1 + ins.off as isize;
+                    assert!(t >= 0 && (t as usize) < p.len() && !wide[t as usize], "jump at {i} to {t} (n={n})");
+                }
+                if ins.code == (LD | DW) {
+                    assert_eq!((ins.regs >> 4, ins.imm), (BPF_PSEUDO_MAP_VALUE, 42), "map value load at {i}");
+                }
+            }
+            let last = p.last().expect("program");
+            assert_eq!(last.code, JMP | EXIT, "ends with exit");
+            // The divisor of the queue choice is the queue count.
+            assert!(p.iter().any(|i| i.code == (ALU | MOD | K) && i.imm == n as i32), "mod {n}");
+        }
+    }
+}
