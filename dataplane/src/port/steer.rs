@@ -411,6 +411,15 @@ pub fn attach(queues: &mut [TapQueue]) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes the steering program off the TAP of `queue` (the kernel picks queues by its
+/// own flow hash again). Done when the queue that attached it closes, so a TAP that
+/// outlives the daemon does not keep steering by counts nobody updates.
+pub(crate) fn detach(queue: RawFd) {
+    let mut fd: libc::c_int = -1;
+    // SAFETY: the ioctl reads one int; -1 detaches.
+    unsafe { libc::ioctl(queue, TUNSETSTEERINGEBPF, &mut fd as *mut libc::c_int) };
+}
+
 /// A queue reader's side of the backlog count.
 pub struct QueueBacklog {
     counters: Arc<Counters>,
@@ -431,6 +440,11 @@ impl QueueBacklog {
     pub fn drained(&self) {
         let sent = self.counters.at(self.queue, 0).load(Ordering::Relaxed);
         self.counters.at(self.queue, RECEIVED).store(sent, Ordering::Relaxed);
+    }
+
+    /// The queue's index in its TAP.
+    pub fn queue(&self) -> usize {
+        self.queue
     }
 
     /// Frames the program sent to the next queue instead of this one since the last call.

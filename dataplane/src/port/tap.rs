@@ -157,6 +157,14 @@ impl TapQueue {
     }
 }
 
+impl Drop for TapQueue {
+    fn drop(&mut self) {
+        if self.backlog.as_ref().is_some_and(|b| b.queue() == 0) {
+            super::steer::detach(self.fd.as_raw_fd());
+        }
+    }
+}
+
 impl AsRawFd for TapQueue {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -185,4 +185,15 @@ fn steering_moves_a_flow_off_a_queue_that_is_behind() {
     send(&ns.0, "vst0", v6).expect("send");
     let c = count(&mut qs, &mut pool, 64);
     assert!(c[0] > 0 && c[1] > 0, "64 IPv6 flows spread: {c:?}");
+
+    // Closing the queues takes the program off the (persistent) TAP: queues opened
+    // again without steering see the kernel's own choice, no rollover.
+    qs[0].set_persist(true).expect("persist");
+    drop(qs);
+    let mut qs = in_netns(&ns.0, || TapQueue::open_queues("vst0", 2, &TapOpts { vnet: false, multi_queue: true })).expect("reopen");
+    run(&["-n", &ns.0, "link", "set", "vst0", "up"]).expect("up");
+    send(&ns.0, "vst0", flow(200)).expect("send");
+    let c = count(&mut qs, &mut pool, 200);
+    assert!(c == [200, 0] || c == [0, 200], "no program after the queues closed: {c:?}");
+    qs[0].set_persist(false).expect("not persistent");
 }
