@@ -104,9 +104,10 @@ named_enum! {
         IcmpErrorSent => "icmp_error_sent",
         IcmpErrorLimited => "icmp_error_rate_limited",
         RxBatches => "rx_batches",
-        /// Frames the TAP steering program sent to the next worker's queue because
-        /// theirs was behind (counted by the worker whose queue it was).
-        TapRollover => "tap_rollover",
+        /// Frames the kernel gave to another worker because theirs was behind (fanout
+        /// rollover on AF_PACKET ports, the steering program on TAPs), counted by the
+        /// worker whose they were.
+        Rollover => "rollover",
         Wakeups => "wakeups",
     }
 }

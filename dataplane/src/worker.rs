@@ -358,7 +358,7 @@ impl Worker {
             if let Some(wp) = wp {
                 let r = wp.port.steered_away();
                 if r > 0 {
-                    self.stats.event(crate::stats::Event::TapRollover, r);
+                    self.stats.event(crate::stats::Event::Rollover, r);
                 }
                 let n = wp.port.kernel_drops();
                 if n > 0 {

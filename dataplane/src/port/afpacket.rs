@@ -37,6 +37,7 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_COPY_THRESH: libc::c_int = 7;
+const PACKET_ROLLOVER_STATS: libc::c_int = 21;
 const PACKET_VERSION: libc::c_int = 10;
 const TPACKET_V2: libc::c_int = 1;
 const TP_STATUS_KERNEL: u32 = 0;
@@ -179,6 +180,8 @@ pub struct AfPacket {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     ids: [PktId; BATCH_MAX],
+    /// Rollovers away from this socket already reported (`steered_away`).
+    rolled_seen: u64,
 }
 
 // The raw pointers in the scratch arrays point into this struct's own boxes or into
@@ -231,7 +234,7 @@ impl AfPacket {
         // SAFETY: zeroed mmsghdr/iovec are valid placeholders, rebuilt per call.
         let hdrs = (0..BATCH_MAX).map(|_| unsafe { zeroed::<libc::mmsghdr>() }).collect();
         let iovs = (0..BATCH_MAX).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect();
-        Ok(AfPacket { fd, ring, vnet: opts.vnet, hdrs, iovs, ids: [0; BATCH_MAX] })
+        Ok(AfPacket { fd, ring, vnet: opts.vnet, hdrs, iovs, ids: [0; BATCH_MAX], rolled_seen: 0 })
     }
 
     /// Opens one socket per worker on `ifindex`, joined in one fanout group when there
@@ -470,6 +473,24 @@ impl Port for AfPacket {
 
     fn kind(&self) -> &'static str {
         "afpacket"
+    }
+
+    fn steered_away(&mut self) -> u64 {
+        // struct tpacket_rollover_stats { tp_all, tp_huge, tp_failed }: frames the fanout
+        // sent to another socket because this one's ring was nearly full (cumulative;
+        // only for sockets of a group with the rollover flag).
+        let mut st = [0u64; 3];
+        let mut len = size_of::<[u64; 3]>() as libc::socklen_t;
+        // SAFETY: st is a valid buffer of len bytes.
+        let r = unsafe {
+            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_ROLLOVER_STATS, st.as_mut_ptr() as *mut libc::c_void, &mut len)
+        };
+        if r < 0 {
+            return 0;
+        }
+        let d = st[0].wrapping_sub(self.rolled_seen);
+        self.rolled_seen = st[0];
+        d
     }
 
     fn kernel_drops(&mut self) -> u64 {

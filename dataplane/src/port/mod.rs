@@ -97,7 +97,8 @@ pub trait Port: Send {
     }
 
     /// Frames the kernel sent to another worker's handle of this port since the last
-    /// call because this one was behind (TAP steering). Called about once a second.
+    /// call because this one was behind (fanout rollover, TAP steering). Called about
+    /// once a second.
     fn steered_away(&mut self) -> u64 {
         0
     }

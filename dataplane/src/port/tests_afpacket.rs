@@ -170,6 +170,11 @@ fn a_full_worker_ring_rolls_over_to_another_worker() {
         // The kernel rolls over while the other ring has room above its low-water mark,
         // so that one need not fill up completely.
         assert!(per.contains(&64) && per.iter().all(|&n| n > 0), "the other worker's ring took what the first could not: {per:?}");
+        // The rollovers are reported by the socket whose ring was full.
+        let full = per.iter().position(|&n| n == 64).expect("a full ring");
+        let rolled: Vec<u64> = socks.iter_mut().map(|s| s.steered_away()).collect();
+        assert!(rolled[full] > 0 && rolled[full] as usize <= per[1 - full], "rollovers counted on the full ring's socket: {rolled:?} for {per:?}");
+        assert_eq!(socks[full].steered_away(), 0, "counted once");
         Ok(())
     });
     r.expect(NAME);
