@@ -70,13 +70,13 @@ pub fn mesh_identity(dir: &std::path::Path) -> Result<dataplane::mesh::Identity,
     }
 }
 
-/// Starts the mesh agent and connects it to the workers.
 /// Frames queued from the workers to the mesh agent; each worker's queue of decrypted
 /// frames holds depth / workers (at least 256), the spare-buffer queue twice the depth.
 /// Frames are up to 64 KiB, so this bounds the mesh's buffers at about
 /// (2 + 2) x 1024 x 64 KiB = 256 MiB in the worst case (4096 allowed four times that).
 const MESH_QUEUE_DEPTH: usize = 1024;
 
+/// Starts the mesh agent and connects it to the workers.
 fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) -> Result<crossbeam_channel::Receiver<crate::meshd::MeshEvent>, String> {
     let identity = mesh_identity(state_dir)?;
     let cfg = dataplane::mesh::MeshConfig {

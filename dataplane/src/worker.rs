@@ -263,7 +263,7 @@ impl Worker {
             let now_ms = clock::now_ms();
             if now != self.last_sec {
                 self.last_sec = now;
-                self.poll_kernel_drops();
+                self.poll_kernel_counters();
             }
             for i in 0..n {
                 let token = self.events[i].u64;
@@ -352,8 +352,9 @@ impl Worker {
         self.batch.clear();
     }
 
-    /// Adds the kernel's drop counts of every port to its rx_dropped counter.
-    fn poll_kernel_drops(&mut self) {
+    /// Adds the kernel's drop counts of every port to its rx_dropped counter, and its
+    /// rollover counts to the `rollover` event.
+    fn poll_kernel_counters(&mut self) {
         for (id, wp) in self.ports.iter_mut().enumerate() {
             if let Some(wp) = wp {
                 let r = wp.port.steered_away();

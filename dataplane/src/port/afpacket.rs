@@ -99,6 +99,19 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> i
     }
 }
 
+/// Reads a socket option into a `T` (plain data the kernel fills).
+fn getsockopt<T: Default>(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<T> {
+    let mut val = T::default();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: val is a T of len bytes, written by the kernel.
+    let r = unsafe { libc::getsockopt(fd, level, name, &mut val as *mut T as *mut libc::c_void, &mut len) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(val)
+    }
+}
+
 /// Looks up an interface index by name in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> io::Result<i32> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
@@ -249,13 +262,7 @@ impl AfPacket {
             let first = socks[0].fd.as_raw_fd();
             let v: u32 = ((FANOUT_HASH | FANOUT_FLAG_ROLLOVER | FANOUT_FLAG_UNIQUEID) as u32) << 16;
             setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
-            let mut got: u32 = 0;
-            let mut len = size_of::<u32>() as libc::socklen_t;
-            // SAFETY: got is a valid u32 buffer.
-            let r = unsafe { libc::getsockopt(first, SOL_PACKET, PACKET_FANOUT, &mut got as *mut u32 as *mut libc::c_void, &mut len) };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let got: u32 = getsockopt(first, SOL_PACKET, PACKET_FANOUT)?;
             let id = got & 0xffff;
             for s in &socks[1..] {
                 let v: u32 = id | (((FANOUT_HASH | FANOUT_FLAG_ROLLOVER) as u32) << 16);
@@ -479,15 +486,7 @@ impl Port for AfPacket {
         // struct tpacket_rollover_stats { tp_all, tp_huge, tp_failed }: frames the fanout
         // sent to another socket because this one's ring was nearly full (cumulative;
         // only for sockets of a group with the rollover flag).
-        let mut st = [0u64; 3];
-        let mut len = size_of::<[u64; 3]>() as libc::socklen_t;
-        // SAFETY: st is a valid buffer of len bytes.
-        let r = unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_ROLLOVER_STATS, st.as_mut_ptr() as *mut libc::c_void, &mut len)
-        };
-        if r < 0 {
-            return 0;
-        }
+        let Ok(st) = getsockopt::<[u64; 3]>(self.fd.as_raw_fd(), SOL_PACKET, PACKET_ROLLOVER_STATS) else { return 0 };
         let d = st[0].wrapping_sub(self.rolled_seen);
         self.rolled_seen = st[0];
         d
@@ -495,20 +494,10 @@ impl Port for AfPacket {
 
     fn kernel_drops(&mut self) -> u64 {
         // struct tpacket_stats { tp_packets, tp_drops }; reading resets it.
-        let mut st = [0u32; 2];
-        let mut len = size_of::<[u32; 2]>() as libc::socklen_t;
-        // SAFETY: st is a valid buffer of len bytes.
-        let r = unsafe {
-            libc::getsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS, st.as_mut_ptr() as *mut libc::c_void, &mut len)
-        };
-        if r < 0 {
-            0
-        } else {
-            st[1] as u64
-        }
+        getsockopt::<[u32; 2]>(self.fd.as_raw_fd(), SOL_PACKET, PACKET_STATISTICS).map_or(0, |st| st[1] as u64)
     }
 }
 
 #[cfg(test)]
 #[path = "tests_afpacket.rs"]
-mod tests_afpacket;
+pub(crate) mod tests_afpacket;

@@ -37,6 +37,7 @@ const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 /// Bytes per queue in the map: the program's counts (sent, rolled over) in the first
 /// cache line, the reader's in the second.
 const SLOT: usize = 128;
+const _: () = assert!(SLOT.is_power_of_two(), "the program shifts by log2(SLOT)");
 const RECEIVED: usize = 64;
 /// Frames the program sent to the next queue because this one was behind.
 const ROLLED: usize = 8;
@@ -171,6 +172,25 @@ impl Asm {
         self.raw(LD | DW, dst, BPF_PSEUDO_MAP_VALUE, 0, map_fd);
         self.raw(0, 0, 0, 0, 0);
     }
+    /// r1 = address of the slot of the queue in register `q` (clobbers r2).
+    fn slot_addr(&mut self, q: u8, map_fd: RawFd) {
+        self.ld_map_value(1, map_fd);
+        self.alu64_x(MOV, 2, q);
+        self.alu64_k(LSH, 2, SLOT.trailing_zeros() as i32);
+        self.alu64_x(ADD, 1, 2);
+    }
+    /// dst = frames waiting in the slot at r1 (sent - received, signed: the reader may be
+    /// ahead of a count it has not seen yet); clobbers `tmp`.
+    fn waiting(&mut self, dst: u8, tmp: u8) {
+        self.ldx_dw(dst, 1, 0);
+        self.ldx_dw(tmp, 1, RECEIVED as i16);
+        self.alu64_x(SUB, dst, tmp);
+    }
+    /// `lock *(u64 *)(r1 + off) += 1` (clobbers r2).
+    fn count(&mut self, off: usize) {
+        self.alu64_k(MOV, 2, 1);
+        self.atomic_add_dw(1, 2, off as i16);
+    }
     fn ldx_dw(&mut self, dst: u8, src: u8, off: i16) {
         self.raw(LDX | MEM | DW, dst, src, off, 0);
     }
@@ -274,15 +294,9 @@ fn program(queues: u32, map_fd: RawFd) -> Vec<Insn> {
     a.alu32_x(XOR, 7, 1);
     a.alu32_k(MOD, 7, n);
     a.jmp_k(JGT, 7, n - 1, ret0);
-    // r3 = frames waiting on queue q (sent - received, signed: the reader may be ahead
-    // of a count it has not seen yet).
-    a.ld_map_value(1, map_fd);
-    a.alu64_x(MOV, 2, 7);
-    a.alu64_k(LSH, 2, 7);
-    a.alu64_x(ADD, 1, 2);
-    a.ldx_dw(3, 1, 0);
-    a.ldx_dw(4, 1, RECEIVED as i16);
-    a.alu64_x(SUB, 3, 4);
+    // r3 = frames waiting on queue q.
+    a.slot_addr(7, map_fd);
+    a.waiting(3, 4);
     a.jmp_k(JSLE, 3, ROLLOVER_BACKLOG, commit);
     // Behind: the next queue if fewer frames wait there.
     a.alu64_x(MOV, 8, 7);
@@ -290,30 +304,17 @@ fn program(queues: u32, map_fd: RawFd) -> Vec<Insn> {
     a.jmp_k(JLT, 8, n, have);
     a.alu64_k(MOV, 8, 0);
     a.bind(have);
-    a.ld_map_value(1, map_fd);
-    a.alu64_x(MOV, 2, 8);
-    a.alu64_k(LSH, 2, 7);
-    a.alu64_x(ADD, 1, 2);
-    a.ldx_dw(4, 1, 0);
-    a.ldx_dw(5, 1, RECEIVED as i16);
-    a.alu64_x(SUB, 4, 5);
+    a.slot_addr(8, map_fd);
+    a.waiting(4, 5);
     a.jmp_x(JSGE, 4, 3, commit);
     // Count the rollover on queue q, then take q2.
-    a.ld_map_value(1, map_fd);
-    a.alu64_x(MOV, 2, 7);
-    a.alu64_k(LSH, 2, 7);
-    a.alu64_x(ADD, 1, 2);
-    a.alu64_k(MOV, 2, 1);
-    a.atomic_add_dw(1, 2, ROLLED as i16);
+    a.slot_addr(7, map_fd);
+    a.count(ROLLED);
     a.alu64_x(MOV, 7, 8);
     // Count the frame on the chosen queue and return it.
     a.bind(commit);
-    a.ld_map_value(1, map_fd);
-    a.alu64_x(MOV, 2, 7);
-    a.alu64_k(LSH, 2, 7);
-    a.alu64_x(ADD, 1, 2);
-    a.alu64_k(MOV, 2, 1);
-    a.atomic_add_dw(1, 2, 0);
+    a.slot_addr(7, map_fd);
+    a.count(0);
     a.alu64_x(MOV, 0, 7);
     a.exit();
     a.bind(ret0);
@@ -325,7 +326,7 @@ fn program(queues: u32, map_fd: RawFd) -> Vec<Insn> {
 /// A TAP's counters, mapped from its BPF map (which lives as long as the program
 /// attached to the device, or this mapping).
 struct Counters {
-    _map: OwnedFd,
+    map: OwnedFd,
     mem: *mut libc::c_void,
     len: usize,
     queues: usize,
@@ -370,8 +371,8 @@ pub fn attach(queues: &mut [TapQueue]) -> io::Result<()> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("mapping the BPF map: {e}")));
     }
-    let counters = Arc::new(Counters { _map: map, mem, len, queues: n });
-    let insns = program(n as u32, counters._map.as_raw_fd());
+    let counters = Arc::new(Counters { map, mem, len, queues: n });
+    let insns = program(n as u32, counters.map.as_raw_fd());
     let license = c"GPL";
     let load = |log: &mut [u8]| {
         let mut p = ProgLoadAttr {

@@ -176,6 +176,7 @@ impl Port for TapQueue {
         let mut c = RxCount::default();
         let hoff = self.hdr_off();
         let mut reads = 0;
+        let mut empty = false;
         while c.received < max && !out.is_full() {
             let Some(id) = pool.alloc() else { break };
             // SAFETY: reads at most BUF_SIZE - hoff bytes into the buffer.
@@ -185,21 +186,12 @@ impl Port for TapQueue {
             if r < 0 {
                 pool.release(id);
                 let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::EAGAIN) => {
-                        if let Some(b) = &self.backlog {
-                            b.drained();
-                        }
-                        Ok(c)
-                    }
-                    Some(libc::EINTR) => {
-                        if let Some(b) = &self.backlog {
-                            b.read(reads);
-                        }
-                        Ok(c)
-                    }
-                    _ => Err(PortError::from_io(e)),
-                };
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => empty = true,
+                    Some(libc::EINTR) => {}
+                    _ => return Err(PortError::from_io(e)),
+                }
+                break;
             }
             reads += 1;
             let len = r as usize;
@@ -220,8 +212,10 @@ impl Port for TapQueue {
             out.push(id);
             c.received += 1;
         }
-        if let Some(b) = &self.backlog {
-            b.read(reads);
+        match &self.backlog {
+            Some(b) if empty => b.drained(),
+            Some(b) => b.read(reads),
+            None => {}
         }
         Ok(c)
     }

@@ -49,7 +49,7 @@ fn frame(seq: u16, len: usize) -> Vec<u8> {
 }
 
 /// Sends `frames` out of `dev` with a plain packet socket.
-fn send_all(dev: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
+pub(crate) fn send_all(dev: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
     // SAFETY: plain socket calls on memory we own; the fd is wrapped at once.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -5,11 +5,11 @@
 //! behind the frames go where fewer wait; many flows spread; the hash is symmetric and
 //! covers IPv6 and non-IP frames.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::encap::tests_netns::{in_netns, run, should_run, skip};
+use crate::port::afpacket::tests_afpacket::send_all;
 use crate::buf::{Batch, BufPool};
 use crate::port::tap::{TapOpts, TapQueue};
 use crate::port::Port;
@@ -79,28 +79,7 @@ fn other() -> Vec<u8> {
 
 /// Sends `frames` into the TAP `dev` (from the kernel's side, as a sandbox would).
 fn send(ns: &str, dev: &'static str, frames: Vec<Vec<u8>>) -> std::io::Result<()> {
-    in_netns(ns, move || {
-        // SAFETY: plain socket calls on memory we own; the fd is wrapped at once.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = crate::port::afpacket::ifindex(dev)?;
-        sll.sll_halen = 6;
-        for f in &frames {
-            // SAFETY: f and sll are valid for the call.
-            let r = unsafe {
-                libc::sendto(fd.as_raw_fd(), f.as_ptr() as *const libc::c_void, f.len(), 0, &sll as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    })
+    in_netns(ns, move || send_all(dev, &frames))
 }
 
 /// Frames read from each queue by the port's own receive path (which keeps the
