@@ -196,6 +196,34 @@ fn flood<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_por
     }
 }
 
+/// The first `N` bytes of frame `id` (a request the gateway answers), copied out so the
+/// reply can be written over the buffer.
+fn request_head<const N: usize>(pool: &BufPool, id: PktId) -> ([u8; N], usize) {
+    let mut req = [0u8; N];
+    let f = pool.frame(id);
+    let n = f.len().min(N);
+    req[..n].copy_from_slice(&f[..n]);
+    (req, n)
+}
+
+/// Sends a reply written over its request (`id`) back out of `in_port`; a request the
+/// gateway could not answer (`None`) is dropped and counted.
+fn emit_in_place_reply<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, id: PktId, reply_len: Option<usize>, out: &mut O) {
+    match reply_len {
+        Some(len) => {
+            let m = pool.meta_mut(id);
+            m.len = len as u32;
+            m.vnet = VnetHdr::default();
+            m.in_port = 0;
+            out.emit(pool, in_port, id);
+        }
+        None => {
+            cx.stats.count_drop(DropReason::BadLocal, 1);
+            pool.release(id);
+        }
+    }
+}
+
 /// A frame to the gateway's MAC: answer it in place, or hand it to the router.
 fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
     if let Some(g6) = &net.gateway6 {
@@ -218,10 +246,7 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPo
             r
         }
         Local::ArpRequest => {
-            let mut req = [0u8; 64];
-            let f = pool.frame(id);
-            let n = f.len().min(64);
-            req[..n].copy_from_slice(&f[..n]);
+            let (req, n) = request_head::<64>(pool, id);
             let off = pool.meta(id).off as usize;
             let r = local::arp_reply(&req[..n], &gw, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN]);
             if r.is_some() {
@@ -235,19 +260,7 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPo
             return;
         }
     };
-    match reply_len {
-        Some(len) => {
-            let m = pool.meta_mut(id);
-            m.len = len as u32;
-            m.vnet = VnetHdr::default();
-            m.in_port = 0;
-            out.emit(pool, in_port, id);
-        }
-        None => {
-            cx.stats.count_drop(DropReason::BadLocal, 1);
-            pool.release(id);
-        }
-    }
+    emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 
 /// IPv6 to the gateway's MAC: neighbour solicitations (unicast, for reachability)
@@ -263,18 +276,12 @@ fn local6_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, g6: &GatewayV6, i
             r
         }
         Local6::NeighborSolicit { target } => {
-            let mut req = [0u8; 128];
-            let f = pool.frame(id);
-            let n = f.len().min(128);
-            req[..n].copy_from_slice(&f[..n]);
+            let (req, n) = request_head::<128>(pool, id);
             let off = pool.meta(id).off as usize;
             local6::neighbor_advert(&req[..n], target, g6, &mut pool.raw_mut(id)[off..off + local6::NA_LEN])
         }
         Local6::RouterSolicit => {
-            let mut req = [0u8; 128];
-            let f = pool.frame(id);
-            let n = f.len().min(128);
-            req[..n].copy_from_slice(&f[..n]);
+            let (req, n) = request_head::<128>(pool, id);
             let off = pool.meta(id).off as usize;
             local6::router_advert(Some(&req[..n]), g6, &mut pool.raw_mut(id)[off..off + local6::RA_LEN])
         }
@@ -284,19 +291,7 @@ fn local6_unicast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, g6: &GatewayV6, i
             return;
         }
     };
-    match reply_len {
-        Some(len) => {
-            let m = pool.meta_mut(id);
-            m.len = len as u32;
-            m.vnet = VnetHdr::default();
-            m.in_port = 0;
-            out.emit(pool, in_port, id);
-        }
-        None => {
-            cx.stats.count_drop(DropReason::BadLocal, 1);
-            pool.release(id);
-        }
-    }
+    emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 
 /// A broadcast/multicast the gateway may answer (ARP request for its address, IPv6
@@ -314,10 +309,7 @@ fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEnt
                 cx.stats.count_drop(DropReason::NoBuffer, 1);
                 return;
             };
-            let mut req = [0u8; 128];
-            let f = pool.frame(id);
-            let n = f.len().min(128);
-            req[..n].copy_from_slice(&f[..n]);
+            let (req, n) = request_head::<128>(pool, id);
             let off = pool.meta(reply).off as usize;
             let buf = &mut pool.raw_mut(reply)[off..off + local6::RA_LEN.max(local6::NA_LEN)];
             let r = match (kind, target) {
@@ -342,10 +334,7 @@ fn local_broadcast<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEnt
         cx.stats.count_drop(DropReason::NoBuffer, 1);
         return;
     };
-    let mut req = [0u8; 64];
-    let f = pool.frame(id);
-    let n = f.len().min(64);
-    req[..n].copy_from_slice(&f[..n]);
+    let (req, n) = request_head::<64>(pool, id);
     let off = pool.meta(reply).off as usize;
     let r = local::arp_reply(&req[..n], &gw, &mut pool.raw_mut(reply)[off..off + local::ARP_REPLY_LEN]);
     match r {
