@@ -367,3 +367,59 @@ fn two_hundred_sandboxes_reach_the_gateway() {
     // And sandbox to sandbox across the crowd (veth to TAP).
     assert!(ping(&names[0], "10.90.0.201"));
 }
+
+/// Sends `n` UDP datagrams of one flow from `ns` to `ip:9`, as fast as a loop can.
+fn udp_burst(ns: &str, ip: &str, n: u32) {
+    let py = format!("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'rollover', ('{ip}', 9)) for _ in range({n})]");
+    let o = in_ns(ns, &format!("python3 -c \"{py}\""));
+    assert!(o.status.success(), "udp burst: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn rollovers(w: &World) -> u64 {
+    w.ctl_json(0, &["stats"])["events"]["rollover"].as_u64().unwrap_or(0)
+}
+
+/// Resumes a SIGSTOPped daemon even when the test fails while it is stopped.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: signalling the daemon this test started, by PID.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A flow whose worker does not read (here: the whole daemon stopped, so every frame
+/// waits) moves to another worker's queue, and the daemon counts it as `rollover`:
+/// for a TAP by the steering program (more than 128 frames waiting on its queue), for
+/// a veth by the kernel's fanout (the packet socket's ring three quarters full).
+#[test]
+fn a_stalled_workers_flow_rolls_over_and_is_counted() {
+    let Some(w) = world("rollover", "2", &["ping", "python3"]) else { return };
+    let (v, t) = (w.name("veth"), w.name("tap"));
+    w.ctl_ok(0, &["network", "create", "roll", "--subnet", "10.41.0.0/24"]);
+    w.ctl_ok(0, &["sandbox", "create", &v]);
+    w.ctl_ok(0, &["sandbox", "create", &t]);
+    let ipv = connect(&w, "roll", &v, &["--port-kind", "veth"]);
+    let ipt = connect(&w, "roll", &t, &["--port-kind", "tap"]);
+    assert!(ping(&t, &ipv) && ping(&v, &ipt));
+    // A neighbour that does not exist: the frames are flooded, nobody answers, and the
+    // sandboxes need no ARP while the daemon is stopped.
+    for ns in [&v, &t] {
+        sh_ok(&format!("ip netns exec {ns} ip neigh replace 10.41.0.99 lladdr 02:00:00:00:41:99 dev eth0"));
+    }
+    let pid = w.daemon(0).pid().expect("daemon pid");
+    for (ns, n, what) in [(&t, 400, "tap"), (&v, 1500, "veth")] {
+        let before = rollovers(&w);
+        {
+            // SAFETY: signalling the daemon this test started, by PID.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            let _resume = Resume(pid);
+            udp_burst(ns, "10.41.0.99", n);
+        }
+        let counted = wait_for(Duration::from_secs(10), || rollovers(&w) > before);
+        assert!(counted, "{what}: no rollover counted after {n} frames of one flow waited: {}", w.ctl_ok(0, &["stats"]));
+        // The daemon forwards again afterwards.
+        assert!(ping(&t, &ipv) && ping(&v, &ipt), "{what}: forwarding after the stall");
+    }
+}
