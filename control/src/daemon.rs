@@ -131,6 +131,49 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
+/// The abstract Unix socket name that marks a network namespace as served.
+const NAMESPACE_CLAIM: &[u8] = b"vswitchd/namespace";
+
+/// One daemon per network namespace. A starting daemon removes the switch-side links
+/// its state does not know (orphans of a crash), so a second daemon in the same
+/// namespace, even with its own state directory and socket, would take the first one's
+/// links for orphans. The claim is an abstract Unix socket: it belongs to the network
+/// namespace and goes away with the process holding it (nothing stale after kill -9).
+/// The holder answers whoever connects with its pid, state directory and socket, so the
+/// refusal can say who is there.
+fn claim_namespace(state_dir: &std::path::Path, socket: &std::path::Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    let addr = SocketAddr::from_abstract_name(NAMESPACE_CLAIM).map_err(|e| format!("namespace claim: {e}"))?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(l) => {
+            let who = format!("pid {}, state dir {}, socket {}", std::process::id(), state_dir.display(), socket.display());
+            std::thread::Builder::new()
+                .name("vsw-claim".into())
+                .spawn(move || {
+                    for mut c in l.incoming().flatten() {
+                        let _ = c.write_all(who.as_bytes());
+                    }
+                })
+                .map_err(|e| format!("namespace claim: {e}"))?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let mut who = String::new();
+            if let Ok(s) = UnixStream::connect_addr(&addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.take(1024).read_to_string(&mut who);
+            }
+            if who.is_empty() {
+                who = "it does not say who it is".into();
+            }
+            Err(format!("another vswitchd runs in this network namespace ({who}): one daemon per namespace; stop it first, or run this one in another namespace with --netns"))
+        }
+        Err(e) => Err(format!("namespace claim: {e}")),
+    }
+}
+
 /// Runs the daemon until a signal stops it.
 pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let set = block_signals();
@@ -141,7 +184,12 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             return Err(format!("--netns {ns}: {}", std::io::Error::last_os_error()));
         }
     }
+    // Claim the namespace, the state directory and the API socket before touching any
+    // kernel object: a second daemon must stop here, not after its reconcile has taken
+    // the first one's links for orphans.
+    claim_namespace(&opts.state_dir, &opts.socket)?;
     let store = FileStore::open(&opts.state_dir).map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
+    let api = crate::server::bind(&opts.socket).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
     let state = store.load().map_err(|e| format!("loading state: {e}"))?;
     info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, "starting");
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
@@ -197,8 +245,8 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             })
             .map_err(|e| e.to_string())?;
     }
-    let sock = crate::server::serve(&opts.socket, ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
-    info!(socket = %sock.display(), "listening");
+    let sock = api.serve(ctl.clone()).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
+    info!(socket = %sock.path().display(), "listening");
 
     let hk = ctl.clone();
     let (conntrack, neigh) = ctl.lock().unwrap_or_else(|p| p.into_inner()).router_tables();
@@ -221,7 +269,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let sig = wait_signal(&set);
     info!(signal = sig, "stopping");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = std::fs::remove_file(&sock);
+    drop(sock);
     let c = match Arc::try_unwrap(ctl) {
         Ok(m) => Some(m.into_inner().unwrap_or_else(|p| p.into_inner())),
         Err(_) => None,

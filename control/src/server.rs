@@ -16,9 +16,32 @@ use crate::controller::Controller;
 
 const MAX_LINE: u64 = 1 << 20;
 
-/// Binds the socket (refusing if another daemon answers on it) and serves it from a
-/// background thread. Returns the path to remove at shutdown.
-pub fn serve(socket: &Path, ctl: Arc<Mutex<Controller>>) -> io::Result<PathBuf> {
+/// The API socket, bound but not yet served: a daemon claims it before it touches any
+/// kernel object, so a second daemon pointed at the same socket stops before it can
+/// disturb the first. The file is removed when this (or the served socket) is dropped.
+pub struct ApiSocket {
+    listener: UnixListener,
+    path: SocketFile,
+}
+
+/// Removes the socket file when dropped (at shutdown or on a failed start).
+pub struct SocketFile(PathBuf);
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds the socket, refusing if another daemon answers on it (a stale file left by a
+/// daemon that died is replaced).
+pub fn bind(socket: &Path) -> io::Result<ApiSocket> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -29,19 +52,29 @@ pub fn serve(socket: &Path, ctl: Arc<Mutex<Controller>>) -> io::Result<PathBuf> 
         std::fs::remove_file(socket)?;
     }
     let listener = UnixListener::bind(socket)?;
+    let path = SocketFile(socket.to_path_buf());
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
-    std::thread::Builder::new().name("vsw-api".into()).spawn(move || {
-        for conn in listener.incoming() {
-            match conn {
-                Ok(s) => {
-                    let ctl = ctl.clone();
-                    let _ = std::thread::Builder::new().name("vsw-api-conn".into()).spawn(move || client(s, ctl));
+    Ok(ApiSocket { listener, path })
+}
+
+impl ApiSocket {
+    /// Serves the socket from a background thread (clients that connected since the
+    /// bind were queued and are answered now). The returned guard removes the file.
+    pub fn serve(self, ctl: Arc<Mutex<Controller>>) -> io::Result<SocketFile> {
+        let ApiSocket { listener, path } = self;
+        std::thread::Builder::new().name("vsw-api".into()).spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(s) => {
+                        let ctl = ctl.clone();
+                        let _ = std::thread::Builder::new().name("vsw-api-conn".into()).spawn(move || client(s, ctl));
+                    }
+                    Err(e) => warn!(error = %e, "accept"),
                 }
-                Err(e) => warn!(error = %e, "accept"),
             }
-        }
-    })?;
-    Ok(socket.to_path_buf())
+        })?;
+        Ok(path)
+    }
 }
 
 fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {

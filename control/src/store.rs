@@ -27,7 +27,7 @@ impl FileStore {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
-                format!("state directory {} is in use by another vswitchd", dir.display()),
+                "in use by another vswitchd (it holds the directory's lock)",
             ));
         }
         Ok(FileStore { dir: dir.to_path_buf(), _lock: lock })

@@ -423,3 +423,65 @@ fn a_stalled_workers_flow_rolls_over_and_is_counted() {
         assert!(ping(&t, &ipv) && ping(&v, &ipt), "{what}: forwarding after the stall");
     }
 }
+
+/// Runs a second vswitchd in `host` (bounded by `timeout`) and returns (exit code, stderr).
+fn second_daemon(w: &World, host: &str, state_dir: &str, socket: &str) -> (Option<i32>, String) {
+    let o = std::process::Command::new("timeout")
+        .args(["30", "nsenter", &format!("--net=/run/netns/{host}")])
+        .arg(bin_dir().join("vswitchd"))
+        .args(["--workers", "1", "--state-dir", state_dir, "--socket", socket])
+        .current_dir(&w.dir)
+        .output()
+        .expect("run a second vswitchd");
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn a_second_daemon_is_refused_and_leaves_the_first_untouched() {
+    let Some(mut w) = world("second", "1", &["ping", "nsenter", "timeout"]) else { return };
+    let (c1, c2) = (w.name("c1"), w.name("c2"));
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.47.0.0/24"]);
+    for c in [&c1, &c2] {
+        w.ctl_ok(0, &["sandbox", "create", c]);
+    }
+    connect(&w, "web", &c1, &[]);
+    let ip2 = connect(&w, "web", &c2, &[]);
+    assert!(ping(&c1, &ip2));
+    let host = w.daemon(0).host.clone();
+    let (pid, sock) = (w.daemon(0).pid().expect("daemon runs"), w.daemon(0).socket.display().to_string());
+    let state = w.daemon(0).state_dir.display().to_string();
+    let links = || sh_ok(&format!("ip -n {host} -o link show | grep -c '^[0-9]*: vsw' || true")).trim().to_string();
+    let before = links();
+    assert_eq!(before, "2", "one switch-side link per endpoint");
+    let other_state = w.dir.join("state-other").display().to_string();
+    let other_sock = w.dir.join("other.sock").display().to_string();
+
+    // The same namespace with its own state directory and socket: refused before it
+    // touches anything (it used to remove the first daemon's links as orphans), and the
+    // refusal names the daemon that is there.
+    let (code, err) = second_daemon(&w, &host, &other_state, &other_sock);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another vswitchd runs in this network namespace") && err.contains(&format!("pid {pid}")) && err.contains(&state), "{err}");
+    assert!(!std::path::Path::new(&other_sock).exists(), "the refused daemon left no socket");
+
+    // Another namespace, but the first daemon's socket: refused, and the socket stays.
+    let elsewhere = w.netns("elsewhere");
+    let (code, err) = second_daemon(&w, &elsewhere, &other_state, &sock);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("socket {sock}: another vswitchd is listening")), "{err}");
+    // Another namespace, but the first daemon's state directory: refused.
+    let (code, err) = second_daemon(&w, &elsewhere, &state, &other_sock);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("state directory {state}: in use by another vswitchd")), "{err}");
+
+    // The first daemon is as it was: its links, its socket, its forwarding.
+    assert_eq!(links(), before);
+    assert!(w.ctl_ok(0, &["network", "ls"]).contains("web"));
+    assert!(ping(&c1, &ip2), "forwarding survives the refused daemons");
+
+    // Once the first is gone (killed: nothing stale is left behind), a new daemon may
+    // take the namespace, and it restores the first one's state.
+    w.stop_daemon(0, libc::SIGKILL);
+    w.restart_daemon(0);
+    assert!(ping(&c1, &ip2), "restarted daemon forwards");
+}
