@@ -202,13 +202,21 @@ impl Controller {
                 if c.prefix_len > 30 {
                     return Err(format!("subnet {s:?}: too small, the prefix must be /30 or shorter"));
                 }
+                if let Some(why) = model::special_ipv4(&c) {
+                    return Err(format!("subnet {c}: overlaps {why}"));
+                }
                 if let Some((n, o)) = existing.iter().find(|(_, o)| o.overlaps(&c)) {
                     return Err(format!("subnet {c} overlaps the subnet {o} of network {n}"));
                 }
+                if let Some((what, o)) = self.host_subnets().into_iter().find(|(_, o)| o.overlaps(&c)) {
+                    return Err(format!("subnet {c} overlaps {o}, the subnet of {what}"));
+                }
                 c
             }
-            None => ipam::pick_subnet(&existing.iter().map(|x| x.1).collect::<Vec<_>>())
-                .ok_or("no free subnet left in the default pools; give one with --subnet")?,
+            None => {
+                let taken: Vec<Ipv4Cidr> = existing.iter().map(|x| x.1).chain(self.host_subnets().into_iter().map(|x| x.1)).collect();
+                ipam::pick_subnet(&taken).ok_or("no free subnet left in the default pools; give one with --subnet")?
+            }
         };
         let gateway = match &p.gateway {
             Some(g) => {
@@ -271,8 +279,13 @@ impl Controller {
                 if e == crate::model::Encap::Vxlan && !(1..=0x00ff_ffff).contains(&vni) {
                     return Err(format!("vni {vni}: a VXLAN VNI is 1 to 16777215"));
                 }
-                if let Some(o) = self.state.networks.values().find(|n| n.vni == Some(vni) && n.encap == Some(e)) {
-                    return Err(format!("vni {vni}: already used by network {}", o.name));
+                // One id space for every overlay network, whatever its encapsulation (as
+                // in cluster mode): received frames are demultiplexed by (sender, id), so
+                // a GRE and a VXLAN network with the same id would receive each other's
+                // frames.
+                if let Some(o) = self.state.networks.values().find(|n| n.vni == Some(vni)) {
+                    let how = o.encap.map(|x| x.to_string()).unwrap_or_default();
+                    return Err(format!("vni {vni}: already used by network {} ({how})", o.name));
                 }
                 (Some(e), Some(vni))
             }
@@ -299,6 +312,9 @@ impl Controller {
                 let c: crate::model::Ipv6Cidr = s6.parse().map_err(|e| format!("subnet {s6:?}: {e}"))?;
                 if !c.is_network_address() {
                     return Err(format!("subnet {s6:?}: has host bits set; did you mean {}/{}?", c.network(), c.prefix_len));
+                }
+                if let Some(why) = model::special_ipv6(&c) {
+                    return Err(format!("subnet {c}: overlaps {why}"));
                 }
                 if c.prefix_len > 126 {
                     return Err(format!("subnet {c}: too small, the prefix must be /126 or shorter"));
@@ -649,6 +665,20 @@ impl Controller {
         if net.internal && !specs.is_empty() {
             return Err(format!("-p: network {} is internal, ports cannot be published from it", net.name));
         }
+        // Published ports are served on the uplink address (by the dataplane) and on
+        // 127.0.0.1 (by the userland proxy): any other host address would never match.
+        let uplink_ip = self.opts.uplink.as_ref().map(|u| u.addr.addr);
+        for (text, sp) in c.publish.iter().zip(&specs) {
+            if let Some(ip) = sp.host_ip {
+                if ip != Ipv4Addr::LOCALHOST && Some(ip) != uplink_ip {
+                    let serves = match uplink_ip {
+                        Some(u) => format!("0.0.0.0, the uplink address {u} or 127.0.0.1"),
+                        None => "0.0.0.0 or 127.0.0.1 (no --uplink)".to_string(),
+                    };
+                    return Err(format!("-p {text}: {ip} is not an address ports are published on ({serves})"));
+                }
+            }
+        }
         let taken: Vec<(crate::publish::PortMapping, String)> = self
             .state
             .endpoints
@@ -934,6 +964,16 @@ impl Controller {
         }
         if self.state.endpoints.values().any(|e| e.host_ifname == ifname) {
             return Err(format!("interface {ifname} belongs to an endpoint"));
+        }
+        if self.opts.uplink.as_ref().is_some_and(|u| u.ifname == ifname) {
+            return Err(format!("interface {ifname} is the uplink (--uplink): bridging it would put the network on the outside segment"));
+        }
+        if kind == PortKind::System {
+            if let Some(l) = self.nl.link_by_name(ifname).map_err(e2s)? {
+                if let Some(why) = self.unfit_for_port(&l) {
+                    return Err(why);
+                }
+            }
         }
         let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()? };
         self.realise_port(&p, &net, true)?;
@@ -1321,15 +1361,60 @@ impl Controller {
     }
 
     fn underlay_mtu_of(&mut self, a: Ipv4Addr) -> u32 {
-        let Ok(links) = self.nl.links() else { return 1500 };
+        self.link_with_address(a).map_or(1500, |l| l.mtu)
+    }
+
+    /// IPv4 subnets of this host that a network must not overlap (the sandboxes would
+    /// shadow them): the uplink's (its address belongs to the dataplane, not to the
+    /// kernel) and those of the addresses on the namespace's own interfaces (the
+    /// underlay among them), loopback excepted.
+    fn host_subnets(&mut self) -> Vec<(String, Ipv4Cidr)> {
+        let mut out = Vec::new();
+        if let Some(u) = &self.opts.uplink {
+            out.push((format!("the uplink {} (--uplink)", u.ifname), u.addr.trunc()));
+        }
+        let Ok(links) = self.nl.links() else { return out };
         for l in links {
-            if let Ok(addrs) = self.nl.addresses(l.index) {
-                if addrs.iter().any(|(ip, _)| *ip == std::net::IpAddr::V4(a)) {
-                    return l.mtu;
+            let Ok(addrs) = self.nl.addresses(l.index) else { continue };
+            for (ip, len) in addrs {
+                if let std::net::IpAddr::V4(a) = ip {
+                    if !a.is_loopback() {
+                        if let Ok(c) = Ipv4Cidr::new(a, len) {
+                            out.push((format!("interface {}", l.name), c.trunc()));
+                        }
+                    }
                 }
             }
         }
-        1500
+        out
+    }
+
+    /// The interface holding address `a` in the daemon's namespace.
+    fn link_with_address(&mut self, a: Ipv4Addr) -> Option<crate::netlink::LinkInfo> {
+        let links = self.nl.links().ok()?;
+        links.into_iter().find(|l| self.nl.addresses(l.index).is_ok_and(|addrs| addrs.iter().any(|(ip, _)| *ip == std::net::IpAddr::V4(a))))
+    }
+
+    /// Why interface `ifname` cannot become a bridge port, if it cannot: the loopback
+    /// (frames sent to it come straight back in: every MAC would move to it), a link
+    /// without Ethernet addresses (AF_PACKET would hand us IP packets as frames), the
+    /// underlay (the network would be bridged onto the tunnels' own wire), or a member
+    /// of a kernel bridge or bond. (The uplink is refused by the caller for every kind.)
+    fn unfit_for_port(&mut self, l: &crate::netlink::LinkInfo) -> Option<String> {
+        let name = &l.name;
+        if l.mac.is_none_or(|m| m == [0; 6]) {
+            return Some(format!("interface {name} is not an Ethernet interface (loopback or layer-3 link)"));
+        }
+        if let Some(a) = self.opts.advertise {
+            if self.link_with_address(a).is_some_and(|u| u.index == l.index) {
+                return Some(format!("interface {name} carries the underlay address {a} (--advertise): the tunnels run over it"));
+            }
+        }
+        if let Some(m) = l.master {
+            let master = self.nl.links().ok().and_then(|ls| ls.into_iter().find(|x| x.index == m)).map_or_else(|| format!("ifindex {m}"), |x| x.name);
+            return Some(format!("interface {name} is already enslaved to {master}"));
+        }
+        None
     }
 
     /// Attaches the uplink interface: up, no kernel ARP (the dataplane answers for the

@@ -70,6 +70,30 @@ impl Ipv4Cidr {
     }
 }
 
+/// What special-purpose range `c` overlaps, if any: ranges that cannot be a network's
+/// subnet ("this network", loopback, multicast, reserved and broadcast).
+pub fn special_ipv4(c: &Ipv4Cidr) -> Option<&'static str> {
+    const SPECIAL: [(Ipv4Addr, u8, &str); 4] = [
+        (Ipv4Addr::new(0, 0, 0, 0), 8, "0.0.0.0/8 (\"this network\")"),
+        (Ipv4Addr::new(127, 0, 0, 0), 8, "127.0.0.0/8 (loopback)"),
+        (Ipv4Addr::new(224, 0, 0, 0), 4, "224.0.0.0/4 (multicast)"),
+        (Ipv4Addr::new(240, 0, 0, 0), 4, "240.0.0.0/4 (reserved and broadcast)"),
+    ];
+    SPECIAL.iter().find(|(a, l, _)| Ipv4Cidr { addr: *a, prefix_len: *l }.overlaps(c)).map(|x| x.2)
+}
+
+/// The IPv6 counterpart of [`special_ipv4`]: unspecified/loopback, IPv4-mapped,
+/// link-local (every link has its own) and multicast.
+pub fn special_ipv6(c: &Ipv6Cidr) -> Option<&'static str> {
+    const SPECIAL: [(std::net::Ipv6Addr, u8, &str); 4] = [
+        (std::net::Ipv6Addr::UNSPECIFIED, 127, "::/127 (unspecified and loopback)"),
+        (std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96, "::ffff:0:0/96 (IPv4-mapped)"),
+        (std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "fe80::/10 (link-local)"),
+        (std::net::Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "ff00::/8 (multicast)"),
+    ];
+    SPECIAL.iter().find(|(a, l, _)| Ipv6Cidr { addr: *a, prefix_len: *l }.overlaps(c)).map(|x| x.2)
+}
+
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
@@ -542,6 +566,19 @@ mod tests {
             let v = default_vni(n);
             assert!((4096..0x00ff_ffff).contains(&v));
         }
+    }
+
+    #[test]
+    fn special_ranges_are_named() {
+        let v4 = |s: &str| special_ipv4(&s.parse().unwrap());
+        assert_eq!(v4("127.0.0.0/24"), Some("127.0.0.0/8 (loopback)"));
+        assert_eq!(v4("224.0.0.0/24"), Some("224.0.0.0/4 (multicast)"));
+        assert!(v4("0.0.0.0/0").is_some() && v4("255.255.255.252/30").is_some() && v4("0.1.0.0/16").is_some());
+        assert!(v4("10.0.0.0/8").is_none() && v4("172.17.0.0/16").is_none() && v4("223.255.255.0/24").is_none());
+        let v6 = |s: &str| special_ipv6(&s.parse().unwrap());
+        assert_eq!(v6("ff02::/64"), Some("ff00::/8 (multicast)"));
+        assert!(v6("fe80::/64").is_some() && v6("::/126").is_some() && v6("::ffff:10.0.0.0/120").is_some());
+        assert!(v6("fd00:10::/64").is_none() && v6("2001:db8::/64").is_none());
     }
 
     #[test]

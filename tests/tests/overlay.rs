@@ -89,6 +89,13 @@ fn vxlan_and_gre_between_hosts() {
     assert!(g > 0.05, "iperf3 over GRE: {g} Gbit/s");
     // The two overlays stay apart.
     assert!(no_ping(&c, &bip));
+    // One id space for all encapsulations: frames are told apart by (sender, id), so a
+    // GRE network reusing the VXLAN network's id would swallow its frames. Refused, and
+    // the VXLAN network keeps working.
+    let e = w.ctl_err(d1, &["network", "create", "og2", "--driver", "overlay", "--encap", "gre", "--vni", "4242", "--subnet", "10.89.0.0/24"]);
+    assert!(e.contains("vni 4242: already used by network ov (vxlan)"), "{e}");
+    assert!(!w.ctl_ok(d1, &["network", "ls"]).contains("og2"));
+    assert!(ping(&a, &bip), "VXLAN network unaffected");
 }
 
 #[test]

@@ -155,6 +155,33 @@ fn published_ports_from_outside_siblings_and_loopback() {
     w.ctl_ok(0, &["sandbox", "create", &o2n]);
     let e = w.ctl_err(0, &["connect", "web", &o2n, "-p", "8080:80"]);
     assert!(e.contains("8080/tcp is already published by sandbox"), "{e}");
+    // A host address ports are never served on is refused (Docker fails to bind it);
+    // the uplink address and 127.0.0.1 are accepted.
+    let e = w.ctl_err(0, &["connect", "web", &o2n, "-p", "192.0.2.9:8090:80"]);
+    assert!(e.contains("-p 192.0.2.9:8090:80: 192.0.2.9 is not an address ports are published on (0.0.0.0, the uplink address 198.51.100.2 or 127.0.0.1)"), "{e}");
+    w.ctl_ok(0, &["connect", "web", &o2n, "-p", &format!("{UPLINK_IP}:8091:80"), "-p", "127.0.0.1:8092:80"]);
+    let ports = w.ctl_ok(0, &["port", &o2n]);
+    assert!(ports.contains(&format!("80/tcp -> {UPLINK_IP}:8091")) && ports.contains("80/tcp -> 127.0.0.1:8092"), "{ports}");
+}
+
+#[test]
+fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
+    let Some(n) = world("uplink-guard", &[], &["ping"]) else { return };
+    let w = &n.w;
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.21.0.0/24"]);
+    let (c1, _) = sandbox(w, "web", "c1", &[]);
+    // Bridging the uplink would put the network on the outside segment.
+    let e = w.ctl_err(0, &["port", "add", "web", "up0"]);
+    assert!(e.contains("interface up0 is the uplink (--uplink)"), "{e}");
+    // A network on the uplink's subnet would shadow the outside (its gateway would be
+    // the uplink's next hop, and IPAM would hand out the uplink's own address).
+    let e = w.ctl_err(0, &["network", "create", "shadow", "--subnet", "198.51.100.0/24"]);
+    assert!(e.contains("subnet 198.51.100.0/24 overlaps 198.51.100.0/24, the subnet of the uplink up0 (--uplink)"), "{e}");
+    let e = w.ctl_err(0, &["network", "create", "lo", "--subnet", "127.0.0.0/24"]);
+    assert!(e.contains("subnet 127.0.0.0/24: overlaps 127.0.0.0/8 (loopback)"), "{e}");
+    assert_eq!(w.ctl_json(0, &["network", "ls"]).as_array().map(|a| a.len()), Some(1), "nothing was created");
+    // The outside is still reached through NAT, and its address is the uplink's gateway's.
+    assert!(ping(&c1, EXT_IP), "sandbox reaches the outside{}", w.log_tail(0));
 }
 
 #[test]

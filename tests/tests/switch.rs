@@ -299,6 +299,17 @@ fn port_add_attaches_an_existing_interface() {
     assert!(ping(&vm, "10.70.0.2"));
     assert!(ping(&vm, "10.70.0.1"));
     assert!(w.ctl_err(0, &["port", "add", "lan", "ext0"]).contains("already a port"));
+    // Interfaces that must not become bridge ports are refused, and nothing changes: the
+    // loopback (every frame flooded to it comes back in, so every MAC would move to it),
+    // a member of a kernel bridge.
+    let e = w.ctl_err(0, &["port", "add", "lan", "lo"]);
+    assert!(e.contains("interface lo is not an Ethernet interface"), "{e}");
+    sh_ok(&format!("ip -n {host} link add kbr0 type bridge && ip -n {host} link add kdum0 type veth peer name kdum1 && ip -n {host} link set kdum0 master kbr0"));
+    let e = w.ctl_err(0, &["port", "add", "lan", "kdum0"]);
+    assert!(e.contains("interface kdum0 is already enslaved to kbr0"), "{e}");
+    let ls = w.ctl_ok(0, &["port", "ls"]);
+    assert!(!ls.contains("lo ") && !ls.contains("kdum0"), "{ls}");
+    assert!(ping(&vm, "10.70.0.2"), "forwarding unaffected by the refused ports");
     // A TAP port made by the switch, moved into a namespace by hand (as a VM manager would).
     let tapns = w.netns("tapvm");
     w.ctl_ok(0, &["port", "add", "lan", "vmtap0", "--type", "tap"]);
