@@ -724,6 +724,11 @@ impl Controller {
             aliases: c.aliases.clone(),
             ip6,
         };
+        if !netns::exists(&c.sandbox) {
+            // Deleted behind our back (`ip netns del`): recreate it, as a restart would.
+            netns::create_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace was deleted and cannot be recreated: {e}", c.sandbox))?;
+            info!(sandbox = %c.sandbox, "recreated missing namespace");
+        }
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;
         let undo = |me: &mut Controller| {

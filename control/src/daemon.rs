@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::info;
 
 use crate::controller::Controller;
 use crate::dp::{Dp, DpConfig};
@@ -270,17 +270,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     info!(signal = sig, "stopping");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(sock);
-    let c = match Arc::try_unwrap(ctl) {
-        Ok(m) => Some(m.into_inner().unwrap_or_else(|p| p.into_inner())),
-        Err(_) => None,
-    };
-    match c {
-        Some(c) => c.dp.stop(),
-        None => {
-            // API threads still hold the controller: stop the workers through it.
-            error!("API clients still connected at shutdown; exiting without joining workers");
-        }
-    }
+    // Other threads (API, housekeeping, cluster watch, mesh events) share the
+    // controller; a request in progress finishes first, then the workers stop and are
+    // joined under the lock.
+    ctl.lock().unwrap_or_else(|p| p.into_inner()).dp.stop();
     info!("stopped");
     Ok(())
 }

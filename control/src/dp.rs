@@ -482,8 +482,8 @@ impl Dp {
     }
 
     /// Stops every worker.
-    pub fn stop(self) {
-        for w in self.workers {
+    pub fn stop(&mut self) {
+        for w in self.workers.drain(..) {
             w.stop();
         }
     }

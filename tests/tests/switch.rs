@@ -162,6 +162,8 @@ fn graceful_restart_and_kill9_keep_everything() {
     // Graceful stop: exit status 0, socket removed; the sandboxes keep their addresses.
     let st = w.stop_daemon(0, libc::SIGTERM).expect("was running");
     assert!(st.success(), "clean exit on SIGTERM: {st:?}{}", w.log_tail(0));
+    let log = std::fs::read_to_string(&w.daemon(0).log).unwrap_or_default();
+    assert!(log.contains("stopped") && !log.contains("ERROR"), "a clean stop joins the workers and logs no error: {log}");
     assert!(!w.daemon(0).socket.exists(), "socket removed");
     let e = w.ctl(0, &["network", "ls"]);
     assert_eq!(e.status.code(), Some(3));
@@ -182,6 +184,11 @@ fn graceful_restart_and_kill9_keep_everything() {
     assert!(std::path::Path::new(&format!("/run/netns/{c3}")).exists(), "sandbox namespace recreated");
     connect(&w, "web", &c3, &[]);
     assert!(ping(&c3, "10.50.0.2"));
+    // Deleted while the daemon runs: a disconnect and a new connect recreate it.
+    sh_ok(&format!("ip netns del {c3}"));
+    w.ctl_ok(0, &["disconnect", "web", &c3]);
+    connect(&w, "web", &c3, &["--port-kind", "tap"]);
+    assert!(ping(&c3, "10.50.0.2"), "sandbox namespace recreated on connect{}", w.log_tail(0));
 
     // A veth endpoint whose switch side was deleted while the daemon was down is recreated.
     let host_if = w.ctl_json(0, &["network", "inspect", "web"])[0]["endpoints"]
