@@ -41,6 +41,10 @@ pub struct RemoteEndpoint {
     pub ip6: Option<std::net::Ipv6Addr>,
     /// Underlay address of the host it lives on.
     pub host: Ipv4Addr,
+    /// `--alias` names: they resolve on every host of the network, like Docker's
+    /// network aliases on an overlay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// A host as registered.
@@ -186,6 +190,7 @@ impl Cluster {
             ip: ep.ip,
             ip6: ep.ip6,
             host: self.host,
+            aliases: ep.aliases.clone(),
         };
         let lease = self.lease_id();
         self.etcd

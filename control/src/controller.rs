@@ -875,7 +875,7 @@ impl Controller {
             );
         }
         for e in self.remote_endpoints() {
-            t.set_endpoint(&e.network, crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: vec![], ipv4: Some(e.ip), ipv6: e.ip6 });
+            t.set_endpoint(&e.network, crate::dns::DnsEndpoint { sandbox: e.sandbox.clone(), aliases: e.aliases.clone(), ipv4: Some(e.ip), ipv6: e.ip6 });
         }
         t
     }

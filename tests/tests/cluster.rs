@@ -163,6 +163,21 @@ fn overlay_with_etcd() {
     assert!(ping(&x, &yip));
     // A network with endpoints cannot be removed anywhere.
     assert!(w.ctl_err(d1, &["network", "rm", "secret"]).contains("endpoints"));
+
+    // Network aliases resolve on every host of the network, to every endpoint that
+    // carries them (a third host with neither sees both).
+    let mut want = std::collections::BTreeSet::new();
+    for (d, short) in [(d1, "db1"), (d2, "db2")] {
+        let n = w.name(short);
+        w.ctl_ok(d, &["sandbox", "create", &n]);
+        let out = w.ctl_ok(d, &["connect", "ov", &n, "--alias", "db"]);
+        want.insert(out.split_whitespace().nth(2).unwrap().split('/').next().unwrap().to_string());
+    }
+    let seen = |ns: &str| -> std::collections::BTreeSet<String> {
+        String::from_utf8_lossy(&in_ns(ns, "getent ahostsv4 db").stdout).lines().filter_map(|l| l.split_whitespace().next().map(str::to_string)).collect()
+    };
+    assert!(wait_for(Duration::from_secs(10), || seen(&c) == want), "alias db from h3: {:?} want {want:?}{}", seen(&c), w.log_tail(d3));
+    assert!(wait_for(Duration::from_secs(10), || seen(&a) == want), "alias db from h1: {:?} want {want:?}", seen(&a));
 }
 
 #[test]
