@@ -9,7 +9,7 @@
 //! | `networks/NAME` | the network (JSON) | none |
 //! | `vni/ID` | network name (makes VNIs unique) | none |
 //! | `hosts/ADDR` | host info (JSON) | the host's |
-//! | `ipam/NET/IP` | endpoint id | the owning host's |
+//! | `ipam/NET/IP` | endpoint id (IPv4 and IPv6 addresses alike) | the owning host's |
 //! | `endpoints/NET/ID` | endpoint (JSON: MAC, addresses, host) | the owning host's |
 //!
 //! A host keeps its lease alive from a background thread; if the lease is lost (etcd
@@ -165,8 +165,15 @@ impl Cluster {
         Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
     }
 
-    /// Claims `ip` on `network` for endpoint `id` (true if it was free).
-    pub fn claim_ip(&self, network: &str, ip: Ipv4Addr, id: &str) -> Result<bool, String> {
+    /// IPv6 addresses taken on a network, cluster-wide.
+    pub fn used_ips6(&self, network: &str) -> Result<Vec<std::net::Ipv6Addr>, String> {
+        let p = format!("{PREFIX}ipam/{network}/");
+        let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
+        Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
+    }
+
+    /// Claims `ip` (IPv4 or IPv6) on `network` for endpoint `id` (true if it was free).
+    pub fn claim_ip(&self, network: &str, ip: std::net::IpAddr, id: &str) -> Result<bool, String> {
         let k = format!("{PREFIX}ipam/{network}/{ip}");
         let mine = self.etcd.get(&k).map_err(err)?;
         if let Some(kv) = mine {
@@ -176,7 +183,7 @@ impl Cluster {
         self.etcd.create(&k, id, self.lease_id()).map_err(err)
     }
 
-    pub fn release_ip(&self, network: &str, ip: Ipv4Addr) -> Result<(), String> {
+    pub fn release_ip(&self, network: &str, ip: std::net::IpAddr) -> Result<(), String> {
         self.etcd.delete(format!("{PREFIX}ipam/{network}/{ip}")).map(|_| ()).map_err(err)
     }
 
@@ -196,6 +203,9 @@ impl Cluster {
         self.etcd
             .put(format!("{PREFIX}ipam/{}/{}", ep.network, ep.ip), ep.id.as_bytes(), lease)
             .map_err(err)?;
+        if let Some(ip6) = ep.ip6 {
+            self.etcd.put(format!("{PREFIX}ipam/{}/{ip6}", ep.network), ep.id.as_bytes(), lease).map_err(err)?;
+        }
         self.etcd
             .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
             .map(|_| ())
@@ -204,7 +214,10 @@ impl Cluster {
 
     pub fn delete_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
         self.etcd.delete(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id)).map_err(err)?;
-        self.release_ip(&ep.network, ep.ip)
+        if let Some(ip6) = ep.ip6 {
+            self.release_ip(&ep.network, ip6.into())?;
+        }
+        self.release_ip(&ep.network, ep.ip.into())
     }
 
     /// Leases a /24 of `range` for this host on routed overlay network `network`,

@@ -621,6 +621,18 @@ impl Controller {
     }
 
     fn connect(&mut self, c: Connect) -> R<Value> {
+        let network = c.network.clone();
+        let mut claimed = Vec::new();
+        let r = self.connect_claiming(c, &mut claimed);
+        if r.is_err() {
+            self.cluster_release(&network, &claimed);
+        }
+        r
+    }
+
+    /// `connect`, noting in `claimed` the addresses it claimed in the cluster store (to
+    /// be given back if it fails after claiming them).
+    fn connect_claiming(&mut self, c: Connect, claimed: &mut Vec<std::net::IpAddr>) -> R<Value> {
         let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
         if !self.state.sandboxes.contains_key(&c.sandbox) {
             return Err(format!("sandbox {} not found", c.sandbox));
@@ -645,7 +657,10 @@ impl Controller {
         // Overlay networks in a cluster: the address is claimed in the store (unique
         // across hosts), never taken from a local counter.
         let ip = match self.cluster_ip(&net, c.ip.as_ref().map(|_| ip), &ep_id)? {
-            Some(ip) => ip,
+            Some(ip) => {
+                claimed.push(ip.into());
+                ip
+            }
             None => ip,
         };
         let mac = match &c.mac {
@@ -660,6 +675,9 @@ impl Controller {
         };
         if mac == net.gateway_mac || self.state.endpoints_of_network(&net.name).any(|e| e.mac == mac) {
             return Err(format!("--mac {mac}: already in use on network {}", net.name));
+        }
+        if let Some(o) = self.remote_mac_owner(&net.name, mac) {
+            return Err(format!("--mac {mac}: already in use on network {} by sandbox {} on host {}", net.name, o.sandbox, o.host));
         }
         let specs: Vec<crate::publish::PublishSpec> = c.publish.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         if net.internal && !specs.is_empty() {
@@ -701,6 +719,17 @@ impl Controller {
                 Some(ipam::allocate6(&net, &used6)?)
             }
             (None, None) => None,
+        };
+        // Cluster overlay networks: IPv6 addresses are claimed in the store like IPv4.
+        let ip6 = match ip6 {
+            Some(local) => match self.cluster_ip6(&net, c.ip6.as_ref().map(|_| local), &ep_id)? {
+                Some(x) => {
+                    claimed.push(x.into());
+                    Some(x)
+                }
+                None => Some(local),
+            },
+            None => None,
         };
         let taken: BTreeSet<String> = self.state.endpoints_of_sandbox(&c.sandbox).map(|e| e.ifname.clone()).collect();
         let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();

@@ -178,6 +178,35 @@ fn overlay_with_etcd() {
     };
     assert!(wait_for(Duration::from_secs(10), || seen(&c) == want), "alias db from h3: {:?} want {want:?}{}", seen(&c), w.log_tail(d3));
     assert!(wait_for(Duration::from_secs(10), || seen(&a) == want), "alias db from h1: {:?} want {want:?}", seen(&a));
+
+    // A MAC address taken by an endpoint on another host is refused, like a local one.
+    let amac = w.ctl_json(d1, &["network", "inspect", "ov"])[0]["endpoints"].as_array().unwrap().iter().find(|e| e["sandbox"] == a.as_str()).unwrap()["mac_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = w.name("m");
+    w.ctl_ok(d3, &["sandbox", "create", &m]);
+    let e = w.ctl_err(d3, &["connect", "ov", &m, "--mac", &amac]);
+    assert!(e.contains(&format!("--mac {amac}: already in use on network ov by sandbox {a} on host 198.19.0.1")), "{e}");
+    assert!(ping(&c, &aip), "the owner of the MAC keeps it");
+
+    // Dual stack: IPv6 addresses are claimed cluster-wide too (every host used to hand
+    // out ::2 first), and IPv6 crosses hosts.
+    w.ctl_ok(d1, &["network", "create", "ov6", "--driver", "overlay", "--ipv6", "--subnet", "10.66.0.0/24", "--subnet", "fd00:66::/64"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d3, &["network", "ls"]).contains("ov6")));
+    let mut v6 = Vec::new();
+    for (d, short) in [(d1, "v1"), (d3, "v3")] {
+        let n = w.name(short);
+        w.ctl_ok(d, &["sandbox", "create", &n]);
+        let out = w.ctl_ok(d, &["connect", "ov6", &n]);
+        let ip6 = out.split_whitespace().find(|t| t.starts_with("fd00:66::")).map(|t| t.split('/').next().unwrap().to_string());
+        v6.push((n, ip6.unwrap_or_else(|| panic!("an IPv6 address in {out:?}"))));
+    }
+    assert_ne!(v6[0].1, v6[1].1, "distinct IPv6 addresses across hosts");
+    let e = w.ctl_err(d3, &["connect", "ov6", &m, "--ip6", &v6[0].1]);
+    assert!(e.contains("already in use on network ov6 (cluster)"), "{e}");
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov6") == 1));
+    assert!(ping(&v6[0].0, &v6[1].1), "IPv6 across hosts{}", w.log_tail(d1));
 }
 
 #[test]

@@ -231,18 +231,57 @@ impl Controller {
             return Ok(None);
         }
         if let Some(ip) = requested {
-            return if c.claim_ip(&net.name, ip, id)? { Ok(Some(ip)) } else { Err(format!("--ip {ip}: already in use on network {} (cluster)", net.name)) };
+            return if c.claim_ip(&net.name, ip.into(), id)? { Ok(Some(ip)) } else { Err(format!("--ip {ip}: already in use on network {} (cluster)", net.name)) };
         }
         let mut used: std::collections::BTreeSet<Ipv4Addr> = c.used_ips(&net.name)?.into_iter().collect();
         used.extend(self.state.endpoints_of_network(&net.name).map(|e| e.ip));
         for _ in 0..64 {
             let ip = crate::ipam::allocate(net, &used)?;
-            if c.claim_ip(&net.name, ip, id)? {
+            if c.claim_ip(&net.name, ip.into(), id)? {
                 return Ok(Some(ip));
             }
             used.insert(ip); // taken by another host meanwhile
         }
         Err(format!("network {}: could not claim an address (contention)", net.name))
+    }
+
+    /// The IPv6 counterpart of [`Self::cluster_ip`]: an address of the network's IPv6
+    /// subnet free cluster-wide, claimed for endpoint `id`; None when the network is
+    /// not a cluster overlay network (the local choice stands).
+    pub(super) fn cluster_ip6(&self, net: &Network, requested: Option<std::net::Ipv6Addr>, id: &str) -> Result<Option<std::net::Ipv6Addr>, String> {
+        let Some(c) = &self.cluster else { return Ok(None) };
+        if net.driver != Driver::Overlay || net.subnet6.is_none() {
+            return Ok(None);
+        }
+        if let Some(ip) = requested {
+            return if c.claim_ip(&net.name, ip.into(), id)? { Ok(Some(ip)) } else { Err(format!("--ip6 {ip}: already in use on network {} (cluster)", net.name)) };
+        }
+        let mut used: std::collections::BTreeSet<std::net::Ipv6Addr> = c.used_ips6(&net.name)?.into_iter().collect();
+        used.extend(self.state.endpoints_of_network(&net.name).filter_map(|e| e.ip6));
+        for _ in 0..64 {
+            let ip = crate::ipam::allocate6(net, &used)?;
+            if c.claim_ip(&net.name, ip.into(), id)? {
+                return Ok(Some(ip));
+            }
+            used.insert(ip);
+        }
+        Err(format!("network {}: could not claim an IPv6 address (contention)", net.name))
+    }
+
+    /// Gives back addresses claimed for a connect that failed afterwards.
+    pub(super) fn cluster_release(&self, network: &str, ips: &[std::net::IpAddr]) {
+        if let Some(c) = &self.cluster {
+            for ip in ips {
+                if let Err(e) = c.release_ip(network, *ip) {
+                    warn!(network, %ip, error = %e, "releasing a claimed address");
+                }
+            }
+        }
+    }
+
+    /// A MAC address used by an endpoint of network `net` on another host, if `mac` is.
+    pub(super) fn remote_mac_owner(&self, net: &str, mac: dataplane::wire::MacAddr) -> Option<&RemoteEndpoint> {
+        self.remote_eps.values().find(|e| e.network == net && e.mac == mac)
     }
 
     pub(super) fn cluster_publish(&self, ep: &Endpoint) {
