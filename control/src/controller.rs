@@ -52,11 +52,26 @@ const NO_MESH: &str = "this vswitchd is not in a mesh (start it with --mesh-pass
 
 /// `IP[:PORT]` of a mesh member (port 6783 when absent).
 pub fn parse_mesh_addr(s: &str) -> Result<std::net::SocketAddr, String> {
-    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
-        return Ok(a);
+    let a = match s.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => std::net::SocketAddr::new(s.parse::<std::net::IpAddr>().map_err(|_| "not IP or IP:PORT".to_string())?, MESH_PORT),
+    };
+    let std::net::IpAddr::V4(ip) = a.ip() else {
+        return Err("the mesh runs over IPv4; give an IPv4 address".to_string());
+    };
+    check_unicast(ip)?;
+    if a.port() == 0 {
+        return Err("port 0 is not a port a member listens on".to_string());
     }
-    let ip: std::net::IpAddr = s.parse().map_err(|_| "not IP or IP:PORT".to_string())?;
-    Ok(std::net::SocketAddr::new(ip, MESH_PORT))
+    Ok(a)
+}
+
+/// An address another host can have: not unspecified, loopback, broadcast or multicast.
+pub fn check_unicast(ip: Ipv4Addr) -> Result<(), String> {
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(format!("{ip} is not the unicast address of another host"));
+    }
+    Ok(())
 }
 
 fn e2s(e: impl std::fmt::Display) -> String {
@@ -176,8 +191,14 @@ impl Controller {
             }
             Request::MeshPeers => Ok(self.mesh.as_ref().ok_or(NO_MESH)?.peers()),
             Request::MeshConnect { addr } => {
-                let m = self.mesh.as_ref().ok_or(NO_MESH)?;
+                self.mesh.as_ref().ok_or(NO_MESH)?;
                 let a = parse_mesh_addr(&addr).map_err(|e| format!("address {addr:?}: {e}"))?;
+                if let std::net::IpAddr::V4(ip) = a.ip() {
+                    if Some(ip) == self.opts.advertise || self.local_addrs().iter().any(|(_, a, _)| *a == ip) {
+                        return Err(format!("address {addr:?}: {ip} is an address of this host"));
+                    }
+                }
+                let m = self.mesh.as_ref().ok_or(NO_MESH)?;
                 m.connect(a);
                 info!(member = %a, "joining mesh member");
                 Ok(json!({"connecting": a.to_string()}))
@@ -634,6 +655,10 @@ impl Controller {
     /// be given back if it fails after claiming them).
     fn connect_claiming(&mut self, c: Connect, claimed: &mut Vec<std::net::IpAddr>) -> R<Value> {
         let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
+        if net.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
+            // Learnt from the cluster store: its frames could not leave this host.
+            return Err(format!("network {} is encrypted and {NO_MESH}", net.name));
+        }
         if !self.state.sandboxes.contains_key(&c.sandbox) {
             return Err(format!("sandbox {} not found", c.sandbox));
         }
@@ -1407,15 +1432,25 @@ impl Controller {
         if let Some(u) = &self.opts.uplink {
             out.push((format!("the uplink {} (--uplink)", u.ifname), u.addr.trunc()));
         }
+        for (name, a, len) in self.local_addrs() {
+            if let Ok(c) = Ipv4Cidr::new(a, len) {
+                out.push((format!("interface {name}"), c.trunc()));
+            }
+        }
+        out
+    }
+
+    /// The IPv4 addresses on the namespace's interfaces, loopback excepted:
+    /// (interface, address, prefix length).
+    fn local_addrs(&mut self) -> Vec<(String, Ipv4Addr, u8)> {
+        let mut out = Vec::new();
         let Ok(links) = self.nl.links() else { return out };
         for l in links {
             let Ok(addrs) = self.nl.addresses(l.index) else { continue };
             for (ip, len) in addrs {
                 if let std::net::IpAddr::V4(a) = ip {
                     if !a.is_loopback() {
-                        if let Ok(c) = Ipv4Cidr::new(a, len) {
-                            out.push((format!("interface {}", l.name), c.trunc()));
-                        }
+                        out.push((l.name.clone(), a, len));
                     }
                 }
             }

@@ -92,7 +92,7 @@ fn remote_count(w: &World, d: usize, net: &str) -> usize {
 #[test]
 fn overlay_with_etcd() {
     let Some(mut w) = World::new("cluster", &["ping", "etcd", "curl", "getent"]) else { return };
-    let ns = underlay(&w, &["h1", "h2", "h3", "etcd"], &["198.19.0.1", "198.19.0.2", "198.19.0.3", ETCD]);
+    let ns = underlay(&w, &["h1", "h2", "h3", "etcd", "h4"], &["198.19.0.1", "198.19.0.2", "198.19.0.3", ETCD, "198.19.0.4"]);
     let mut etcd = Etcd { ns: ns[3].clone(), dir: w.dir.join("etcd"), child: None };
     etcd.start();
     let cl = format!("etcd://{ETCD}:2379");
@@ -207,6 +207,14 @@ fn overlay_with_etcd() {
     assert!(e.contains("already in use on network ov6 (cluster)"), "{e}");
     assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov6") == 1));
     assert!(ping(&v6[0].0, &v6[1].1), "IPv6 across hosts{}", w.log_tail(d1));
+
+    // An encrypted network defined by a mesh member is known to every host, but a host
+    // outside the mesh refuses to connect to it (its frames could not leave).
+    let d4 = w.start_daemon(&ns[4], &["--workers", "1", "--advertise", "198.19.0.4", "--cluster", &cl, "--mesh"]);
+    w.ctl_ok(d4, &["network", "create", "cenc", "--driver", "overlay", "--encrypted", "--subnet", "10.67.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d1, &["network", "ls"]).contains("cenc")));
+    let e = w.ctl_err(d1, &["connect", "cenc", &a]);
+    assert!(e.contains("network cenc is encrypted and this vswitchd is not in a mesh"), "{e}");
 }
 
 #[test]

@@ -245,6 +245,20 @@ for i in range(3000):
     // Bad input: one-line errors naming the field.
     let e = w.ctl_err(a, &["mesh", "connect", "not-an-address"]);
     assert!(e.contains("address"), "{e}");
+    // Addresses no member can have are refused instead of being dialled forever: this
+    // host, unspecified, broadcast, multicast, loopback, port 0, IPv6.
+    for (addr, why) in [
+        ("198.19.0.1", "198.19.0.1 is an address of this host"),
+        ("0.0.0.0", "is not the unicast address of another host"),
+        ("255.255.255.255", "is not the unicast address of another host"),
+        ("224.0.0.1", "is not the unicast address of another host"),
+        ("127.0.0.1:6783", "is not the unicast address of another host"),
+        ("198.19.0.2:0", "port 0"),
+        ("[fd00::1]:6783", "the mesh runs over IPv4"),
+    ] {
+        let e = w.ctl_err(a, &["mesh", "connect", addr]);
+        assert!(e.contains(&format!("address {addr:?}")) && e.contains(why), "{addr}: {e}");
+    }
     let e = w.ctl_err(a, &["network", "create", "e2", "--encrypted", "--encap", "vxlan"]);
     assert!(e.contains("--encrypted"), "{e}");
 }

@@ -273,6 +273,43 @@ fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn contradictory_daemon_options_are_refused() {
+    let bin = bin_dir().join("vswitchd");
+    if !bin.exists() {
+        assert!(!required(), "vswitchd not built");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vswitchd-opts-{}", std::process::id()));
+    let (state, sock) = (dir.join("state").display().to_string(), dir.join("sock").display().to_string());
+    let ad = ["--advertise", "198.19.0.4"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        ([&ad[..], &["--peer", "0.0.0.0"]].concat(), "--peer 0.0.0.0: 0.0.0.0 is not the unicast address of another host"),
+        ([&ad[..], &["--peer", "224.0.0.1"]].concat(), "--peer 224.0.0.1: 224.0.0.1 is not the unicast address"),
+        ([&ad[..], &["--peer", "198.19.0.4"]].concat(), "--peer 198.19.0.4: is this host's own --advertise address"),
+        (vec!["--vxlan-port", "0"], "--vxlan-port 0:"),
+        (vec!["--mesh", "--mesh-port", "0"], "--mesh-port 0:"),
+        ([&ad[..], &["--mesh", "--mesh-port", "4789"]].concat(), "--mesh-port 4789: is also the --vxlan-port"),
+        (vec!["--mesh-no-inbound"], "--mesh-no-inbound: this vswitchd is not in a mesh"),
+        ([&ad[..], &["--mesh-peer", "198.19.0.4"]].concat(), "--mesh-peer 198.19.0.4: is this host's own --advertise address"),
+        (vec!["--mesh-peer", "198.19.0.1:0"], "--mesh-peer \"198.19.0.1:0\": port 0"),
+        (vec!["--mesh-peer", "255.255.255.255"], "is not the unicast address of another host"),
+    ];
+    for (args, want) in cases {
+        // A namespace that does not exist: should a case pass the option checks, the
+        // daemon stops at --netns instead of running here, and the assertion fails.
+        let o = std::process::Command::new(&bin)
+            .args(["--netns", "vswitchd-test-no-such-ns", "--state-dir", &state, "--socket", &sock])
+            .args(&args)
+            .output()
+            .expect("run vswitchd");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want) && e.trim().lines().count() == 1, "{args:?}: {e:?} should say {want:?} in one line");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn ctl_without_daemon_says_so() {
     let o = std::process::Command::new(bin_dir().join("vswitchctl"))
         .args(["--socket", "/nonexistent/vswitchd.sock", "network", "ls"])

@@ -178,6 +178,9 @@ fn main() {
         .iter()
         .map(|s| {
             let ip: std::net::Ipv4Addr = s.parse().unwrap_or_else(|_| fail(format!("--peer {s:?}: not an IPv4 address")));
+            if let Err(e) = control::controller::check_unicast(ip) {
+                fail(format!("--peer {ip}: {e}"));
+            }
             if Some(ip) == advertise {
                 fail(format!("--peer {ip}: is this host's own --advertise address"));
             }
@@ -193,14 +196,33 @@ fn main() {
         vxlan_port: a.vxlan_port,
         cluster: a.cluster.clone(),
     };
-    let mesh = if a.mesh || a.mesh_password.is_some() || !a.mesh_peers.is_empty() || !a.mesh_allow.is_empty() {
+    if a.vxlan_port == 0 {
+        fail("--vxlan-port 0: want the UDP port VXLAN listens on (4789 by default)".to_string());
+    }
+    let in_mesh = a.mesh || a.mesh_password.is_some() || !a.mesh_peers.is_empty() || !a.mesh_allow.is_empty();
+    if a.mesh_no_inbound && !in_mesh {
+        fail("--mesh-no-inbound: this vswitchd is not in a mesh (add --mesh-password, --mesh-peer, --mesh-allow or --mesh)".to_string());
+    }
+    let mesh = if in_mesh {
         if a.mesh_password.as_deref() == Some("") {
             fail("--mesh-password: empty".to_string());
+        }
+        if a.mesh_port == 0 {
+            fail("--mesh-port 0: want a fixed UDP port other members can dial (6783 by default)".to_string());
+        }
+        if advertise.is_some() && a.mesh_port == a.vxlan_port {
+            fail(format!("--mesh-port {}: is also the --vxlan-port; the two need their own UDP ports", a.mesh_port));
         }
         let join = a
             .mesh_peers
             .iter()
-            .map(|s| control::controller::parse_mesh_addr(s).unwrap_or_else(|e| fail(format!("--mesh-peer {s:?}: {e}"))))
+            .map(|s| {
+                let m = control::controller::parse_mesh_addr(s).unwrap_or_else(|e| fail(format!("--mesh-peer {s:?}: {e}")));
+                if advertise.is_some_and(|ad| m.ip() == std::net::IpAddr::V4(ad)) {
+                    fail(format!("--mesh-peer {s}: is this host's own --advertise address"));
+                }
+                m
+            })
             .collect();
         let allow = a
             .mesh_allow
