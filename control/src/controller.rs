@@ -731,6 +731,10 @@ impl Controller {
         let published = crate::publish::allocate(&specs, &taken, self.opts.ephemeral_ports)?;
         for a in &c.aliases {
             model::validate_name("alias", a)?;
+            // NAME.NETWORK is a sandbox's own name on the network: an alias must not take it.
+            if a.to_ascii_lowercase().ends_with(&format!(".{}", net.name.to_ascii_lowercase())) {
+                return Err(format!("alias name {a:?}: names ending in .{} are the sandboxes' own names on that network", net.name));
+            }
         }
         let ip6 = match (&c.ip6, net.subnet6) {
             (Some(s6), _) => {

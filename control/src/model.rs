@@ -504,6 +504,11 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
         return Err(format!("{what} name {name:?} contains {c:?} (allowed: letters, digits, _ . -)"));
     }
+    // Names are DNS names too (NAME, NAME.NETWORK, aliases): no empty label, none longer
+    // than a DNS label's 63 characters.
+    if name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!("{what} name {name:?}: each dot-separated part must be 1 to 63 characters (a DNS label)"));
+    }
     Ok(())
 }
 
@@ -600,6 +605,11 @@ mod tests {
         assert!(validate_name("network", "").is_err());
         assert!(validate_name("network", "-x").is_err());
         assert!(validate_name("network", "a/b").is_err());
+        // DNS labels: none empty, none over 63.
+        assert!(validate_name("alias", "a..b").is_err() && validate_name("alias", "a.").is_err());
+        assert!(validate_name("sandbox", &"b".repeat(64)).is_err());
+        assert!(validate_name("sandbox", &"b".repeat(63)).is_ok());
+        assert!(validate_name("alias", &format!("{}.{}", "a".repeat(31), "b".repeat(32))).is_ok());
         assert!(validate_ifname("eth0").is_ok());
         assert!(validate_ifname("a_very_long_ifname").is_err());
     }

@@ -86,6 +86,11 @@ fn names_aliases_scoping_and_forwarding() {
     let firsts: std::collections::BTreeSet<String> =
         (0..6).map(|_| dig(&c1, "+short db").lines().next().unwrap_or("").to_string()).collect();
     assert_eq!(firsts.len(), 2, "round robin: {firsts:?}");
+    // An alias cannot take another sandbox's NAME.NETWORK, nor be an invalid DNS name.
+    let e = w.ctl_err(0, &["connect", "back", &c1, "--alias", &format!("{}.BACK", other.to_uppercase())]);
+    assert!(e.contains("names ending in .back are the sandboxes' own names"), "{e}");
+    let e = w.ctl_err(0, &["connect", "back", &c1, "--alias", "a..b"]);
+    assert!(e.contains("each dot-separated part must be 1 to 63 characters"), "{e}");
     // Scoping: names of other networks are not answered here (go upstream: NXDOMAIN).
     assert!(dig(&other, &c1).contains("status: NXDOMAIN"), "{}", dig(&other, &c1));
     assert!(dig(&c1, &other).contains("status: NXDOMAIN"));
