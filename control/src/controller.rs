@@ -274,6 +274,7 @@ impl Controller {
                 (None, None)
             }
             crate::model::Driver::Overlay => {
+                self.check_joined()?;
                 let mesh = p.encap.as_deref() == Some("mesh");
                 if mesh && self.mesh.is_none() {
                     return Err(format!("--encrypted: {NO_MESH}"));
@@ -655,6 +656,9 @@ impl Controller {
     /// be given back if it fails after claiming them).
     fn connect_claiming(&mut self, c: Connect, claimed: &mut Vec<std::net::IpAddr>) -> R<Value> {
         let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
+        if net.driver == crate::model::Driver::Overlay {
+            self.check_joined()?;
+        }
         if net.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
             // Learnt from the cluster store: its frames could not leave this host.
             return Err(format!("network {} is encrypted and {NO_MESH}", net.name));

@@ -131,6 +131,32 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
+/// Follows the cluster store once joined: a thread watches it (every change applied
+/// under the controller's lock, a resynchronisation after a broken watch) and the
+/// keeper renews this host's lease, registering again after a loss.
+fn follow_cluster(cluster: Arc<crate::cluster::Cluster>, rev: i64, ctl: Arc<Mutex<Controller>>, stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    let (c, w, st) = (cluster.clone(), ctl.clone(), stop.clone());
+    std::thread::Builder::new().name("vsw-cluster-watch".into()).spawn(move || {
+        let mut rev = rev;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            let r = c.watch(rev, &st, |ch| w.lock().unwrap_or_else(|p| p.into_inner()).apply(ch));
+            if st.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cluster watch ended; resynchronising");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            match w.lock().unwrap_or_else(|p| p.into_inner()).cluster_sync() {
+                Ok(r) => rev = r,
+                Err(e) => tracing::warn!(error = %e, "cluster resync"),
+            }
+        }
+    })?;
+    crate::cluster::keeper(cluster, stop, move || ctl.lock().unwrap_or_else(|p| p.into_inner()).republish_local());
+    Ok(())
+}
+
 /// The abstract Unix socket name that marks a network namespace as served.
 const NAMESPACE_CLAIM: &[u8] = b"vswitchd/namespace";
 
@@ -201,37 +227,49 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     };
     ctl.reconcile();
     ctl.start_dns();
+    // The cluster store. A store that cannot be reached at start is no reason to leave
+    // the host's sandboxes without a switch: the daemon forwards on its saved state
+    // (local networks fully, overlay networks without remote endpoints), refuses overlay
+    // changes, and joins in the background once the store answers.
+    let mut join_later = None;
     let joined = match &opts.ctl.cluster {
-        Some(url) => Some(ctl.join_cluster(url).map_err(|e| format!("--cluster {url}: {e}"))?),
+        Some(url) => match ctl.join_cluster(url) {
+            Ok(j) => Some(j),
+            Err(e) if ctl.dp.advertise().is_some() => {
+                tracing::warn!(store = %url, error = %e, "cluster store unreachable: forwarding on the saved state, overlay changes refused until it is joined; retrying every 2 s");
+                join_later = Some(url.clone());
+                None
+            }
+            Err(e) => return Err(format!("--cluster {url}: {e}")),
+        },
         None => None,
     };
     let ctl = Arc::new(Mutex::new(ctl));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some((cluster, rev)) = joined {
-        // Watch the store: every change is applied under the controller's lock.
-        let (c, w, st) = (cluster.clone(), ctl.clone(), stop.clone());
+        follow_cluster(cluster, rev, ctl.clone(), stop.clone()).map_err(|e| e.to_string())?;
+    }
+    if let Some(url) = join_later {
+        let (w, st) = (ctl.clone(), stop.clone());
         std::thread::Builder::new()
-            .name("vsw-cluster-watch".into())
+            .name("vsw-cluster-join".into())
             .spawn(move || {
-                let mut rev = rev;
                 while !st.load(std::sync::atomic::Ordering::SeqCst) {
-                    let r = c.watch(rev, &st, |ch| w.lock().unwrap_or_else(|p| p.into_inner()).apply(ch));
-                    if st.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "cluster watch ended; resynchronising");
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
-                    match w.lock().unwrap_or_else(|p| p.into_inner()).cluster_sync() {
-                        Ok(r) => rev = r,
-                        Err(e) => tracing::warn!(error = %e, "cluster resync"),
+                    std::thread::sleep(Duration::from_secs(2));
+                    let r = w.lock().unwrap_or_else(|p| p.into_inner()).join_cluster(&url);
+                    match r {
+                        Ok((cluster, rev)) => {
+                            info!(store = %url, "joined the cluster store after all");
+                            if let Err(e) = follow_cluster(cluster, rev, w.clone(), st.clone()) {
+                                tracing::error!(error = %e, "cluster watch thread");
+                            }
+                            return;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cluster store still unreachable"),
                     }
                 }
             })
             .map_err(|e| e.to_string())?;
-        let k = ctl.clone();
-        crate::cluster::keeper(cluster, stop.clone(), move || k.lock().unwrap_or_else(|p| p.into_inner()).republish_local());
     }
     if let Some(ev) = mesh_events {
         // Peers coming and going add and remove the encrypted networks' ports.

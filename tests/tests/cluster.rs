@@ -215,6 +215,25 @@ fn overlay_with_etcd() {
     assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d1, &["network", "ls"]).contains("cenc")));
     let e = w.ctl_err(d1, &["connect", "cenc", &a]);
     assert!(e.contains("network cenc is encrypted and this vswitchd is not in a mesh"), "{e}");
+
+    // A host that (re)starts while the store is down still switches: its local network
+    // works at once, overlay changes are refused until the store answers, and then it
+    // joins on its own and reaches the other hosts again.
+    w.ctl_ok(d3, &["network", "create", "local3", "--subnet", "10.68.0.0/24"]);
+    let (l1, _) = sandbox(&w, d3, "local3", "l1");
+    let (_l2, l2ip) = sandbox(&w, d3, "local3", "l2");
+    etcd.kill();
+    w.stop_daemon(d3, libc::SIGTERM);
+    w.restart_daemon(d3);
+    assert!(ping(&l1, &l2ip), "local network without the store{}", w.log_tail(d3));
+    let n = w.name("late");
+    w.ctl_ok(d3, &["sandbox", "create", &n]);
+    let e = w.ctl_err(d3, &["connect", "ov", &n]);
+    assert!(e.contains("not joined yet"), "{e}");
+    etcd.start();
+    assert!(wait_for(Duration::from_secs(20), || remote_count(&w, d3, "ov") > 0), "joins once the store is back{}", w.log_tail(d3));
+    assert!(ping(&c, &aip), "overlay across hosts again{}", w.log_tail(d3));
+    w.ctl_ok(d3, &["connect", "ov", &n]);
 }
 
 #[test]

@@ -18,7 +18,14 @@ impl Controller {
         let host = self.dp.advertise().ok_or("--cluster needs --advertise IP (and the underlay up)")?;
         let c = Arc::new(Cluster::connect(url, host)?);
         self.cluster = Some(c.clone());
-        let rev = self.cluster_sync()?;
+        let rev = match self.cluster_sync() {
+            Ok(r) => r,
+            Err(e) => {
+                // Not joined: the caller may try again later.
+                self.cluster = None;
+                return Err(e);
+            }
+        };
         info!(store = url, host = %host, "joined the cluster");
         Ok((c, rev))
     }
@@ -215,6 +222,16 @@ impl Controller {
         n.ip_range = None;
         info!(network = %n.name, subnet = %s, "leased this host's subnet");
         Ok(n)
+    }
+
+    /// Refuses a change to overlay networks while the daemon runs with `--cluster` but
+    /// has not joined the store yet (it was unreachable at start): made locally, the
+    /// change would bypass the cluster-wide checks and allocations.
+    pub(super) fn check_joined(&self) -> Result<(), String> {
+        match (&self.opts.cluster, &self.cluster) {
+            (Some(url), None) => Err(format!("cluster store: {url} not joined yet (unreachable since the daemon started; retrying)")),
+            _ => Ok(()),
+        }
     }
 
     /// Remote endpoints, for the DNS name table.
