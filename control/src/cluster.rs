@@ -9,7 +9,8 @@
 //! | `networks/NAME` | the network (JSON) | none |
 //! | `vni/ID` | network name (makes VNIs unique) | none |
 //! | `hosts/ADDR` | host info (JSON) | the host's |
-//! | `ipam/NET/IP` | endpoint id (IPv4 and IPv6 addresses alike) | the owning host's |
+//! | `ipam/NET/IP` | endpoint id (IPv4 and IPv6 addresses alike) | none: held while the host is down |
+//! | `subnets/NET/A.B.C.D-24` | host address (routed overlays) | none: held while the host is down |
 //! | `endpoints/NET/ID` | endpoint (JSON: MAC, addresses, host) | the owning host's |
 //!
 //! A host keeps its lease alive from a background thread; if the lease is lost (etcd
@@ -153,8 +154,17 @@ impl Cluster {
         if eps > 0 {
             return Ok(Err(format!("network {} has {eps} endpoints in the cluster; disconnect them first", n.name)));
         }
+        // Endpoints of hosts that are down hold their addresses (not their records).
+        let (held, _) = self.etcd.count_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
+        if held > 0 {
+            return Ok(Err(format!(
+                "network {} has {held} addresses held by endpoints of hosts that are down; start those hosts and disconnect them first",
+                n.name
+            )));
+        }
         self.etcd.delete(format!("{PREFIX}networks/{}", n.name)).map_err(err)?;
         self.etcd.delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))).map_err(err)?;
+        self.etcd.delete_prefix(format!("{PREFIX}subnets/{}/", n.name)).map_err(err)?;
         Ok(Ok(()))
     }
 
@@ -180,14 +190,18 @@ impl Cluster {
             // Ours already (a restart re-claims what it holds).
             return Ok(kv.value == id.as_bytes());
         }
-        self.etcd.create(&k, id, self.lease_id()).map_err(err)
+        // No lease: an address stays claimed while its host is down (only the endpoint
+        // record goes with the lease), so it is not handed to another endpoint meanwhile.
+        self.etcd.create(&k, id, None).map_err(err)
     }
 
     pub fn release_ip(&self, network: &str, ip: std::net::IpAddr) -> Result<(), String> {
         self.etcd.delete(format!("{PREFIX}ipam/{network}/{ip}")).map(|_| ()).map_err(err)
     }
 
-    /// Publishes a local endpoint (and its address claim) under this host's lease.
+    /// Publishes a local endpoint under this host's lease, after making sure its
+    /// addresses are still claimed for it (claimed again if free). An address claimed by
+    /// another endpoint meanwhile is a conflict: the endpoint is not published.
     pub fn put_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
         let r = RemoteEndpoint {
             id: ep.id.clone(),
@@ -200,11 +214,10 @@ impl Cluster {
             aliases: ep.aliases.clone(),
         };
         let lease = self.lease_id();
-        self.etcd
-            .put(format!("{PREFIX}ipam/{}/{}", ep.network, ep.ip), ep.id.as_bytes(), lease)
-            .map_err(err)?;
-        if let Some(ip6) = ep.ip6 {
-            self.etcd.put(format!("{PREFIX}ipam/{}/{ip6}", ep.network), ep.id.as_bytes(), lease).map_err(err)?;
+        for ip in std::iter::once(std::net::IpAddr::V4(ep.ip)).chain(ep.ip6.map(std::net::IpAddr::V6)) {
+            if !self.claim_ip(&ep.network, ip, &ep.id)? {
+                return Err(format!("address {ip} is now claimed by another endpoint of network {} (it was given out while this host was away); not published — disconnect and connect {} again for a new address", ep.network, ep.sandbox));
+            }
         }
         self.etcd
             .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
@@ -228,16 +241,27 @@ impl Cluster {
         let base = u32::from(range.network());
         let count = 1u32 << (24 - range.prefix_len.min(24)) as u32;
         let candidates = prefer.into_iter().chain((0..count).map(|i| crate::model::Ipv4Cidr { addr: Ipv4Addr::from(base + (i << 8)), prefix_len: 24 }));
-        for c in candidates {
+        // No lease: a host's /24 stays its own while it is down (its sandboxes keep
+        // their addresses), and across a lost lease.
+        for (i, c) in candidates.enumerate() {
             let k = key(&c);
             match self.etcd.get(&k).map_err(err)? {
-                Some(kv) if kv.value == mine.as_bytes() => {
-                    self.etcd.put(&k, &mine, self.lease_id()).map_err(err)?;
-                    return Ok(c);
+                Some(kv) if kv.value == mine.as_bytes() => return Ok(c),
+                Some(kv) => {
+                    // The subnet this host's sandboxes use, held under another address:
+                    // this host came back with a new --advertise. Take it over if that
+                    // address is not a live host.
+                    let owner = String::from_utf8_lossy(&kv.value).into_owned();
+                    if i == 0 && prefer.is_some() && self.etcd.get(format!("{PREFIX}hosts/{owner}")).map_err(err)?.is_none() {
+                        let t = Txn::new().when(Compare::value_is(&k, &kv.value)).and_then(Op::put(&k, &mine, None));
+                        if self.etcd.txn(&t).map_err(err)?.succeeded {
+                            tracing::info!(network, subnet = %c, previous = %owner, "took over this host's subnet from its previous address");
+                            return Ok(c);
+                        }
+                    }
                 }
-                Some(_) => continue,
                 None => {
-                    if self.etcd.create(&k, &mine, self.lease_id()).map_err(err)? {
+                    if self.etcd.create(&k, &mine, None).map_err(err)? {
                         return Ok(c);
                     }
                 }

@@ -175,6 +175,11 @@ impl World {
         }
     }
 
+    /// The arguments daemon `i` is (re)started with, to change before a restart.
+    pub fn daemon_args_mut(&mut self, i: usize) -> &mut Vec<String> {
+        &mut self.daemons[i].args
+    }
+
     /// Starts daemon `i` again with the same arguments.
     pub fn restart_daemon(&mut self, i: usize) {
         let mut d = std::mem::replace(

@@ -149,6 +149,9 @@ fn overlay_with_etcd() {
     w.stop_daemon(d3, libc::SIGKILL);
     assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "ov") == 2), "h3's endpoint withdrawn{}", w.log_tail(d1));
     assert!(ping(&a, &bip), "the others keep talking");
+    // Its address stays claimed while it is down: a new endpoint gets another one.
+    let (_n1, n1ip) = sandbox(&w, d1, "ov", "n1");
+    assert_ne!(n1ip, cip, "the address of an endpoint whose host is down is not given out");
     // It returns: its endpoint comes back and traffic flows again.
     w.restart_daemon(d3);
     assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "h3's endpoint back{}", w.log_tail(d3));
@@ -161,7 +164,8 @@ fn overlay_with_etcd() {
     let (_y, yip) = sandbox(&w, d2, "secret", "y");
     assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "secret") == 1));
     assert!(ping(&x, &yip));
-    // A network with endpoints cannot be removed anywhere.
+    // A network with endpoints cannot be removed anywhere, nor while a host that is
+    // down still holds addresses on it.
     assert!(w.ctl_err(d1, &["network", "rm", "secret"]).contains("endpoints"));
 
     // Network aliases resolve on every host of the network, to every endpoint that
@@ -234,6 +238,20 @@ fn overlay_with_etcd() {
     assert!(wait_for(Duration::from_secs(20), || remote_count(&w, d3, "ov") > 0), "joins once the store is back{}", w.log_tail(d3));
     assert!(ping(&c, &aip), "overlay across hosts again{}", w.log_tail(d3));
     w.ctl_ok(d3, &["connect", "ov", &n]);
+
+    // A network whose only endpoint is on a host that is down cannot be removed from
+    // another host (the endpoint would come back into a network that no longer exists);
+    // once its host is back and it is disconnected, it can.
+    w.ctl_ok(d3, &["network", "create", "solo", "--driver", "overlay", "--subnet", "10.69.0.0/24"]);
+    let (s3, _) = sandbox(&w, d3, "solo", "s3");
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "solo") == 1));
+    w.stop_daemon(d3, libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "solo") == 0), "endpoint withdrawn with the lease");
+    let e = w.ctl_err(d1, &["network", "rm", "solo"]);
+    assert!(e.contains("has 1 addresses held by endpoints of hosts that are down"), "{e}");
+    w.restart_daemon(d3);
+    w.ctl_ok(d3, &["disconnect", "solo", &s3]);
+    w.ctl_ok(d1, &["network", "rm", "solo"]);
 }
 
 #[test]
@@ -276,5 +294,20 @@ fn routed_overlay_with_per_host_subnets() {
     w.restart_daemon(d2);
     assert_eq!(sub(&w, d2), s2, "the same /24 after a restart");
     assert!(wait_for(Duration::from_secs(15), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "after restart{}", w.log_tail(d2));
+
+    // The host comes back under a new underlay address (re-addressed): once its old
+    // registration has expired, it takes its /24 over, so its sandboxes keep working.
+    w.stop_daemon(d2, libc::SIGKILL);
+    let remote = |w: &World| w.ctl_json(d1, &["network", "inspect", "flat"])[0]["remote_endpoints"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert!(wait_for(Duration::from_secs(25), || remote(&w) == 0), "old registration expired");
+    sh_ok(&format!("ip -n {} addr add 198.19.0.22/24 dev ul0", ns[1]));
+    for a in w.daemon_args_mut(d2).iter_mut() {
+        if a == "198.19.0.2" {
+            *a = "198.19.0.22".into();
+        }
+    }
+    w.restart_daemon(d2);
+    assert_eq!(sub(&w, d2), s2, "the same /24 under the new address{}", w.log_tail(d2));
+    assert!(wait_for(Duration::from_secs(15), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "after re-addressing{}", w.log_tail(d2));
     let _ = b;
 }
