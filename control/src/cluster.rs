@@ -126,26 +126,40 @@ impl Cluster {
         Ok(kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
     }
 
-    /// Defines a network cluster-wide; false if the name or the VNI is taken.
+    /// Defines a network cluster-wide; an error if the name or the VNI is taken or the
+    /// subnet overlaps another cluster network's. Every definition also rewrites the
+    /// `netdefs` key, and the transaction requires it unchanged since the subnets were
+    /// checked: two hosts defining overlapping networks at the same moment cannot both
+    /// succeed (the loser checks again and is refused).
     pub fn create_network(&self, n: &Network) -> Result<Result<(), String>, String> {
         let nk = format!("{PREFIX}networks/{}", n.name);
         let vk = format!("{PREFIX}vni/{}", n.vni.unwrap_or(0));
-        let t = Txn::new()
-            .when(Compare::absent(nk.as_bytes()))
-            .when(Compare::absent(vk.as_bytes()))
-            .and_then(Op::put(nk.as_bytes(), serde_json::to_vec(n).unwrap_or_default(), None))
-            .and_then(Op::put(vk.as_bytes(), n.name.as_bytes(), None))
-            .or_else(Op::get(nk.as_bytes()))
-            .or_else(Op::get(vk.as_bytes()));
-        let r = self.etcd.txn(&t).map_err(err)?;
-        if r.succeeded {
-            return Ok(Ok(()));
+        let gk = format!("{PREFIX}netdefs");
+        for _ in 0..16 {
+            let guard = self.etcd.get(&gk).map_err(err)?.map_or(0, |kv| kv.mod_revision);
+            if let Some(o) = self.networks()?.into_iter().find(|o| o.name != n.name && o.range.unwrap_or(o.subnet).overlaps(&n.subnet)) {
+                return Ok(Err(format!("subnet {} overlaps the subnet {} of network {} (cluster)", n.subnet, o.range.unwrap_or(o.subnet), o.name)));
+            }
+            let unchanged = if guard == 0 { Compare::absent(gk.as_bytes()) } else { Compare::mod_revision_is(gk.as_bytes(), guard) };
+            let t = Txn::new()
+                .when(Compare::absent(nk.as_bytes()))
+                .when(Compare::absent(vk.as_bytes()))
+                .when(unchanged)
+                .and_then(Op::put(nk.as_bytes(), serde_json::to_vec(n).unwrap_or_default(), None))
+                .and_then(Op::put(vk.as_bytes(), n.name.as_bytes(), None))
+                .and_then(Op::put(gk.as_bytes(), n.name.as_bytes(), None));
+            if self.etcd.txn(&t).map_err(err)?.succeeded {
+                return Ok(Ok(()));
+            }
+            if self.etcd.get(&nk).map_err(err)?.is_some() {
+                return Ok(Err(format!("network {} already exists in the cluster", n.name)));
+            }
+            if self.etcd.get(&vk).map_err(err)?.is_some() {
+                return Ok(Err(format!("vni {}: already used in the cluster", n.vni.unwrap_or(0))));
+            }
+            // Another network was defined meanwhile: check the subnets again.
         }
-        if self.etcd.get(&nk).map_err(err)?.is_some() {
-            Ok(Err(format!("network {} already exists in the cluster", n.name)))
-        } else {
-            Ok(Err(format!("vni {}: already used in the cluster", n.vni.unwrap_or(0))))
-        }
+        Err("network definitions: too much contention in the cluster store; try again".to_string())
     }
 
     /// Removes a network definition (refused while any host has endpoints on it).

@@ -107,6 +107,26 @@ fn overlay_with_etcd() {
     w.ctl_ok(d1, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.95.0.0/24"]);
     assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("ov")), "h2 learns the network{}", w.log_tail(d2));
     assert!(w.ctl_err(d2, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.96.0.0/24"]).contains("already exists"));
+    // Two hosts defining overlapping networks at the same moment: exactly one wins.
+    for k in 1..=3 {
+        let run = |d: usize, name: String| {
+            Command::new(bin_dir().join("vswitchctl"))
+                .args(["--socket", &w.daemon(d).socket.display().to_string(), "network", "create", &name, "--driver", "overlay", "--subnet", &format!("10.8{k}.0.0/24")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (p1, p2) = (run(d1, format!("race{k}")), run(d2, format!("racex{k}")));
+        let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
+        assert_eq!(o1.status.success() as u8 + o2.status.success() as u8, 1, "round {k}: {o1:?} {o2:?}");
+        let loser = if o1.status.success() { &o2 } else { &o1 };
+        assert!(String::from_utf8_lossy(&loser.stderr).contains("overlaps"), "{loser:?}");
+        let n = if o1.status.success() { format!("race{k}") } else { format!("racex{k}") };
+        assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains(&n) && w.ctl_ok(d1, &["network", "ls"]).contains(&n)));
+        let d = if o1.status.success() { d1 } else { d2 };
+        w.ctl_ok(d, &["network", "rm", &n]);
+    }
     // Addresses are unique across hosts (claimed in etcd, not from a local counter).
     let (a, aip) = sandbox(&w, d1, "ov", "a");
     let (b, bip) = sandbox(&w, d2, "ov", "b");
