@@ -702,6 +702,22 @@ impl Controller {
             }
             None => MacAddr::from_ipv4_docker(ip),
         };
+        let taken = |me: &Controller, m: MacAddr| m == net.gateway_mac || me.state.endpoints_of_network(&net.name).any(|e| e.mac == m) || me.remote_mac_owner(&net.name, m).is_some();
+        let mac = if c.mac.is_none() && taken(self, mac) {
+            // Someone chose the MAC this address derives to with --mac: take a random
+            // locally administered one (02:43:…, outside the 02:42:IPv4 derivations)
+            // rather than refusing every automatic connect on the network.
+            let id = ep_id.as_bytes();
+            (0..id.len().saturating_sub(8) / 8)
+                .map(|i| {
+                    let h = |k: usize| u8::from_str_radix(std::str::from_utf8(&id[i * 8 + 2 * k..i * 8 + 2 * k + 2]).unwrap_or("00"), 16).unwrap_or(0);
+                    MacAddr([0x02, 0x43, h(0), h(1), h(2), h(3)])
+                })
+                .find(|m| !taken(self, *m))
+                .ok_or_else(|| format!("network {}: no free MAC address", net.name))?
+        } else {
+            mac
+        };
         if mac == net.gateway_mac || self.state.endpoints_of_network(&net.name).any(|e| e.mac == mac) {
             return Err(format!("--mac {mac}: already in use on network {}", net.name));
         }
@@ -1464,6 +1480,25 @@ impl Controller {
             }
         }
         out
+    }
+
+    /// Checks the daemon's host options against the namespace before anything starts:
+    /// the uplink must exist and be an Ethernet interface, the --advertise address must
+    /// be one of this host's (either missing used to leave the daemon running with no
+    /// way out or with every overlay network down, saying so only in its log).
+    pub fn check_host_options(&mut self) -> Result<(), String> {
+        if let Some(u) = self.opts.uplink.clone() {
+            let l = self.nl.link_by_name(&u.ifname).map_err(e2s)?.ok_or_else(|| format!("--uplink {}: no such interface in this namespace", u.ifname))?;
+            if l.mac.is_none_or(|m| m == [0; 6]) {
+                return Err(format!("--uplink {}: not an Ethernet interface", u.ifname));
+            }
+        }
+        if let Some(a) = self.opts.advertise {
+            if self.link_with_address(a).is_none() {
+                return Err(format!("--advertise {a}: no interface in this namespace has that address"));
+            }
+        }
+        Ok(())
     }
 
     /// The interface holding address `a` in the daemon's namespace.

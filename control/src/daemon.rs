@@ -221,6 +221,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
     ctl.opts = opts.ctl.clone();
+    ctl.check_host_options()?;
     let mesh_events = match &opts.mesh {
         Some(m) => Some(start_mesh(m, &mut ctl, &opts.state_dir)?),
         None => None,

@@ -182,6 +182,26 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     assert_eq!(w.ctl_json(0, &["network", "ls"]).as_array().map(|a| a.len()), Some(1), "nothing was created");
     // The outside is still reached through NAT, and its address is the uplink's gateway's.
     assert!(ping(&c1, EXT_IP), "sandbox reaches the outside{}", w.log_tail(0));
+
+    // A daemon whose uplink or underlay address is not there refuses to start (it used
+    // to run on with no way out, saying so only in its log).
+    let bare = w.netns("bare");
+    for (args, want) in [
+        (vec!["--uplink", "nosuch0", "--uplink-addr", "198.51.100.2/24"], "--uplink nosuch0: no such interface in this namespace"),
+        (vec!["--uplink", "lo", "--uplink-addr", "198.51.100.2/24"], "--uplink lo: not an Ethernet interface"),
+        (vec!["--advertise", "198.19.9.9"], "--advertise 198.19.9.9: no interface in this namespace has that address"),
+    ] {
+        let o = std::process::Command::new("timeout")
+            .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
+            .arg(bin_dir().join("vswitchd"))
+            .args(["--workers", "1", "--state-dir", &w.dir.join("bare-state").display().to_string(), "--socket", &w.dir.join("bare.sock").display().to_string()])
+            .args(&args)
+            .output()
+            .expect("vswitchd");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
 }
 
 #[test]

@@ -253,6 +253,15 @@ fn bad_input_is_refused_and_changes_nothing() {
     w.ctl_ok(0, &["sandbox", "create", &c2]);
     assert!(w.ctl_err(0, &["connect", "web", &c2, "--ip", "10.60.0.7"]).contains("in use"));
     assert!(w.ctl_err(0, &["connect", "web", &c2, "--mac", "02:42:0a:3c:00:07"]).contains("in use"));
+    // A --mac equal to what the next free address derives to does not block automatic
+    // connects: the next endpoint gets another (random, locally administered) MAC.
+    let c3 = w.name("c3");
+    w.ctl_ok(0, &["sandbox", "create", &c3]);
+    w.ctl_ok(0, &["connect", "web", &c2, "--ip", "10.60.0.9", "--mac", "02:42:0a:3c:00:02"]);
+    let out = w.ctl_ok(0, &["connect", "web", &c3]);
+    assert!(out.contains("10.60.0.2/") && out.contains(" 02:43:"), "{out}");
+    w.ctl_ok(0, &["disconnect", "web", &c2]);
+    w.ctl_ok(0, &["disconnect", "web", &c3]);
     assert!(w.ctl_err(0, &["network", "rm", "web"]).contains("active endpoints"));
     // A garbage request on the socket gets an error, and the daemon lives on.
     let o = sh(&format!(
