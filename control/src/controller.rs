@@ -136,6 +136,9 @@ pub struct Controller {
     remote_subnets: std::collections::BTreeMap<(String, Ipv4Cidr), Ipv4Addr>,
     /// The mesh agent, when this host is in an encrypted mesh.
     mesh: Option<std::sync::Arc<crate::meshd::MeshHandle>>,
+    /// Addresses of endpoints that went away, whose connections the housekeeping
+    /// thread removes from the NAT table ([`Controller::take_gone_addrs`]).
+    gone_addrs: Vec<Ipv4Addr>,
     /// Reachable mesh peers: the agent's number → public key.
     mesh_up: std::collections::BTreeMap<u32, [u8; 32]>,
     /// Mesh peer ports: (network, peer number) → port number.
@@ -146,7 +149,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -906,6 +909,7 @@ impl Controller {
         self.proxy_remove(&ep);
         self.dp.detach(ep.port_id);
         self.dp.flush_port(net.net_id, ep.port_id);
+        self.gone_addrs.push(ep.ip);
         let sb = Netns::open_named(sandbox).ok();
         endpoint::delete(&mut self.nl, sb.as_ref(), &ep);
         if let (Some(h), Some(sb)) = (heir, sb.as_ref()) {
@@ -1555,6 +1559,13 @@ impl Controller {
     /// The shared connection and neighbour tables, for the housekeeping sweeps.
     pub fn router_tables(&self) -> (std::sync::Arc<dataplane::nat::ConnTable>, std::sync::Arc<dataplane::router::neigh::NeighCache>) {
         (self.dp.conntrack().clone(), self.dp.neigh().clone())
+    }
+
+    /// Addresses of endpoints removed since the last call: their connections are to be
+    /// forgotten (a client that keeps its source port would otherwise stay translated
+    /// to an address nobody has, past a new owner of the published port).
+    pub fn take_gone_addrs(&mut self) -> Vec<Ipv4Addr> {
+        std::mem::take(&mut self.gone_addrs)
     }
 
     /// (MAC table, aging seconds) of every network, for the aging sweep.

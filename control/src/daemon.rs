@@ -293,7 +293,14 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         .name("vsw-housekeeping".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(1));
-            let work = hk.lock().unwrap_or_else(|p| p.into_inner()).aging_work();
+            let (work, gone) = {
+                let mut c = hk.lock().unwrap_or_else(|p| p.into_inner());
+                (c.aging_work(), c.take_gone_addrs())
+            };
+            if !gone.is_empty() {
+                let n = conntrack.remove_involving(&gone);
+                tracing::debug!(addresses = ?gone, removed = n, "connections of removed endpoints forgotten");
+            }
             let now = dataplane::clock::now_secs();
             for (fdb, aging) in work {
                 fdb.age_out(now, aging);

@@ -160,6 +160,17 @@ fn published_ports_from_outside_siblings_and_loopback() {
     let e = w.ctl_err(0, &["connect", "web", &o2n, "-p", "192.0.2.9:8090:80"]);
     assert!(e.contains("-p 192.0.2.9:8090:80: 192.0.2.9 is not an address ports are published on (0.0.0.0, the uplink address 198.51.100.2 or 127.0.0.1)"), "{e}");
     w.ctl_ok(0, &["connect", "web", &o2n, "-p", &format!("{UPLINK_IP}:8091:80"), "-p", "127.0.0.1:8092:80"]);
+    // A UDP client that keeps its source port follows the published port to its new
+    // owner once the old one is disconnected (the old flow is forgotten, as Docker
+    // flushes it), instead of staying translated to an address nobody has.
+    let ask = |ns: &str| String::from_utf8_lossy(&in_ns(ns, &format!("sh -c 'echo ping | timeout 3 nc -u -p 40001 -w 1 {UPLINK_IP} 5400'")).stdout).trim().to_string();
+    let (u1, _) = sandbox(w, "web", "u1", &["-p", "5400:5300/udp"]);
+    who_am_i_servers(&u1, 5300);
+    assert!(wait_for(Duration::from_secs(5), || ask(&n.ext).starts_with("peer=")), "first owner answers");
+    w.ctl_ok(0, &["disconnect", "web", &u1]);
+    let (u2, _) = sandbox(w, "web", "u2", &["-p", "5400:5300/udp", "--ip", "10.20.0.99"]);
+    who_am_i_servers(&u2, 5300);
+    assert!(wait_for(Duration::from_secs(8), || ask(&n.ext).starts_with("peer=")), "the same client reaches the new owner{}", w.log_tail(0));
     let ports = w.ctl_ok(0, &["port", &o2n]);
     assert!(ports.contains(&format!("80/tcp -> {UPLINK_IP}:8091")) && ports.contains("80/tcp -> 127.0.0.1:8092"), "{ports}");
 }

@@ -607,6 +607,25 @@ impl ConnTable {
         removed
     }
 
+    /// Removes every connection with an address of `ips` on either side (an endpoint
+    /// that went away: Docker flushes its flows too, or a client that keeps its source
+    /// port would stay translated to the old address). Returns how many it removed. For
+    /// the housekeeping thread, like [`ConnTable::sweep`] (it visits every slot).
+    pub fn remove_involving(&self, ips: &[std::net::Ipv4Addr]) -> usize {
+        if ips.is_empty() {
+            return 0;
+        }
+        let involved = |s: &Snap| [s.orig.src, s.orig.dst, s.reply.src, s.reply.dst].iter().any(|a| ips.contains(a));
+        let mut removed = 0;
+        for idx in 0..self.fresh.load(Acquire) {
+            let Some(s) = self.read(idx) else { continue };
+            if s.meta & meta::LIVE != 0 && involved(&s) && self.remove_where(idx, meta::gen(s.meta), involved) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     fn info(&self, s: &Snap, now: u32) -> ConnInfo {
         let idle = now.saturating_sub(s.seen);
         ConnInfo {

@@ -216,3 +216,18 @@ fn flow_to_itself_is_invalid_and_deny_is_counted_by_reason() {
     assert!(matches!(v, Verdict::Forward { changed: false, .. }));
     assert_eq!(f, before);
 }
+
+#[test]
+fn connections_of_a_gone_address_are_removed_and_others_kept() {
+    let t = table(64);
+    let (c1, _) = conn_of(run(&t, &mut udp(H1, 5000, REMOTE, 53, b"q"), MASQ, 0));
+    let (c2, _) = conn_of(run(&t, &mut udp(H2, 5000, REMOTE, 53, b"q"), MASQ, 0));
+    assert_eq!(t.remove_involving(&[]), 0);
+    assert_eq!(t.remove_involving(&[H1]), 1);
+    assert!(t.get(c1, 1).is_none(), "H1's flow is gone");
+    assert!(t.get(c2, 1).is_some(), "H2's flow stays");
+    assert_eq!(t.len(), 1);
+    // The same flow from H1 again is a new connection (and gets its port back).
+    let (_, ct) = conn_of(run(&t, &mut udp(H1, 5000, REMOTE, 53, b"q"), MASQ, 2));
+    assert_eq!(ct, CtState::New);
+}
