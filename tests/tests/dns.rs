@@ -138,3 +138,37 @@ fn sandbox_files_and_dead_upstream() {
     assert!(w.ctl_err(0, &["sandbox", "create", &w.name("bad"), "--dns", "nope"]).contains("--dns"));
     let _ = &d.ext;
 }
+
+/// With `--uplink`, the daemon's namespace may have no route at all to the upstream (the
+/// uplink and its address belong to the dataplane): the forwarder then asks from the
+/// sandbox's namespace, through the gateway and the masquerade, over UDP and TCP.
+#[test]
+fn forwarding_through_the_dataplane_uplink() {
+    let Some(mut w) = World::new("dns-uplink", &["dig", "dnsmasq"]) else { return };
+    let host = w.netns("host");
+    let ext = w.netns("ext");
+    let up = "198.51.100.1";
+    sh_ok(&format!("ip -n {host} link add up0 type veth peer name eth0 netns {ext}"));
+    sh_ok(&format!("ip -n {ext} addr add {up}/24 dev eth0 && ip -n {ext} link set eth0 up"));
+    let pid = w.dir.join("dnsmasq-up.pid");
+    sh_ok(&format!(
+        "ip netns exec {ext} dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address={up} --address=/example.test/203.0.113.8 --address=/#/ --pid-file={} --user=root",
+        pid.display()
+    ));
+    w.start_daemon(&host, &["--workers", "1", "--uplink", "up0", "--uplink-addr", "198.51.100.2/24", "--uplink-gateway", up]);
+    // The daemon's namespace has no route to the upstream.
+    assert!(!sh(&format!("ip netns exec {host} ip route get {up}")).status.success(), "the host namespace must have no route for this test");
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.72.0.0/24"]);
+    let c = w.name("c");
+    w.ctl_ok(0, &["sandbox", "create", &c, "--dns", up]);
+    w.ctl_ok(0, &["connect", "web", &c]);
+    assert_eq!(short(&c, "www.example.test"), vec!["203.0.113.8"], "over UDP{}", w.log_tail(0));
+    assert_eq!(short(&c, "+tcp www.example.test"), vec!["203.0.113.8"], "over TCP{}", w.log_tail(0));
+    // Sandboxes stay apart: a second sandbox forwards from its own namespace too, and
+    // removing the first leaves it working.
+    let d = w.name("d");
+    w.ctl_ok(0, &["sandbox", "create", &d, "--dns", up]);
+    w.ctl_ok(0, &["connect", "web", &d]);
+    w.ctl_ok(0, &["sandbox", "rm", &c]);
+    assert_eq!(short(&d, "other.example.test"), vec!["203.0.113.8"]);
+}

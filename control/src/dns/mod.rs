@@ -23,10 +23,16 @@
 //! locally — it is forwarded like any other name and normally ends NXDOMAIN upstream.
 //!
 //! Upstream sockets are opened by the loop thread in the daemon's namespace, where the
-//! uplink and the host's routes are; the sandbox needs no route to its upstream servers.
-//! That also means loopback nameservers of the host's resolv.conf (systemd-resolved's
-//! 127.0.0.53) work as upstreams, unlike in Docker, whose forwarder runs in the container;
-//! see [`host_upstreams`].
+//! host's routes are; the sandbox needs no route to its upstream servers. That also means
+//! loopback nameservers of the host's resolv.conf (systemd-resolved's 127.0.0.53) work as
+//! upstreams, unlike in Docker, whose forwarder runs in the container; see
+//! [`host_upstreams`]. When the daemon's namespace has no route to an upstream (the send
+//! or connect fails at once with ENETUNREACH/EHOSTUNREACH — typically with `--uplink`,
+//! whose address belongs to the dataplane, not to the kernel), the query is sent from a
+//! socket opened in the asking sandbox's namespace instead (the loop thread enters it for
+//! the moment of the socket call), so it leaves through the sandbox's gateway and the
+//! masquerade, as Docker's does; one UDP socket per sandbox and family, made on first
+//! use and closed with the sandbox.
 //!
 //! # Pieces
 //!

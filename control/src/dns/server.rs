@@ -35,7 +35,7 @@ const MAX_TCP_OUT: usize = 1 << 20;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Cmd {
-    Add { name: String, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>, reply: Sender<io::Result<()>> },
+    Add { name: String, ns: Netns, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>, reply: Sender<io::Result<()>> },
     Remove { name: String, reply: Sender<bool> },
     SetUpstreams { name: String, upstreams: Vec<SocketAddr>, reply: Sender<bool> },
     Stop,
@@ -145,7 +145,7 @@ impl DnsServer {
             .run_in(move || open_listeners(listen))?
             .map_err(|e| io::Error::new(e.kind(), format!("sandbox {name}: binding DNS sockets on {listen}: {e}")))?;
         let (reply, rx) = mpsc::channel();
-        self.send(Cmd::Add { name: name.to_string(), udp, tcp, upstreams: upstreams.clone(), reply })?;
+        self.send(Cmd::Add { name: name.to_string(), ns: ns.try_clone()?, udp, tcp, upstreams: upstreams.clone(), reply })?;
         Self::wait(rx)??;
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), upstreams);
         Ok(())
@@ -243,6 +243,7 @@ struct Sb {
     udp: u64,
     tcp: u64,
     upstreams: Arc<[SocketAddr]>,
+    via: super::upstream::Via,
 }
 
 struct Conn {
@@ -365,8 +366,8 @@ impl Loop {
             match self.rx.try_recv() {
                 Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
-                Ok(Cmd::Add { name, udp, tcp, upstreams, reply }) => {
-                    let r = self.add(name, udp, tcp, upstreams);
+                Ok(Cmd::Add { name, ns, udp, tcp, upstreams, reply }) => {
+                    let r = self.add(name, ns, udp, tcp, upstreams);
                     self.gauges();
                     let _ = reply.send(r);
                 }
@@ -383,7 +384,7 @@ impl Loop {
         }
     }
 
-    fn add(&mut self, name: String, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>) -> io::Result<()> {
+    fn add(&mut self, name: String, ns: Netns, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>) -> io::Result<()> {
         self.remove(&name);
         let name: Arc<str> = name.into();
         let (ut, tt) = (self.tokens.next(Kind::SandboxUdp), self.tokens.next(Kind::SandboxTcp));
@@ -394,12 +395,14 @@ impl Loop {
         }
         self.udp.insert(ut, (udp, name.clone()));
         self.listeners.insert(tt, (tcp, name.clone()));
-        self.sandboxes.insert(name, Sb { udp: ut, tcp: tt, upstreams: upstreams.into() });
+        let via = super::upstream::Via { name: name.clone(), ns: Arc::new(ns) };
+        self.sandboxes.insert(name, Sb { udp: ut, tcp: tt, upstreams: upstreams.into(), via });
         Ok(())
     }
 
     fn remove(&mut self, name: &str) -> bool {
         let Some(sb) = self.sandboxes.remove(name) else { return false };
+        self.fwd.forget_sandbox(&self.ep, name);
         if let Some((s, _)) = self.udp.remove(&sb.udp) {
             self.ep.delete(s.as_raw_fd());
         }
@@ -431,7 +434,8 @@ impl Loop {
             Action::Forward { question, max_udp } => {
                 st.forwarded.fetch_add(1, Ordering::Relaxed);
                 let ups = self.sandboxes.get(sb).map_or_else(|| Arc::from(Vec::new()), |s| s.upstreams.clone());
-                self.fwd.forward(&self.ep, &mut self.tokens, now, msg.to_vec(), question, max_udp, tcp, client, ups, &mut self.done);
+                let via = self.sandboxes.get(sb).map(|s| s.via.clone());
+                self.fwd.forward(&self.ep, &mut self.tokens, now, msg.to_vec(), question, max_udp, tcp, client, ups, via, &mut self.done);
                 Outcome::Pending
             }
         }

@@ -65,8 +65,45 @@ enum Attempt {
     Tcp { token: u64 },
 }
 
+/// The asking sandbox's namespace: where a query is sent from when the daemon's own
+/// namespace has no route to the upstream (the uplink belongs to the dataplane, so with
+/// `--uplink` the daemon's kernel may have no way out; the sandbox's default route goes
+/// through the gateway and the masquerade, as Docker's forwarder in the container does).
+#[derive(Clone)]
+pub(crate) struct Via {
+    pub name: Arc<str>,
+    pub ns: Arc<crate::netns::Netns>,
+}
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Via({})", self.name)
+    }
+}
+
+/// Runs `f` with the calling thread in namespace `ns`, then returns it to `home`.
+fn in_ns<T>(ns: &crate::netns::Netns, home: &crate::netns::Netns, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: setns on this thread with valid namespace descriptors.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let r = f();
+    // SAFETY: as above.
+    while unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        tracing::error!(error = %io::Error::last_os_error(), "dns: cannot return to the daemon's namespace; retrying");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    r
+}
+
+/// True for the errors a send or connect gets at once when no route leads to the server.
+fn unroutable(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH))
+}
+
 #[derive(Debug)]
 struct Pending {
+    via: Option<Via>,
     client: ClientRef,
     query: Vec<u8>,
     question: Question,
@@ -102,8 +139,16 @@ pub(crate) struct Forwarder {
     pending: HashMap<u64, Pending>,
     order: VecDeque<u64>,
     timers: VecDeque<(Instant, u64, u32)>,
-    pool: Vec<(UdpSocket, u64)>,
+    /// The daemon-namespace sockets (IPv4 first, then IPv6), then sockets opened in
+    /// sandboxes (`via`), which are removed with their sandbox (slot left empty).
+    pool: Vec<Option<(UdpSocket, u64)>>,
     n4: usize,
+    n_home: usize,
+    /// (sandbox, IPv4?) → its socket in `pool`.
+    via_socks: HashMap<(Arc<str>, bool), usize>,
+    /// The daemon's namespace, where the loop thread returns after opening a socket in
+    /// a sandbox.
+    home: crate::netns::Netns,
     by_id: HashMap<(usize, u16), u64>,
     tcp: HashMap<u64, UpTcp>,
     next_id: u64,
@@ -134,8 +179,9 @@ impl Forwarder {
             s.set_nonblocking(true)?;
             let token = tokens.next(Kind::UpstreamUdp);
             ep.add(s.as_raw_fd(), token, IN)?;
-            socks.push((s, token));
+            socks.push(Some((s, token)));
         }
+        let n_home = socks.len();
         Ok(Forwarder {
             timeout,
             max_inflight: max_inflight.max(1),
@@ -144,6 +190,9 @@ impl Forwarder {
             timers: VecDeque::new(),
             pool: socks,
             n4,
+            n_home,
+            via_socks: HashMap::new(),
+            home: crate::netns::Netns::current()?,
             by_id: HashMap::new(),
             tcp: HashMap::new(),
             next_id: 0,
@@ -176,6 +225,7 @@ impl Forwarder {
         tcp: bool,
         client: ClientRef,
         upstreams: Arc<[SocketAddr]>,
+        via: Option<Via>,
         done: &mut Vec<Done>,
     ) {
         while self.pending.len() >= self.max_inflight {
@@ -187,7 +237,7 @@ impl Forwarder {
         }
         self.next_id += 1;
         let id = self.next_id;
-        let p = Pending { client, query, question, max_udp, upstreams, next: 0, tcp, attempt: Attempt::None, seq: 0 };
+        let p = Pending { via, client, query, question, max_udp, upstreams, next: 0, tcp, attempt: Attempt::None, seq: 0 };
         self.pending.insert(id, p);
         while self.order.front().is_some_and(|f| !self.pending.contains_key(f)) {
             self.order.pop_front();
@@ -209,7 +259,7 @@ impl Forwarder {
             let Some(p) = self.pending.get_mut(&id) else { return };
             let Some(&server) = p.upstreams.get(p.next) else { break };
             p.next += 1;
-            let started = if p.tcp { self.start_tcp(ep, tokens, id, server) } else { self.start_udp(id, server) };
+            let started = if p.tcp { self.start_tcp(ep, tokens, id, server) } else { self.start_udp(ep, tokens, id, server) };
             match started {
                 Ok(a) => {
                     let Some(p) = self.pending.get_mut(&id) else { return };
@@ -227,24 +277,77 @@ impl Forwarder {
         self.fail(ep, id, done);
     }
 
-    fn start_udp(&mut self, id: u64, server: SocketAddr) -> io::Result<Attempt> {
-        let range = if server.is_ipv4() { 0..self.n4 } else { self.n4..self.pool.len() };
+    fn start_udp(&mut self, ep: &Epoll, tokens: &mut Tokens, id: u64, server: SocketAddr) -> io::Result<Attempt> {
+        let range = if server.is_ipv4() { 0..self.n4 } else { self.n4..self.n_home };
         if range.is_empty() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this address family"));
         }
         let sock = range.start + self.rng.u16() as usize % range.len();
+        match self.send_udp(sock, id, server) {
+            Err(e) if unroutable(&e) => {
+                // No route from the daemon's namespace: from the asking sandbox's.
+                let Some(via) = self.pending.get(&id).and_then(|p| p.via.clone()) else { return Err(e) };
+                let sock = self.via_sock(ep, tokens, &via, server.is_ipv4())?;
+                self.send_udp(sock, id, server)
+            }
+            r => r,
+        }
+    }
+
+    fn send_udp(&mut self, sock: usize, id: u64, server: SocketAddr) -> io::Result<Attempt> {
         let qid = (0..16).map(|_| self.rng.u16()).find(|q| !self.by_id.contains_key(&(sock, *q)));
         let qid = qid.ok_or_else(|| io::Error::new(io::ErrorKind::WouldBlock, "no free query id"))?;
         let p = &self.pending[&id];
         let mut pkt = p.query.clone();
         pkt[..2].copy_from_slice(&qid.to_be_bytes());
-        self.pool[sock].0.send_to(&pkt, server)?;
+        let s = self.pool.get(sock).and_then(|s| s.as_ref()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        s.0.send_to(&pkt, server)?;
         self.by_id.insert((sock, qid), id);
         Ok(Attempt::Udp { sock, id: qid, server })
     }
 
+    /// The UDP socket opened in sandbox `via` for one address family (made on first use).
+    fn via_sock(&mut self, ep: &Epoll, tokens: &mut Tokens, via: &Via, v4: bool) -> io::Result<usize> {
+        if let Some(&i) = self.via_socks.get(&(via.name.clone(), v4)) {
+            return Ok(i);
+        }
+        let s = in_ns(&via.ns, &self.home, || UdpSocket::bind(if v4 { "0.0.0.0:0" } else { "[::]:0" }))?;
+        s.set_nonblocking(true)?;
+        let token = tokens.next(Kind::UpstreamUdp);
+        ep.add(s.as_raw_fd(), token, IN)?;
+        let i = match self.pool.iter().skip(self.n_home).position(|x| x.is_none()) {
+            Some(k) => self.n_home + k,
+            None => {
+                self.pool.push(None);
+                self.pool.len() - 1
+            }
+        };
+        self.pool[i] = Some((s, token));
+        self.via_socks.insert((via.name.clone(), v4), i);
+        tracing::debug!(sandbox = %via.name, "dns: forwarding from the sandbox's namespace (no route from the daemon's)");
+        Ok(i)
+    }
+
+    /// Closes the sockets opened in sandbox `name` (it is going away).
+    pub(crate) fn forget_sandbox(&mut self, ep: &Epoll, name: &str) {
+        for v4 in [true, false] {
+            if let Some(i) = self.via_socks.remove(&(Arc::from(name), v4)) {
+                if let Some((s, _)) = self.pool[i].take() {
+                    ep.delete(s.as_raw_fd());
+                }
+                self.by_id.retain(|(sock, _), _| *sock != i);
+            }
+        }
+    }
+
     fn start_tcp(&mut self, ep: &Epoll, tokens: &mut Tokens, id: u64, server: SocketAddr) -> io::Result<Attempt> {
-        let stream = nb_connect(server)?;
+        let stream = match nb_connect(server) {
+            Err(e) if unroutable(&e) => match self.pending.get(&id).and_then(|p| p.via.clone()) {
+                Some(via) => in_ns(&via.ns, &self.home, || nb_connect(server))?,
+                None => return Err(e),
+            },
+            r => r?,
+        };
         let token = tokens.next(Kind::UpstreamTcp);
         ep.add(stream.as_raw_fd(), token, OUT)?;
         let q = &self.pending[&id].query;
@@ -297,9 +400,10 @@ impl Forwarder {
     /// Handles an event on one of the forwarder's tokens.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_event(&mut self, ep: &Epoll, tokens: &mut Tokens, now: Instant, token: u64, events: u32, buf: &mut [u8], done: &mut Vec<Done>) {
-        if let Some(idx) = self.pool.iter().position(|(_, t)| *t == token) {
+        if let Some(idx) = self.pool.iter().position(|x| x.as_ref().is_some_and(|(_, t)| *t == token)) {
             for _ in 0..READ_BATCH {
-                match self.pool[idx].0.recv_from(buf) {
+                let Some((sock, _)) = self.pool[idx].as_ref() else { break };
+                match sock.recv_from(buf) {
                     Ok((n, src)) => self.on_udp_answer(ep, tokens, now, idx, &buf[..n], src, done),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
