@@ -128,7 +128,12 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         return Next::Drop(DropReason::Truncated);
     }
     let src = eth::src(f);
-    if !src.is_unicast() {
+    // From another host's tunnel: plain L2. That host's own gateway (same address, same
+    // MAC on every host) has answered its sandboxes; we must not answer them too.
+    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
+    // A port claiming the gateway's MAC is spoofing it (a Linux bridge drops frames
+    // from its own address too): never learnt.
+    if !src.is_unicast() || (!from_tunnel && net.gateway.is_some_and(|g| g.mac == src)) {
         return Next::Drop(DropReason::BadSrcMac);
     }
     match net.fdb.learn(src, in_port, cx.now) {
@@ -138,9 +143,6 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         Learn::Refused => cx.stats.event(Event::FdbFull, 1),
     }
     let dst = eth::dst(f);
-    // From another host's tunnel: plain L2. That host's own gateway (same address, same
-    // MAC on every host) has answered its sandboxes; we must not answer them too.
-    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
     if from_tunnel {
         if net.gateway.is_some_and(|g| g.mac == dst) {
             return Next::Drop(DropReason::SameSegment);

@@ -168,6 +168,11 @@ fn bad_frames_dropped_by_reason() {
     assert!(out.is_empty());
     assert_eq!(h.stats.drops(DropReason::Truncated), 1);
     assert_eq!(h.stats.drops(DropReason::BadSrcMac), 2);
+    // A port spoofing the gateway's MAC: dropped, not learnt.
+    let out = h.send(1, &[frame(MacAddr::BROADCAST, GW_MAC, 0x0800, 60)]);
+    assert!(out.is_empty());
+    assert_eq!(h.stats.drops(DropReason::BadSrcMac), 3);
+    assert!(h.t.network(1).unwrap().fdb.lookup(GW_MAC).is_none(), "the gateway's MAC is never learnt on a port");
     let out = h.send(9, &[frame(mac(3), mac(2), 0x0800, 60)]);
     assert!(out.is_empty());
     assert_eq!(h.stats.drops(DropReason::PortUnknown), 1);
