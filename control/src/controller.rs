@@ -136,6 +136,9 @@ pub struct Controller {
     remote_subnets: std::collections::BTreeMap<(String, Ipv4Cidr), Ipv4Addr>,
     /// The mesh agent, when this host is in an encrypted mesh.
     mesh: Option<std::sync::Arc<crate::meshd::MeshHandle>>,
+    /// The ifindex each attached system port's socket is bound to (to notice an
+    /// interface deleted and made again under the same name).
+    port_ifindex: std::collections::HashMap<String, u32>,
     /// Addresses of endpoints that went away, whose connections the housekeeping
     /// thread removes from the NAT table ([`Controller::take_gone_addrs`]).
     gone_addrs: Vec<Ipv4Addr>,
@@ -149,7 +152,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -1083,7 +1086,9 @@ impl Controller {
                     .link_by_name(&p.ifname)?
                     .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("interface {} not found", p.ifname)))?;
                 self.nl.set_up(l.index, true)?;
-                self.dp.attach_system(p.port_id, &p.ifname)
+                self.dp.attach_system(p.port_id, &p.ifname)?;
+                self.port_ifindex.insert(p.ifname.clone(), l.index);
+                Ok(())
             }
             PortKind::Tap => {
                 if let Some(l) = self.nl.link_by_name(&p.ifname)? {
@@ -1559,6 +1564,44 @@ impl Controller {
     /// The shared connection and neighbour tables, for the housekeeping sweeps.
     pub fn router_tables(&self) -> (std::sync::Arc<dataplane::nat::ConnTable>, std::sync::Arc<dataplane::router::neigh::NeighCache>) {
         (self.dp.conntrack().clone(), self.dp.neigh().clone())
+    }
+
+    /// Follows the interfaces of system ports (housekeeping, every second): one that
+    /// disappeared is detached (and shown as down), one that appears again under the
+    /// port's name — a VM restarted with the same TAP name, a veth made again — is
+    /// attached again, as OVS does with its ports.
+    pub fn check_ports(&mut self) {
+        let ports: Vec<AttachedPort> = self.state.ports.values().filter(|p| p.kind == PortKind::System).cloned().collect();
+        let mut changed = false;
+        for p in ports {
+            let Ok(link) = self.nl.link_by_name(&p.ifname) else { continue };
+            let attached = self.dp.is_attached(p.port_id);
+            let Some(net) = self.state.networks.get(&p.network).cloned() else { continue };
+            match link {
+                None if attached => {
+                    self.dp.detach(p.port_id);
+                    self.dp.flush_port(net.net_id, p.port_id);
+                    self.port_ifindex.remove(&p.ifname);
+                    warn!(interface = %p.ifname, network = %p.network, "port's interface is gone; it is attached again when it comes back");
+                    changed = true;
+                }
+                Some(l) if !attached || self.port_ifindex.get(&p.ifname) != Some(&l.index) => {
+                    if attached {
+                        self.dp.detach(p.port_id);
+                        self.dp.flush_port(net.net_id, p.port_id);
+                    }
+                    match self.realise_port(&p, &net, false) {
+                        Ok(()) => info!(interface = %p.ifname, network = %p.network, "port's interface is back; attached again"),
+                        Err(e) => tracing::debug!(interface = %p.ifname, error = %e, "port not attached yet"),
+                    }
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            self.dp.publish(&self.state);
+        }
     }
 
     /// Addresses of endpoints removed since the last call: their connections are to be

@@ -295,6 +295,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             std::thread::sleep(Duration::from_secs(1));
             let (work, gone) = {
                 let mut c = hk.lock().unwrap_or_else(|p| p.into_inner());
+                c.check_ports();
                 (c.aging_work(), c.take_gone_addrs())
             };
             if !gone.is_empty() {

@@ -363,6 +363,15 @@ fn port_add_attaches_an_existing_interface() {
     let ls = w.ctl_ok(0, &["port", "ls"]);
     assert!(!ls.contains("lo ") && !ls.contains("kdum0"), "{ls}");
     assert!(ping(&vm, "10.70.0.2"), "forwarding unaffected by the refused ports");
+    // The interface goes away (a VM stops) and comes back under the same name: the port
+    // shows down meanwhile and is attached again by itself.
+    sh_ok(&format!("ip -n {host} link del ext0"));
+    let state = |w: &World| w.ctl_json(0, &["port", "ls"]).as_array().unwrap().iter().find(|p| p["interface"] == "ext0").map(|p| p["attached"].clone());
+    assert!(wait_for(Duration::from_secs(5), || state(&w) == Some(serde_json::json!(false))), "port shown down: {:?}", state(&w));
+    sh_ok(&format!("ip -n {host} link add ext0 type veth peer name eth0 netns {vm}"));
+    sh_ok(&format!("ip -n {vm} addr add 10.70.0.200/24 dev eth0 && ip -n {vm} link set eth0 up"));
+    assert!(wait_for(Duration::from_secs(8), || ping(&vm, "10.70.0.2")), "port attached again{}", w.log_tail(0));
+    assert_eq!(state(&w), Some(serde_json::json!(true)));
     // A TAP port made by the switch, moved into a namespace by hand (as a VM manager would).
     let tapns = w.netns("tapvm");
     w.ctl_ok(0, &["port", "add", "lan", "vmtap0", "--type", "tap"]);
