@@ -272,6 +272,14 @@ fn overlay_with_etcd() {
     w.restart_daemon(d3);
     w.ctl_ok(d3, &["disconnect", "solo", &s3]);
     w.ctl_ok(d1, &["network", "rm", "solo"]);
+
+    // A cluster network overlapping a local network of one host (which the defining
+    // host cannot know) is not set up on that host; the others have it.
+    w.ctl_ok(d1, &["network", "create", "shadow3", "--driver", "overlay", "--subnet", "10.68.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("shadow3")));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!w.ctl_ok(d3, &["network", "ls"]).contains("shadow3"), "not set up over local3 on h3");
+    assert!(ping(&l1, &l2ip), "h3's local network unaffected");
 }
 
 #[test]

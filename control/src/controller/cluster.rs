@@ -35,6 +35,11 @@ impl Controller {
     pub fn cluster_sync(&mut self) -> Result<i64, String> {
         let Some(c) = self.cluster.clone() else { return Ok(0) };
         let (hosts, eps, nets, rev) = c.snapshot()?;
+        // Cluster networks removed while this host was away.
+        let stale: Vec<String> = self.state.networks.values().filter(|l| l.driver == Driver::Overlay && !nets.iter().any(|n| n.name == l.name)).map(|l| l.name.clone()).collect();
+        for name in stale {
+            self.drop_cluster_network(&name);
+        }
         for n in nets {
             self.apply_network(n);
         }
@@ -69,19 +74,7 @@ impl Controller {
                 self.apply_network(n);
             }
             Change::NetworkGone(name) => {
-                let local = self.state.endpoints_of_network(&name).count() > 0 || self.state.ports_of_network(&name).count() > 0;
-                if !local && self.state.networks.get(&name).is_some_and(|n| n.driver == Driver::Overlay) {
-                    let mut new = self.state.clone();
-                    let gone = new.networks.remove(&name);
-                    if self.commit(new).is_ok() {
-                        self.detach_peers(&name);
-                        if let Some(n) = gone {
-                            self.dp.forget_network(n.net_id);
-                        }
-                        self.dp.publish(&self.state);
-                        info!(network = %name, "overlay network removed by the cluster");
-                    }
-                }
+                self.drop_cluster_network(&name);
             }
             Change::Host(h) if Some(h) != me => {
                 if self.cluster_hosts.insert(h) {
@@ -139,12 +132,48 @@ impl Controller {
         }
     }
 
+    /// Removes this host's copy of cluster network `name` (gone from the store, or
+    /// replaced there by another network of the same name), unless sandboxes or ports
+    /// here still use it: then it stays, and says so. True if removed.
+    fn drop_cluster_network(&mut self, name: &str) -> bool {
+        if !self.state.networks.get(name).is_some_and(|n| n.driver == Driver::Overlay) {
+            return false;
+        }
+        let local = self.state.endpoints_of_network(name).count() + self.state.ports_of_network(name).count();
+        if local > 0 {
+            warn!(network = %name, local, "overlay network removed from the cluster, but this host still has endpoints on it; disconnect them");
+            return false;
+        }
+        let mut new = self.state.clone();
+        let gone = new.networks.remove(name);
+        if self.commit(new).is_err() {
+            return false;
+        }
+        self.detach_peers(name);
+        if let Some(n) = gone {
+            self.dp.forget_network(n.net_id);
+        }
+        self.dp.publish(&self.state);
+        info!(network = %name, "overlay network removed by the cluster");
+        true
+    }
+
     /// A network defined in the cluster: create it here if this host does not have it.
     fn apply_network(&mut self, n: Network) {
         if let Some(l) = self.state.networks.get(&n.name) {
-            if l.id != n.id {
-                warn!(network = %n.name, "a local network has the name of a cluster network; keeping the local one");
+            if l.id == n.id {
+                return;
             }
+            // A cluster network this host kept from before (removed and made again in
+            // the cluster while it was away) gives way to the current one; a local
+            // bridge network of the same name does not.
+            if !self.drop_cluster_network(&n.name) {
+                warn!(network = %n.name, "a local network has the name of a cluster network; keeping the local one");
+                return;
+            }
+        }
+        if let Some(o) = self.state.networks.values().find(|o| o.subnet.overlaps(&n.range.unwrap_or(n.subnet))) {
+            warn!(network = %n.name, subnet = %n.subnet, local = %o.name, "a cluster network overlaps the subnet of a network of this host; not set up here");
             return;
         }
         let used: std::collections::BTreeSet<u16> = self.state.networks.values().map(|x| x.net_id).collect();
