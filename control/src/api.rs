@@ -29,6 +29,9 @@ pub struct NetworkCreate {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<String>,
+    /// The IPv6 sub-range endpoints get their IPv6 addresses from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

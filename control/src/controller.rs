@@ -371,6 +371,20 @@ impl Controller {
                 (None, None)
             }
         };
+        let ip_range6 = match &p.ip_range6 {
+            Some(r) => {
+                let c: crate::model::Ipv6Cidr = r.parse().map_err(|e| format!("ip-range {r:?}: {e}"))?;
+                if !c.is_network_address() {
+                    return Err(format!("ip-range {r:?}: has host bits set; did you mean {}/{}?", c.network(), c.prefix_len));
+                }
+                let Some(s6) = subnet6 else { return Err(format!("ip-range {c}: an IPv6 range needs an IPv6 subnet (--ipv6 --subnet …)")) };
+                if c.prefix_len < s6.prefix_len || !s6.contains(c.network()) {
+                    return Err(format!("ip-range {c}: not inside the subnet {s6}"));
+                }
+                Some(c)
+            }
+            None => None,
+        };
         let used: BTreeSet<u16> = self.state.networks.values().map(|n| n.net_id).collect();
         let net_id = (1..=u16::MAX).find(|i| !used.contains(i)).ok_or("too many networks")?;
         let id = model::random_id();
@@ -395,6 +409,7 @@ impl Controller {
             icc: p.icc.unwrap_or(true),
             subnet6,
             gateway6,
+            ip_range6,
             driver,
             encap,
             vni,

@@ -58,12 +58,16 @@ pub fn check_requested(net: &Network, ip: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -
 /// subnet-router anycast address and the gateway). Looks at the first 65,536.
 pub fn allocate6(net: &Network, used: &BTreeSet<std::net::Ipv6Addr>) -> Result<std::net::Ipv6Addr, String> {
     let Some(sub) = net.subnet6 else { return Err(format!("network {} has no IPv6 subnet", net.name)) };
-    let base = u128::from(sub.network());
-    let size = if sub.prefix_len >= 128 { 1 } else { 1u128 << (128 - sub.prefix_len as u32).min(127) };
-    (1..size.min(65536))
+    // From the --ip-range sub-range if there is one (the subnet-router address, the
+    // range's first when it starts the subnet, is skipped either way).
+    let from = net.ip_range6.unwrap_or(sub);
+    let base = u128::from(from.network());
+    let size = if from.prefix_len >= 128 { 1 } else { 1u128 << (128 - from.prefix_len as u32).min(127) };
+    (0..size.min(65536))
+        .filter(|i| base + i != u128::from(sub.network()))
         .map(|i| std::net::Ipv6Addr::from(base + i))
         .find(|ip| Some(*ip) != net.gateway6 && !used.contains(ip))
-        .ok_or_else(|| format!("network {}: no free IPv6 address left in {sub}", net.name))
+        .ok_or_else(|| format!("network {}: no free IPv6 address left in {from}", net.name))
 }
 
 /// Checks an address asked for with `--ip6`.
@@ -102,6 +106,7 @@ mod tests {
             icc: true,
             subnet6: None,
             gateway6: None,
+            ip_range6: None,
             driver: crate::model::Driver::Bridge,
             encap: None,
             vni: None,
@@ -135,6 +140,20 @@ mod tests {
         assert_eq!((a.to_string(), b.to_string()), ("10.0.0.128".into(), "10.0.0.130".into()));
         let c = allocate(&n, &used).unwrap();
         assert_eq!(c.to_string(), "10.0.0.131");
+    }
+
+    #[test]
+    fn ipv6_from_the_subnet_or_its_range() {
+        let mut n = net("10.0.0.0/24", "10.0.0.1", None);
+        n.subnet6 = Some("fd00:1::/64".parse().unwrap());
+        n.gateway6 = Some("fd00:1::1".parse().unwrap());
+        let used = BTreeSet::new();
+        assert_eq!(allocate6(&n, &used).unwrap().to_string(), "fd00:1::2", "skips the subnet-router and gateway addresses");
+        n.ip_range6 = Some("fd00:1::8000/113".parse().unwrap());
+        let a = allocate6(&n, &used).unwrap();
+        assert_eq!(a.to_string(), "fd00:1::8000", "from the range");
+        let used: BTreeSet<_> = [a].into();
+        assert_eq!(allocate6(&n, &used).unwrap().to_string(), "fd00:1::8001");
     }
 
     #[test]

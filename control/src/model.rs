@@ -371,6 +371,9 @@ pub struct Network {
     pub subnet6: Option<Ipv6Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<std::net::Ipv6Addr>,
+    /// IPv6 addresses are allocated from this sub-range (`--ip-range` with an IPv6 prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<Ipv6Cidr>,
     #[serde(default)]
     pub driver: Driver,
     /// Overlay networks: the encapsulation and its id (VNI for VXLAN, key for GRE).
@@ -635,6 +638,7 @@ mod tests {
                 icc: true,
                 subnet6: None,
                 gateway6: None,
+                ip_range6: None,
                 driver: Driver::Bridge,
                 encap: None,
                 vni: None,

@@ -96,6 +96,25 @@ fn vxlan_and_gre_between_hosts() {
     assert!(e.contains("vni 4242: already used by network ov (vxlan)"), "{e}");
     assert!(!w.ctl_ok(d1, &["network", "ls"]).contains("og2"));
     assert!(ping(&a, &bip), "VXLAN network unaffected");
+
+    // Dual stack in peer mode: each host gets its own IPv6 range too (--ip-range once per
+    // family, like --subnet), so the hosts hand out different IPv6 addresses.
+    for (d, r4, r6) in [(d1, "10.92.0.0/25", "fd00:92::/65"), (d2, "10.92.0.128/25", "fd00:92::8000:0:0:0/65")] {
+        w.ctl_ok(d, &["network", "create", "o6", "--driver", "overlay", "--vni", "4343", "--ipv6", "--subnet", "10.92.0.0/24", "--subnet", "fd00:92::/64", "--ip-range", r4, "--ip-range", r6]);
+    }
+    let v6 = |d: usize, short: &str| -> (String, String) {
+        let n = w.name(short);
+        w.ctl_ok(d, &["sandbox", "create", &n]);
+        let out = w.ctl_ok(d, &["connect", "o6", &n]);
+        let ip6 = out.split_whitespace().find(|t| t.starts_with("fd00:92:")).map(|t| t.split('/').next().unwrap().to_string());
+        (n, ip6.unwrap_or_else(|| panic!("an IPv6 address in {out:?}")))
+    };
+    let (x1, x1ip) = v6(d1, "x1");
+    let (_x2, x2ip) = v6(d2, "x2");
+    assert_eq!((x1ip.as_str(), x2ip.as_str()), ("fd00:92::2", "fd00:92:0:0:8000::"), "each host from its own range");
+    assert!(ping(&x1, &x2ip), "IPv6 across hosts{}", w.log_tail(d1));
+    let e = w.ctl_err(d1, &["network", "create", "o7", "--ipv6", "--subnet", "10.93.0.0/24", "--subnet", "fd00:93::/64", "--ip-range", "fd00:94::/80"]);
+    assert!(e.contains("ip-range fd00:94::/80: not inside the subnet fd00:93::/64"), "{e}");
 }
 
 #[test]

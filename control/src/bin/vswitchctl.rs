@@ -124,9 +124,10 @@ enum NetworkCmd {
         /// Overlay network id (VXLAN VNI / GRE key); default derived from the name.
         #[arg(long)]
         vni: Option<u32>,
-        /// Allocate endpoint addresses from this sub-range.
+        /// Allocate endpoint addresses from this sub-range (one IPv4 and one IPv6 at most:
+        /// repeat it, as with --subnet).
         #[arg(long)]
-        ip_range: Option<String>,
+        ip_range: Vec<String>,
         #[arg(long)]
         mtu: Option<u32>,
         /// Maximum number of learned MAC addresses.
@@ -279,6 +280,7 @@ fn main() {
             };
             let (subnet, subnet6) = split(subnet, "subnet");
             let (gateway, gateway6) = split(gateway, "gateway");
+            let (ip_range, ip_range6) = split(ip_range, "ip-range");
             let v = go(Request::NetworkCreate(NetworkCreate {
                 name,
                 subnet,
@@ -290,6 +292,7 @@ fn main() {
                 encap,
                 vni,
                 ip_range,
+                ip_range6,
                 mtu,
                 mac_table_size,
                 mac_aging,
