@@ -303,6 +303,12 @@ fn routed_overlay_with_per_host_subnets() {
     assert!(String::from_utf8_lossy(&in_ns(&a, "ip link show eth0").stdout).contains("mtu 1472"), "IP-in-UDP: 28 bytes");
     assert!(wait_for(Duration::from_secs(10), || in_ns(&a, &format!("ping -c 1 -W 1 {bip}")).status.success()), "routed across hosts{}", w.log_tail(d1));
     assert!(ping(&b, &aip));
+    // The far host's router answers through the tunnel too: its gateway's echo, and
+    // Time Exceeded for a packet whose TTL runs out there (traceroute's second hop).
+    let gw2 = w.ctl_json(d2, &["network", "inspect", "flat"])[0]["gateway"].as_str().unwrap().to_string();
+    assert!(ping(&a, &gw2), "the other host's gateway answers{}", w.log_tail(d2));
+    let ttl = String::from_utf8_lossy(&in_ns(&a, &format!("ping -c 1 -W 2 -t 2 {bip}")).stdout).into_owned();
+    assert!(ttl.contains(&format!("From {gw2}")) && ttl.contains("Time to live exceeded"), "{ttl}");
     let g = iperf3(&a, &b, &bip, 2, "", &w.dir);
     assert!(g > 0.05, "iperf3 over IP-in-UDP: {g} Gbit/s");
     // On the underlay it is IP in UDP port 8285.

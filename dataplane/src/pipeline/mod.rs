@@ -69,7 +69,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
     if let Some((pe, net)) = cx.tables.port_network(in_port) {
         if pe.tunnel_l3 {
             for &id in ids {
-                route::from_l3_tunnel(cx, pool, id, net, out);
+                route::from_l3_tunnel(cx, rs, pool, id, net, out);
             }
             return;
         }

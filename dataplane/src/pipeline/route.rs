@@ -592,18 +592,38 @@ pub fn poll_pending<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut Bu
 
 /// An IP packet from an IP-in-UDP tunnel (routed overlay) for network `net`: gets an
 /// Ethernet header (from the gateway to the endpoint, whose MAC the tables know) and is
-/// delivered like a routed packet.
-pub fn from_l3_tunnel<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, id: PktId, net: &NetworkEntry, out: &mut O) {
+/// delivered like a routed packet. An echo request to this host's gateway is answered,
+/// and a packet whose TTL runs out here gets Time Exceeded, both back through the
+/// sender's host's tunnel (traceroute and ping of a remote gateway work).
+pub fn from_l3_tunnel<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id: PktId, net: &NetworkEntry, out: &mut O) {
     let (Some(rt), Some(gw)) = (cx.tables.router.as_deref(), net.gateway) else {
         return discard(cx, pool, id, DropReason::NoRoute);
     };
     let m = *pool.meta(id);
     let pkt = pool.frame(id);
     let Some(ip) = parse_ip(pkt, 0) else { return discard(cx, pool, id, DropReason::Truncated) };
-    let Some(&mac) = rt.hosts.get(&(net.id, ip.dst)) else { return discard(cx, pool, id, DropReason::NoRoute) };
-    if pkt[8] <= 1 {
-        return discard(cx, pool, id, DropReason::TtlExceeded);
+    let to_gateway = ip.dst == gw.ip;
+    if to_gateway || pkt[8] <= 1 {
+        // Answered here: the way back is the tunnel to the sender's host.
+        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let back = rt.overlay_routes.iter().find(|(p, l, n, _)| *n == net.id && crate::tables::same_subnet(*p, *l, src)).map(|r| r.3);
+        let Some(back) = back else { return discard(cx, pool, id, DropReason::NoRoute) };
+        let Ok((start, len)) = crate::encap::prepend_eth(pool.raw_mut(id), m.off as usize, ip.total, gw.mac, gw.mac) else {
+            return discard(cx, pool, id, DropReason::Truncated);
+        };
+        let mm = pool.meta_mut(id);
+        mm.off = start as u32;
+        mm.len = len as u32;
+        let Some(ip) = parse_ip(pool.frame(id), 14) else { return discard(cx, pool, id, DropReason::Truncated) };
+        if to_gateway {
+            if is_echo_request(pool.frame(id), &ip) {
+                return echo_reply(cx, pool, id, &ip, back, out);
+            }
+            return discard(cx, pool, id, DropReason::LocalUnhandled);
+        }
+        return reject(cx, rs, pool, id, &ip, Ingress::Net(net), back, DropReason::TtlExceeded, Some(IcmpError::TimeExceeded), out);
     }
+    let Some(&mac) = rt.hosts.get(&(net.id, ip.dst)) else { return discard(cx, pool, id, DropReason::NoRoute) };
     let off = m.off as usize;
     let Ok((start, len)) = crate::encap::prepend_eth(pool.raw_mut(id), off, ip.total, mac, gw.mac) else {
         return discard(cx, pool, id, DropReason::Truncated);
