@@ -107,6 +107,35 @@ struct PeerState {
     last_rx: Option<Instant>,
 }
 
+/// A member asked for by address (`--mesh-peer`, `mesh connect`) that has not answered
+/// our hello yet.
+struct Join {
+    addr: SocketAddr,
+    last: Option<Instant>,
+    /// Hellos sent so far.
+    sent: u32,
+    /// The "no answer" warning was logged.
+    warned: bool,
+}
+
+impl Join {
+    fn new(addr: SocketAddr) -> Join {
+        Join { addr, last: None, sent: 0, warned: false }
+    }
+
+    /// Every second for the first 10 hellos, then every 5 s, from the 60th every 30 s.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(match self.sent {
+            0..10 => 1,
+            10..60 => 5,
+            _ => 30,
+        })
+    }
+}
+
+/// Hellos without an answer after which the joining host says so in its log.
+const JOIN_WARN_AFTER: u32 = 5;
+
 struct Agent {
     sock: UdpSocket,
     identity: Identity,
@@ -121,7 +150,7 @@ struct Agent {
     topo: Mesh,
     peers: Vec<Option<PeerState>>,
     by_key: HashMap<[u8; 32], u32>,
-    joins: Vec<(SocketAddr, Option<Instant>)>,
+    joins: Vec<Join>,
     link: AgentSide,
     cmd: Receiver<Cmd>,
     events: Sender<MeshEvent>,
@@ -247,7 +276,7 @@ pub fn start(opts: MeshOpts, link: AgentSide) -> std::io::Result<MeshHandle> {
         topo,
         peers: Vec::new(),
         by_key: HashMap::new(),
-        joins: opts.join.iter().map(|a| (*a, None)).collect(),
+        joins: opts.join.iter().map(|a| Join::new(*a)).collect(),
         link,
         cmd: crx,
         events: etx,
@@ -300,8 +329,8 @@ impl Agent {
                         let _ = tx.send(self.peers_json(now));
                     }
                     Cmd::Connect(addr) => {
-                        if !self.joins.iter().any(|(a, _)| *a == addr) {
-                            self.joins.push((addr, None));
+                        if !self.joins.iter().any(|j| j.addr == addr) {
+                            self.joins.push(Join::new(addr));
                         }
                     }
                 }
@@ -729,10 +758,16 @@ impl Agent {
         }
         // Joins by address: hellos until the member's key is known.
         let mut due = Vec::new();
-        for (a, last) in self.joins.iter_mut() {
-            if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                *last = Some(now);
-                due.push(*a);
+        for j in self.joins.iter_mut() {
+            if j.last.is_none_or(|t| now.duration_since(t) >= j.interval()) {
+                j.last = Some(now);
+                j.sent += 1;
+                due.push(j.addr);
+                if j.sent > JOIN_WARN_AFTER && !j.warned {
+                    j.warned = true;
+                    let why = if self.hello_key.is_some() { "a different --mesh-password, " } else { "" };
+                    tracing::warn!(member = %j.addr, hellos = j.sent - 1, "mesh member does not answer: {why}not in a mesh, or not reachable; still trying");
+                }
             }
         }
         for a in due {
@@ -834,11 +869,11 @@ impl Agent {
             }
             return;
         }
-        if !self.joins.iter().any(|(a, _)| *a == src) {
+        if !self.joins.iter().any(|j| j.addr == src) {
             return;
         }
         // A member we asked: from now on it is a configured peer, dialled by the topology.
-        self.joins.retain(|(a, _)| *a != src);
+        self.joins.retain(|j| j.addr != src);
         let _ = self.topo.add_peer(PeerId(key), src, self.now_ms(now));
         if let Some(slot) = self.slot_of(key) {
             if let Some(st) = self.peers[slot as usize].as_mut() {
@@ -883,6 +918,7 @@ impl Agent {
             "key": dataplane::mesh::key_to_base64(&self.identity.public()),
             "listen": self.sock.local_addr().ok().map(|a| a.to_string()),
             "peers": v,
+            "pending_members": self.joins.iter().map(|j| json!({"address": j.addr.to_string(), "hellos_sent": j.sent})).collect::<Vec<_>>(),
             "handshakes_accepted": r.accepted,
             "handshakes_refused": r.refused.iter().sum::<u64>(),
             "unknown_dropped": s.unknown_dropped,

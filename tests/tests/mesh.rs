@@ -200,6 +200,13 @@ fn outsiders_are_refused() {
     let v = peers(&w, a);
     assert!(peer(&v, &kx).is_none_or(|p| p["session_up"] == false), "no session with the outsider: {v}");
     assert!(peer(&peers(&w, x), &ka).is_none(), "the outsider never learns A's key: {}", peers(&w, x));
+    // The outsider is told: the member it names is listed as waiting, and its log says
+    // the member does not answer (a wrong password is one reason).
+    let pending = peers(&w, x)["pending_members"].clone();
+    assert!(pending.as_array().is_some_and(|a| a.iter().any(|m| m["address"] == "198.19.0.1:6783" && m["hellos_sent"].as_u64() > Some(0))), "{pending}");
+    let said = wait_for(Duration::from_secs(15), || std::fs::read_to_string(&w.daemon(x).log).unwrap_or_default().contains("mesh member does not answer: a different --mesh-password"));
+    assert!(said, "the outsider's log says why{}", w.log_tail(x));
+    assert!(w.ctl_ok(x, &["mesh", "peers"]).contains("waiting for an answer"));
     let (sa, _) = encrypted_sandbox(&w, a, "10.91.0.0/26", "sa");
     let (_, ipb) = encrypted_sandbox(&w, b, "10.91.0.64/26", "sb");
     let (_, ipx) = encrypted_sandbox(&w, x, "10.91.0.128/26", "sx");

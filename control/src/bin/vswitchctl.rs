@@ -450,9 +450,12 @@ fn main() {
                         ]
                     }),
                 );
+                for m in rows(&v["pending_members"]) {
+                    println!("{:<44}  {:<21}  waiting for an answer ({} hellos sent)", "?", s(&m["address"]), m["hellos_sent"]);
+                }
                 println!(
-                    "\nhandshakes: {} accepted, {} refused; frames through the agent: {} sent (workers send the rest), {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
-                    v["handshakes_accepted"], v["handshakes_refused"], v["sent"], v["delivered"], v["relayed"], v["relay_dropped"], v["unknown_dropped"]
+                    "\nhandshakes: {} accepted, {} refused; hellos refused: {}; frames through the agent: {} sent (workers send the rest), {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
+                    v["handshakes_accepted"], v["handshakes_refused"], v["hellos_refused"], v["sent"], v["delivered"], v["relayed"], v["relay_dropped"], v["unknown_dropped"]
                 );
             });
         }
