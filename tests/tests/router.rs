@@ -90,6 +90,15 @@ fn masquerade_to_the_outside() {
     let (c1, _) = sandbox(w, "web", "c1", &[]);
     // The uplink address answers ARP and ping from outside.
     assert!(ping(&n.ext, UPLINK_IP), "uplink address answers{}", w.log_tail(0));
+    // A closed port on it is refused at once, as a host refuses it: TCP gets a RST,
+    // UDP a port unreachable (clients used to wait for their timeout).
+    let probe = format!(
+        "import socket, sys\ntry:\n    socket.create_connection(('{UPLINK_IP}', 8999), timeout=3)\n    print('open')\nexcept ConnectionRefusedError:\n    print('tcp refused')\nexcept OSError as e:\n    print('tcp', e)\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3); u.connect(('{UPLINK_IP}', 8998))\ntry:\n    u.send(b'x'); u.recv(10); print('udp answered')\nexcept ConnectionRefusedError:\n    print('udp refused')\nexcept OSError as e:\n    print('udp', e)\n"
+    );
+    let f = w.dir.join("probe.py");
+    std::fs::write(&f, probe).unwrap();
+    let o = String::from_utf8_lossy(&in_ns(&n.ext, &format!("python3 {}", f.display())).stdout).into_owned();
+    assert!(o.contains("tcp refused") && o.contains("udp refused"), "{o}{}", w.log_tail(0));
     // ICMP echo through NAT.
     assert!(ping(&c1, EXT_IP), "sandbox pings the outside{}", w.log_tail(0));
     // Fragments of a NATed flow are not blackholed: a 3000-byte echo leaves as three

@@ -290,6 +290,10 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
                 Reason::Truncated | Reason::Malformed => DropReason::Truncated,
                 Reason::Denied => {
                     if local.is_some() {
+                        // Nothing listens on the switch's addresses: refuse as a host
+                        // would (RST, port unreachable) instead of letting the client
+                        // wait for its timeout.
+                        refuse_local(cx, rs, pool, id, &ip, ing, in_port, out);
                         DropReason::LocalUnhandled
                     } else {
                         DropReason::Isolated
@@ -386,6 +390,73 @@ fn reject<O: Output>(
         send_icmp_error(cx, rs, pool, id, ip, ing, in_port, k, out);
     }
     discard(cx, pool, id, r);
+}
+
+/// Answers a packet to a closed port of one of the switch's addresses (`id` is left
+/// for the caller to drop): TCP gets a RST (RFC 9293 3.10.7.1), UDP an ICMP port
+/// unreachable; both count against the ICMP error rate limit.
+#[allow(clippy::too_many_arguments)]
+fn refuse_local<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id: PktId, ip: &Ip, ing: Ingress<'_>, in_port: PortId, out: &mut O) {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    if !ip.first_frag {
+        return;
+    }
+    match ip.proto {
+        IPPROTO_UDP => send_icmp_error(cx, rs, pool, id, ip, ing, in_port, IcmpError::PortUnreachable, out),
+        IPPROTO_TCP => {
+            let Some((_, our_mac)) = ing.ours() else { return };
+            let f = pool.frame(id);
+            let l4 = ip.l3 + ip.ihl;
+            let Some(t) = f.get(l4..l4 + 20) else { return };
+            let flags = t[13];
+            if flags & RST != 0 {
+                return;
+            }
+            if !rs.icmp.allow(cx.now_ms) {
+                cx.stats.event(Event::IcmpErrorLimited, 1);
+                return;
+            }
+            let seq_in = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            let ack_in = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+            let payload = ip.total.saturating_sub(ip.ihl + (t[12] >> 4) as usize * 4);
+            let seg_len = payload as u32 + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
+            let (seq, ack, rflags) = if flags & ACK != 0 { (ack_in, 0, RST) } else { (0, seq_in.wrapping_add(seg_len), RST | ACK) };
+            let (sport, dport) = ([t[2], t[3]], [t[0], t[1]]);
+            let (src, dst) = (ip.dst.octets(), [f[ip.l3 + 12], f[ip.l3 + 13], f[ip.l3 + 14], f[ip.l3 + 15]]);
+            let peer_mac = eth::src(f);
+            let Some(e) = pool.alloc() else { return };
+            let b = &mut pool.raw_mut(e)[HEADROOM..HEADROOM + 54];
+            b[0..6].copy_from_slice(&peer_mac.0);
+            b[6..12].copy_from_slice(&our_mac.0);
+            b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let h = &mut b[14..34];
+            h.copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            h[12..16].copy_from_slice(&src);
+            h[16..20].copy_from_slice(&dst);
+            let c = crate::offload::csum::checksum(h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            let tcp = &mut b[34..54];
+            tcp.fill(0);
+            tcp[0..2].copy_from_slice(&sport);
+            tcp[2..4].copy_from_slice(&dport);
+            tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+            tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+            tcp[12] = 5 << 4;
+            tcp[13] = rflags;
+            let sum = crate::offload::csum::sum16(tcp, crate::offload::csum::pseudo_v4(src, dst, IPPROTO_TCP, 20));
+            let c = !crate::offload::csum::fold(sum);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            let m = pool.meta_mut(e);
+            m.len = 54;
+            m.vnet = VnetHdr::default();
+            cx.stats.event(Event::IcmpErrorSent, 1);
+            out.emit(pool, in_port, e);
+        }
+        _ => {}
+    }
 }
 
 /// Sends an ICMP error about packet `id` (left untouched) back out of `in_port`.
