@@ -1214,6 +1214,17 @@ impl Controller {
             .values()
             .map(|e| (e.port_id, format!("{}/{}", e.sandbox, e.ifname), e.network.clone(), format!("{}-endpoint", e.kind)))
             .chain(self.state.ports.values().map(|p| (p.port_id, p.ifname.clone(), p.network.clone(), p.kind.to_string())))
+            // Tunnels to other hosts, named after the remote end (like the `dst` of a
+            // kernel VXLAN fdb entry), and the uplink.
+            .chain(self.peer_ports.iter().map(|((net, host), id)| {
+                let kind = self.state.networks.get(net).and_then(|n| n.encap).map_or_else(|| "tunnel".to_string(), |e| e.to_string());
+                (*id, format!("{kind}:{host}"), net.clone(), "tunnel".to_string())
+            }))
+            .chain(self.mesh_ports.iter().map(|((net, peer), id)| {
+                let who = self.mesh_up.get(peer).map_or_else(|| format!("peer{peer}"), |k| dataplane::mesh::key_to_base64(k).chars().take(8).collect());
+                (*id, format!("mesh:{who}"), net.clone(), "tunnel".to_string())
+            }))
+            .chain(self.opts.uplink.as_ref().map(|u| (UPLINK_PORT, format!("uplink:{}", u.ifname), String::new(), "uplink".to_string())))
             .collect();
         v.sort();
         v

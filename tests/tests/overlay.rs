@@ -65,6 +65,12 @@ fn vxlan_and_gre_between_hosts() {
     // TCP across hosts.
     let g = iperf3(&a, &b, &bip, 2, "", &w.dir);
     assert!(g > 0.05, "iperf3 over VXLAN: {g} Gbit/s");
+    // The remote MACs are on the tunnel to the other host, named after it, and that
+    // tunnel has its own counters.
+    let fdb = w.ctl_ok(d1, &["fdb", "show", "ov"]);
+    assert!(fdb.contains("vxlan:198.19.0.2"), "{fdb}");
+    let st = w.ctl_json(d1, &["stats", "--port", "vxlan:198.19.0.2"]);
+    assert!(st["ports"][0]["rx_packets"].as_u64() > Some(100), "{st}");
 
     // GRE beside it (key = the network id).
     w.ctl_ok(d1, &["network", "create", "og", "--driver", "overlay", "--encap", "gre", "--vni", "77", "--subnet", "10.91.0.0/24", "--ip-range", "10.91.0.0/25"]);

@@ -99,6 +99,9 @@ fn masquerade_to_the_outside() {
     std::fs::write(&f, probe).unwrap();
     let o = String::from_utf8_lossy(&in_ns(&n.ext, &format!("python3 {}", f.display())).stdout).into_owned();
     assert!(o.contains("tcp refused") && o.contains("udp refused"), "{o}{}", w.log_tail(0));
+    // The uplink has its row in the stats.
+    let st = w.ctl_json(0, &["stats", "--port", "uplink:up0"]);
+    assert!(st["ports"][0]["rx_packets"].as_u64() > Some(0) && st["ports"][0]["type"] == "uplink", "{st}");
     // ICMP echo through NAT.
     assert!(ping(&c1, EXT_IP), "sandbox pings the outside{}", w.log_tail(0));
     // Fragments of a NATed flow are not blackholed: a 3000-byte echo leaves as three
