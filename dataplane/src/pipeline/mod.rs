@@ -104,6 +104,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
     }
 
     // Pass 3: act.
+    let mut dropped = 0;
     for (i, &id) in ids.iter().enumerate() {
         match next[i] {
             Next::Tx(p) => out.emit(pool, p, id),
@@ -116,7 +117,14 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
             Next::Drop(r) => {
                 cx.stats.count_drop(r, 1);
                 pool.release(id);
+                dropped += 1;
             }
+        }
+    }
+    // Also on the port they came from, so `stats --port` shows who sends bad frames.
+    if dropped > 0 {
+        if let Some(c) = cx.stats.port(in_port) {
+            bump(&c.rx_dropped, dropped);
         }
     }
 }

@@ -173,6 +173,7 @@ fn bad_frames_dropped_by_reason() {
     assert!(out.is_empty());
     assert_eq!(h.stats.drops(DropReason::BadSrcMac), 3);
     assert!(h.t.network(1).unwrap().fdb.lookup(GW_MAC).is_none(), "the gateway's MAC is never learnt on a port");
+    assert_eq!(h.stats.port_totals(1).rx_dropped, 4, "the drops are the port's too");
     let out = h.send(9, &[frame(mac(3), mac(2), 0x0800, 60)]);
     assert!(out.is_empty());
     assert_eq!(h.stats.drops(DropReason::PortUnknown), 1);
