@@ -1043,7 +1043,7 @@ impl Controller {
                 for m in &ep.published[..i] {
                     self.proxy.remove(m);
                 }
-                return Err(format!("-p {}: cannot listen on 127.0.0.1:{}/{}: {e}", m.container_port, m.host_port, m.proto));
+                return Err(format!("-p {}:{}/{}: cannot listen on 127.0.0.1:{}/{}: {e}", m.host_port, m.container_port, m.proto, m.host_port, m.proto));
             }
         }
         Ok(())
