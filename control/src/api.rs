@@ -102,7 +102,13 @@ pub enum Request {
     NetworkCreate(NetworkCreate),
     NetworkLs,
     NetworkInspect { name: String },
-    NetworkRm { name: String },
+    NetworkRm {
+        name: String,
+        /// Cluster overlay networks: also drop the addresses still held by endpoints of
+        /// hosts that are down.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
     NetworkPrune,
     SandboxCreate(SandboxCreate),
     SandboxRm { name: String },

@@ -163,19 +163,21 @@ impl Cluster {
     }
 
     /// Removes a network definition (refused while any host has endpoints on it).
-    pub fn delete_network(&self, n: &Network) -> Result<Result<(), String>, String> {
+    pub fn delete_network(&self, n: &Network, force: bool) -> Result<Result<(), String>, String> {
         let (eps, _) = self.etcd.count_prefix(format!("{PREFIX}endpoints/{}/", n.name)).map_err(err)?;
         if eps > 0 {
             return Ok(Err(format!("network {} has {eps} endpoints in the cluster; disconnect them first", n.name)));
         }
         // Endpoints of hosts that are down hold their addresses (not their records).
         let (held, _) = self.etcd.count_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
-        if held > 0 {
+        if held > 0 && !force {
             return Ok(Err(format!(
-                "network {} has {held} addresses held by endpoints of hosts that are down; start those hosts and disconnect them first",
+                "network {} has {held} addresses held by endpoints of hosts that are down; start those hosts and disconnect them first, or give them up with --force",
                 n.name
             )));
         }
+        // No endpoint is published: every claim left is a down host's.
+        self.etcd.delete_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
         self.etcd.delete(format!("{PREFIX}networks/{}", n.name)).map_err(err)?;
         self.etcd.delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))).map_err(err)?;
         self.etcd.delete_prefix(format!("{PREFIX}subnets/{}/", n.name)).map_err(err)?;

@@ -172,7 +172,7 @@ impl Controller {
                 let n = self.state.networks.get(&name).ok_or_else(|| format!("network {name} not found"))?;
                 Ok(json!([self.network_json(n)]))
             }
-            Request::NetworkRm { name } => self.network_rm(&name),
+            Request::NetworkRm { name, force } => self.network_rm(&name, force),
             Request::NetworkPrune => self.network_prune(),
             Request::SandboxCreate(c) => self.sandbox_create(c),
             Request::SandboxRm { name } => self.sandbox_rm(&name),
@@ -422,7 +422,7 @@ impl Controller {
             Ok(n) => n,
             Err(e) => {
                 if let Some(c) = &self.cluster {
-                    let _ = c.delete_network(&net);
+                    let _ = c.delete_network(&net, true);
                 }
                 return Err(e);
             }
@@ -515,7 +515,7 @@ impl Controller {
         )
     }
 
-    fn network_rm(&mut self, name: &str) -> R<Value> {
+    fn network_rm(&mut self, name: &str, force: bool) -> R<Value> {
         let n = self.state.networks.get(name).ok_or_else(|| format!("network {name} not found"))?.clone();
         let eps: Vec<&str> = self.state.endpoints_of_network(name).map(|e| e.sandbox.as_str()).collect();
         if !eps.is_empty() {
@@ -526,7 +526,7 @@ impl Controller {
             return Err(format!("network {name} has attached ports ({}); remove them first", ports.join(", ")));
         }
         if let (Some(c), crate::model::Driver::Overlay) = (&self.cluster, n.driver) {
-            c.delete_network(&n)??;
+            c.delete_network(&n, force)??;
         }
         let mut new = self.state.clone();
         new.networks.remove(name);
@@ -556,7 +556,7 @@ impl Controller {
         // DNS names go with the network.
         let mut removed = Vec::new();
         for n in idle {
-            match self.network_rm(&n) {
+            match self.network_rm(&n, false) {
                 Ok(_) => removed.push(n),
                 Err(e) => warn!(network = %n, error = %e, "network not pruned"),
             }

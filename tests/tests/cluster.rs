@@ -268,10 +268,19 @@ fn overlay_with_etcd() {
     w.stop_daemon(d3, libc::SIGKILL);
     assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "solo") == 0), "endpoint withdrawn with the lease");
     let e = w.ctl_err(d1, &["network", "rm", "solo"]);
-    assert!(e.contains("has 1 addresses held by endpoints of hosts that are down"), "{e}");
+    assert!(e.contains("has 1 addresses held by endpoints of hosts that are down") && e.contains("--force"), "{e}");
     w.restart_daemon(d3);
     w.ctl_ok(d3, &["disconnect", "solo", &s3]);
     w.ctl_ok(d1, &["network", "rm", "solo"]);
+    // A host that never comes back: --force gives its addresses up.
+    w.ctl_ok(d3, &["network", "create", "solo2", "--driver", "overlay", "--subnet", "10.69.1.0/24"]);
+    let (_s4, _) = sandbox(&w, d3, "solo2", "s4");
+    w.stop_daemon(d3, libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "solo2") == 0), "endpoint withdrawn with the lease");
+    assert!(w.ctl_err(d1, &["network", "rm", "solo2"]).contains("--force"));
+    w.ctl_ok(d1, &["network", "rm", "--force", "solo2"]);
+    assert!(wait_for(Duration::from_secs(10), || !w.ctl_ok(d2, &["network", "ls"]).contains("solo2")));
+    w.restart_daemon(d3);
 
     // A cluster network overlapping a local network of one host (which the defining
     // host cannot know) is not set up on that host; the others have it.

@@ -160,6 +160,10 @@ enum NetworkCmd {
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
+        /// Cluster overlay networks: also give up the addresses still held by endpoints
+        /// of hosts that are down (they will not get them back).
+        #[arg(long, short)]
+        force: bool,
     },
     /// Remove every network without endpoints or ports.
     Prune {
@@ -325,9 +329,9 @@ fn main() {
             }
             println!("{}", serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default());
         }
-        Cmd::Network(NetworkCmd::Rm { names }) => {
+        Cmd::Network(NetworkCmd::Rm { names, force }) => {
             for name in names {
-                go(Request::NetworkRm { name: name.clone() });
+                go(Request::NetworkRm { name: name.clone(), force });
                 println!("{name}");
             }
         }
