@@ -10,6 +10,7 @@
 //! | `vni/ID` | network name (makes VNIs unique) | none |
 //! | `hosts/ADDR` | host info (JSON) | the host's |
 //! | `ipam/NET/IP` | endpoint id (IPv4 and IPv6 addresses alike) | none: held while the host is down |
+//! | `macs/NET/MAC` | endpoint id | none: held while the host is down |
 //! | `subnets/NET/A.B.C.D-24` | host address (routed overlays) | none: held while the host is down |
 //! | `endpoints/NET/ID` | endpoint (JSON: MAC, addresses, host) | the owning host's |
 //!
@@ -178,6 +179,7 @@ impl Cluster {
         }
         // No endpoint is published: every claim left is a down host's.
         self.etcd.delete_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
+        self.etcd.delete_prefix(format!("{PREFIX}macs/{}/", n.name)).map_err(err)?;
         self.etcd.delete(format!("{PREFIX}networks/{}", n.name)).map_err(err)?;
         self.etcd.delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))).map_err(err)?;
         self.etcd.delete_prefix(format!("{PREFIX}subnets/{}/", n.name)).map_err(err)?;
@@ -211,6 +213,20 @@ impl Cluster {
         self.etcd.create(&k, id, None).map_err(err)
     }
 
+    /// Claims `mac` on `network` for endpoint `id` (true if it was free or already its),
+    /// held like addresses while the host is down.
+    pub fn claim_mac(&self, network: &str, mac: dataplane::wire::MacAddr, id: &str) -> Result<bool, String> {
+        let k = format!("{PREFIX}macs/{network}/{mac}");
+        if let Some(kv) = self.etcd.get(&k).map_err(err)? {
+            return Ok(kv.value == id.as_bytes());
+        }
+        self.etcd.create(&k, id, None).map_err(err)
+    }
+
+    pub fn release_mac(&self, network: &str, mac: dataplane::wire::MacAddr) -> Result<(), String> {
+        self.etcd.delete(format!("{PREFIX}macs/{network}/{mac}")).map(|_| ()).map_err(err)
+    }
+
     pub fn release_ip(&self, network: &str, ip: std::net::IpAddr) -> Result<(), String> {
         self.etcd.delete(format!("{PREFIX}ipam/{network}/{ip}")).map(|_| ()).map_err(err)
     }
@@ -235,6 +251,9 @@ impl Cluster {
                 return Err(format!("address {ip} is now claimed by another endpoint of network {} (it was given out while this host was away); not published — disconnect and connect {} again for a new address", ep.network, ep.sandbox));
             }
         }
+        if !self.claim_mac(&ep.network, ep.mac, &ep.id)? {
+            return Err(format!("MAC {} is now claimed by another endpoint of network {} (given out while this host was away); not published — disconnect and connect {} again", ep.mac, ep.network, ep.sandbox));
+        }
         self.etcd
             .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
             .map(|_| ())
@@ -246,6 +265,7 @@ impl Cluster {
         if let Some(ip6) = ep.ip6 {
             self.release_ip(&ep.network, ip6.into())?;
         }
+        self.release_mac(&ep.network, ep.mac)?;
         self.release_ip(&ep.network, ep.ip.into())
     }
 

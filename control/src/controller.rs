@@ -74,6 +74,13 @@ pub fn check_unicast(ip: Ipv4Addr) -> Result<(), String> {
     Ok(())
 }
 
+/// What a connect claimed in the cluster store, to give back if it fails later.
+#[derive(Default)]
+struct Claims {
+    ips: Vec<std::net::IpAddr>,
+    macs: Vec<MacAddr>,
+}
+
 fn e2s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -665,7 +672,7 @@ impl Controller {
 
     fn connect(&mut self, c: Connect) -> R<Value> {
         let network = c.network.clone();
-        let mut claimed = Vec::new();
+        let mut claimed = Claims::default();
         let r = self.connect_claiming(c, &mut claimed);
         if r.is_err() {
             self.cluster_release(&network, &claimed);
@@ -675,7 +682,7 @@ impl Controller {
 
     /// `connect`, noting in `claimed` the addresses it claimed in the cluster store (to
     /// be given back if it fails after claiming them).
-    fn connect_claiming(&mut self, c: Connect, claimed: &mut Vec<std::net::IpAddr>) -> R<Value> {
+    fn connect_claiming(&mut self, c: Connect, claimed: &mut Claims) -> R<Value> {
         let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
         if net.driver == crate::model::Driver::Overlay {
             self.check_joined()?;
@@ -708,7 +715,7 @@ impl Controller {
         // across hosts), never taken from a local counter.
         let ip = match self.cluster_ip(&net, c.ip.as_ref().map(|_| ip), &ep_id)? {
             Some(ip) => {
-                claimed.push(ip.into());
+                claimed.ips.push(ip.into());
                 ip
             }
             None => ip,
@@ -723,27 +730,43 @@ impl Controller {
             }
             None => MacAddr::from_ipv4_docker(ip),
         };
-        let taken = |me: &Controller, m: MacAddr| m == net.gateway_mac || me.state.endpoints_of_network(&net.name).any(|e| e.mac == m) || me.remote_mac_owner(&net.name, m).is_some();
-        let mac = if c.mac.is_none() && taken(self, mac) {
+        // Taken here or on another host (in a cluster also by an endpoint of a host
+        // that is down: MACs are claimed in the store like addresses).
+        let taken = |me: &Controller, m: MacAddr| -> Result<bool, String> {
+            Ok(m == net.gateway_mac
+                || me.state.endpoints_of_network(&net.name).any(|e| e.mac == m)
+                || me.remote_mac_owner(&net.name, m).is_some()
+                || me.cluster_mac(&net, m, &ep_id)? == Some(false))
+        };
+        let mac = if c.mac.is_none() && taken(self, mac)? {
             // Someone chose the MAC this address derives to with --mac: take a random
             // locally administered one (02:43:…, outside the 02:42:IPv4 derivations)
             // rather than refusing every automatic connect on the network.
             let id = ep_id.as_bytes();
-            (0..id.len().saturating_sub(8) / 8)
-                .map(|i| {
-                    let h = |k: usize| u8::from_str_radix(std::str::from_utf8(&id[i * 8 + 2 * k..i * 8 + 2 * k + 2]).unwrap_or("00"), 16).unwrap_or(0);
-                    MacAddr([0x02, 0x43, h(0), h(1), h(2), h(3)])
-                })
-                .find(|m| !taken(self, *m))
-                .ok_or_else(|| format!("network {}: no free MAC address", net.name))?
+            let mut found = None;
+            for i in 0..id.len().saturating_sub(8) / 8 {
+                let h = |k: usize| u8::from_str_radix(std::str::from_utf8(&id[i * 8 + 2 * k..i * 8 + 2 * k + 2]).unwrap_or("00"), 16).unwrap_or(0);
+                let m = MacAddr([0x02, 0x43, h(0), h(1), h(2), h(3)]);
+                if !taken(self, m)? {
+                    found = Some(m);
+                    break;
+                }
+            }
+            found.ok_or_else(|| format!("network {}: no free MAC address", net.name))?
         } else {
             mac
         };
+
         if mac == net.gateway_mac || self.state.endpoints_of_network(&net.name).any(|e| e.mac == mac) {
             return Err(format!("--mac {mac}: already in use on network {}", net.name));
         }
         if let Some(o) = self.remote_mac_owner(&net.name, mac) {
             return Err(format!("--mac {mac}: already in use on network {} by sandbox {} on host {}", net.name, o.sandbox, o.host));
+        }
+        match self.cluster_mac(&net, mac, &ep_id)? {
+            Some(true) => claimed.macs.push(mac),
+            Some(false) => return Err(format!("--mac {mac}: already in use on network {} (held by an endpoint of a host that is down)", net.name)),
+            None => {}
         }
         let specs: Vec<crate::publish::PublishSpec> = c.publish.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
         if net.internal && !specs.is_empty() {
@@ -794,7 +817,7 @@ impl Controller {
         let ip6 = match ip6 {
             Some(local) => match self.cluster_ip6(&net, c.ip6.as_ref().map(|_| local), &ep_id)? {
                 Some(x) => {
-                    claimed.push(x.into());
+                    claimed.ips.push(x.into());
                     Some(x)
                 }
                 None => Some(local),
@@ -909,6 +932,10 @@ impl Controller {
             .ok_or_else(|| format!("sandbox {sandbox} is not connected to network {network}"))?
             .clone();
         let net = self.state.networks[network].clone();
+        if net.driver == crate::model::Driver::Overlay {
+            // Its address claims live in the store: releasing them needs it.
+            self.check_joined()?;
+        }
         let mut new = self.state.clone();
         new.endpoints.remove(&ep.id);
         // The default route moves to the sandbox's next endpoint, as Docker does.
@@ -921,8 +948,8 @@ impl Controller {
         } else {
             None
         };
+        self.cluster_withdraw(&ep)?;
         self.commit(new)?;
-        self.cluster_withdraw(&ep);
         self.dp.publish(&self.state);
         self.proxy_remove(&ep);
         self.dp.detach(ep.port_id);

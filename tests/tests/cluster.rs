@@ -172,6 +172,12 @@ fn overlay_with_etcd() {
     // Its address stays claimed while it is down: a new endpoint gets another one.
     let (_n1, n1ip) = sandbox(&w, d1, "ov", "n1");
     assert_ne!(n1ip, cip, "the address of an endpoint whose host is down is not given out");
+    // ... and so is its MAC.
+    let cmac = format!("02:42:{}", cip.split('.').map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect::<Vec<_>>().join(":"));
+    let n2 = w.name("n2");
+    w.ctl_ok(d1, &["sandbox", "create", &n2]);
+    let e = w.ctl_err(d1, &["connect", "ov", &n2, "--mac", &cmac]);
+    assert!(e.contains("held by an endpoint of a host that is down"), "{e}");
     // It returns: its endpoint comes back and traffic flows again.
     w.restart_daemon(d3);
     assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "h3's endpoint back{}", w.log_tail(d3));
@@ -253,6 +259,9 @@ fn overlay_with_etcd() {
     let n = w.name("late");
     w.ctl_ok(d3, &["sandbox", "create", &n]);
     let e = w.ctl_err(d3, &["connect", "ov", &n]);
+    assert!(e.contains("not joined yet"), "{e}");
+    // Nor may an overlay endpoint leave: its claims could not be given back.
+    let e = w.ctl_err(d3, &["disconnect", "ov", &c]);
     assert!(e.contains("not joined yet"), "{e}");
     etcd.start();
     assert!(wait_for(Duration::from_secs(20), || remote_count(&w, d3, "ov") > 0), "joins once the store is back{}", w.log_tail(d3));

@@ -315,13 +315,27 @@ impl Controller {
     }
 
     /// Gives back addresses claimed for a connect that failed afterwards.
-    pub(super) fn cluster_release(&self, network: &str, ips: &[std::net::IpAddr]) {
+    pub(super) fn cluster_release(&self, network: &str, claims: &super::Claims) {
         if let Some(c) = &self.cluster {
-            for ip in ips {
+            for ip in &claims.ips {
                 if let Err(e) = c.release_ip(network, *ip) {
                     warn!(network, %ip, error = %e, "releasing a claimed address");
                 }
             }
+            for mac in &claims.macs {
+                if let Err(e) = c.release_mac(network, *mac) {
+                    warn!(network, %mac, error = %e, "releasing a claimed MAC");
+                }
+            }
+        }
+    }
+
+    /// Claims `mac` for endpoint `id` when `net` is a cluster overlay network: None if
+    /// it is not one, else whether the MAC was free (or already this endpoint's).
+    pub(super) fn cluster_mac(&self, net: &Network, mac: dataplane::wire::MacAddr, id: &str) -> Result<Option<bool>, String> {
+        match &self.cluster {
+            Some(c) if net.driver == Driver::Overlay => c.claim_mac(&net.name, mac, id).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -340,13 +354,14 @@ impl Controller {
         }
     }
 
-    pub(super) fn cluster_withdraw(&self, ep: &Endpoint) {
+    /// Withdraws a local endpoint and gives its addresses back. Fails (and the caller
+    /// keeps the endpoint) when the store cannot be reached: the claims would leak.
+    pub(super) fn cluster_withdraw(&self, ep: &Endpoint) -> Result<(), String> {
         if let Some(c) = &self.cluster {
             if self.state.networks.get(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
-                if let Err(e) = c.delete_endpoint(ep) {
-                    warn!(sandbox = %ep.sandbox, error = %e, "withdrawing endpoint");
-                }
+                c.delete_endpoint(ep).map_err(|e| format!("cluster store: {e}; the endpoint stays until its addresses can be given back"))?;
             }
         }
+        Ok(())
     }
 }
