@@ -357,6 +357,9 @@ impl Controller {
                 if let Some(o) = self.state.networks.values().find(|n| n.subnet6.is_some_and(|o| o.overlaps(&c))) {
                     return Err(format!("subnet {c} overlaps the IPv6 subnet of network {}", o.name));
                 }
+                if let Some((ifname, o)) = self.local_subnets6().into_iter().find(|(_, o)| o.overlaps(&c)) {
+                    return Err(format!("subnet {c} overlaps {o}, the subnet of interface {ifname}"));
+                }
                 let gw: std::net::Ipv6Addr = match &p.gateway6 {
                     Some(g) => {
                         let ip: std::net::Ipv6Addr = g.parse().map_err(|_| format!("gateway {g:?}: not an IPv6 address"))?;
@@ -1526,6 +1529,24 @@ impl Controller {
         out
     }
 
+    /// The IPv6 prefixes of the global addresses on the namespace's interfaces.
+    fn local_subnets6(&mut self) -> Vec<(String, crate::model::Ipv6Cidr)> {
+        let mut out = Vec::new();
+        let Ok(links) = self.nl.links() else { return out };
+        for l in links {
+            let Ok(addrs) = self.nl.addresses(l.index) else { continue };
+            for (ip, len) in addrs {
+                if let std::net::IpAddr::V6(a) = ip {
+                    let c = crate::model::Ipv6Cidr { addr: a, prefix_len: len.min(128) };
+                    if crate::model::special_ipv6(&c).is_none() {
+                        out.push((l.name.clone(), crate::model::Ipv6Cidr { addr: c.network(), prefix_len: c.prefix_len }));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The IPv4 addresses on the namespace's interfaces, loopback excepted:
     /// (interface, address, prefix length).
     fn local_addrs(&mut self) -> Vec<(String, Ipv4Addr, u8)> {
@@ -1587,6 +1608,18 @@ impl Controller {
         if let Some(m) = l.master {
             let master = self.nl.links().ok().and_then(|ls| ls.into_iter().find(|x| x.index == m)).map_or_else(|| format!("ifindex {m}"), |x| x.name);
             return Some(format!("interface {name} is already enslaved to {master}"));
+        }
+        // A macvlan, ipvlan or VLAN stacked on the uplink or the underlay puts the network
+        // on that wire just the same (a veth's IFLA_LINK is its peer, maybe elsewhere).
+        if let (Some(parent), None) = (l.link, l.link_netnsid) {
+            if parent != l.index && l.kind.as_deref() != Some("veth") {
+                let uplink = self.opts.uplink.as_ref().and_then(|u| self.nl.link_by_name(&u.ifname).ok().flatten()).map(|u| u.index);
+                let underlay = self.opts.advertise.and_then(|a| self.link_with_address(a)).map(|u| u.index);
+                if Some(parent) == uplink || Some(parent) == underlay {
+                    let what = if Some(parent) == uplink { "the uplink" } else { "the underlay interface" };
+                    return Some(format!("interface {name} is stacked on {what}: bridging it would put the network on that segment"));
+                }
+            }
         }
         None
     }

@@ -71,11 +71,12 @@ impl Ipv4Cidr {
 }
 
 /// What special-purpose range `c` overlaps, if any: ranges that cannot be a network's
-/// subnet ("this network", loopback, multicast, reserved and broadcast).
+/// subnet ("this network", loopback, link-local, multicast, reserved and broadcast).
 pub fn special_ipv4(c: &Ipv4Cidr) -> Option<&'static str> {
-    const SPECIAL: [(Ipv4Addr, u8, &str); 4] = [
+    const SPECIAL: [(Ipv4Addr, u8, &str); 5] = [
         (Ipv4Addr::new(0, 0, 0, 0), 8, "0.0.0.0/8 (\"this network\")"),
         (Ipv4Addr::new(127, 0, 0, 0), 8, "127.0.0.0/8 (loopback)"),
+        (Ipv4Addr::new(169, 254, 0, 0), 16, "169.254.0.0/16 (link-local)"),
         (Ipv4Addr::new(224, 0, 0, 0), 4, "224.0.0.0/4 (multicast)"),
         (Ipv4Addr::new(240, 0, 0, 0), 4, "240.0.0.0/4 (reserved and broadcast)"),
     ];
@@ -581,6 +582,7 @@ mod tests {
         let v4 = |s: &str| special_ipv4(&s.parse().unwrap());
         assert_eq!(v4("127.0.0.0/24"), Some("127.0.0.0/8 (loopback)"));
         assert_eq!(v4("224.0.0.0/24"), Some("224.0.0.0/4 (multicast)"));
+        assert_eq!(v4("169.254.1.0/24"), Some("169.254.0.0/16 (link-local)"));
         assert!(v4("0.0.0.0/0").is_some() && v4("255.255.255.252/30").is_some() && v4("0.1.0.0/16").is_some());
         assert!(v4("10.0.0.0/8").is_none() && v4("172.17.0.0/16").is_none() && v4("223.255.255.0/24").is_none());
         let v6 = |s: &str| special_ipv6(&s.parse().unwrap());

@@ -200,6 +200,13 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     // the uplink's next hop, and IPAM would hand out the uplink's own address).
     let e = w.ctl_err(0, &["network", "create", "shadow", "--subnet", "198.51.100.0/24"]);
     assert!(e.contains("subnet 198.51.100.0/24 overlaps 198.51.100.0/24, the subnet of the uplink up0 (--uplink)"), "{e}");
+    // Nor an interface stacked on the uplink (a macvlan carries the network out just the
+    // same); and a host's own IPv6 subnet is refused like its IPv4 ones.
+    sh_ok(&format!("ip -n {} link add link up0 name mv0 type macvlan mode bridge && ip -n {} addr add fd77::1/64 dev mv0 nodad", n.host, n.host));
+    let e = w.ctl_err(0, &["port", "add", "web", "mv0"]);
+    assert!(e.contains("interface mv0 is stacked on the uplink"), "{e}");
+    let e = w.ctl_err(0, &["network", "create", "v6", "--ipv6", "--subnet", "10.40.0.0/24", "--subnet", "fd77::/64"]);
+    assert!(e.contains("subnet fd77::/64 overlaps fd77::/64, the subnet of interface mv0"), "{e}");
     let e = w.ctl_err(0, &["network", "create", "lo", "--subnet", "127.0.0.0/24"]);
     assert!(e.contains("subnet 127.0.0.0/24: overlaps 127.0.0.0/8 (loopback)"), "{e}");
     assert_eq!(w.ctl_json(0, &["network", "ls"]).as_array().map(|a| a.len()), Some(1), "nothing was created");
