@@ -425,8 +425,26 @@ impl Controller {
             vni,
             range: None,
         };
-        if let (Some(c), crate::model::Driver::Overlay) = (&self.cluster, net.driver) {
-            c.create_network(&net)??;
+        let mut net = net;
+        if let (Some(c), crate::model::Driver::Overlay) = (self.cluster.clone(), net.driver) {
+            let mut tries = 0;
+            loop {
+                match c.create_network(&net)? {
+                    Ok(()) => break,
+                    // A subnet picked from the pool lost a race with another host's
+                    // definition: take the next free one, as a sequential create would.
+                    Err(e) if p.subnet.is_none() && p.ip_range.is_none() && p.gateway.is_none() && e.contains("overlaps") && tries < 8 => {
+                        tries += 1;
+                        let mut taken: Vec<Ipv4Cidr> = self.state.networks.values().map(|n| n.range.unwrap_or(n.subnet)).collect();
+                        taken.extend(self.host_subnets().into_iter().map(|x| x.1));
+                        taken.extend(c.networks()?.into_iter().map(|n| n.range.unwrap_or(n.subnet)));
+                        let s = ipam::pick_subnet(&taken).ok_or("no free subnet left in the default pools; give one with --subnet")?;
+                        net.subnet = s;
+                        net.gateway = Ipv4Addr::from(u32::from(s.network()) + 1);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         let net = match self.lease_host_subnet(net.clone(), None) {
             Ok(n) => n,

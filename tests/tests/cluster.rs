@@ -127,6 +127,23 @@ fn overlay_with_etcd() {
         let d = if o1.status.success() { d1 } else { d2 };
         w.ctl_ok(d, &["network", "rm", &n]);
     }
+    // Without --subnet, the loser of the race takes the next free pool subnet.
+    let run = |d: usize, name: &str| {
+        Command::new(bin_dir().join("vswitchctl"))
+            .args(["--socket", &w.daemon(d).socket.display().to_string(), "network", "create", name, "--driver", "overlay"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (p1, p2) = (run(d1, "autoa"), run(d2, "autob"));
+    let (o1, o2) = (p1.wait_with_output().unwrap(), p2.wait_with_output().unwrap());
+    assert!(o1.status.success() && o2.status.success(), "{o1:?} {o2:?}");
+    assert!(wait_for(Duration::from_secs(10), || { let l = w.ctl_ok(d1, &["network", "ls"]); l.contains("autoa") && l.contains("autob") }));
+    let sub = |n: &str| w.ctl_json(d1, &["network", "inspect", n])[0]["subnet"].as_str().unwrap().to_string();
+    assert_ne!(sub("autoa"), sub("autob"));
+    w.ctl_ok(d1, &["network", "rm", "autoa"]);
+    w.ctl_ok(d2, &["network", "rm", "autob"]);
     // Addresses are unique across hosts (claimed in etcd, not from a local counter).
     let (a, aip) = sandbox(&w, d1, "ov", "a");
     let (b, bip) = sandbox(&w, d2, "ov", "b");

@@ -243,6 +243,10 @@ enum FdbCmd {
 }
 
 fn main() {
+    // A closed stdout (`| head`) ends the program quietly, as it does `ip` or `ovs-vsctl`,
+    // instead of a panic in println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let timeout = Duration::from_secs(cli.timeout.max(1));
     let go = |req: Request| -> Value {

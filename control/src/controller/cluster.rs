@@ -227,7 +227,13 @@ impl Controller {
     pub fn republish_local(&self) {
         let Some(c) = &self.cluster else { return };
         for e in self.state.endpoints.values() {
-            if self.state.networks.get(&e.network).is_some_and(|n| n.driver == Driver::Overlay) {
+            let Some(n) = self.state.networks.get(&e.network) else { continue };
+            if n.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
+                // Started without its mesh options: its frames could not leave.
+                warn!(sandbox = %e.sandbox, network = %e.network, "endpoint on an encrypted network, but this vswitchd is not in a mesh: not published (start it with its mesh options)");
+                continue;
+            }
+            if n.driver == Driver::Overlay {
                 if let Err(err) = c.put_endpoint(e) {
                     warn!(sandbox = %e.sandbox, error = %err, "publishing endpoint");
                 }

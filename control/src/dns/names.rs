@@ -83,6 +83,10 @@ struct Net {
     endpoints: BTreeMap<String, DnsEndpoint>,
     /// Lowercase name → addresses.
     names: HashMap<String, Entry>,
+    /// Lowercase sandbox name → that sandbox's addresses alone: what `NAME.NETWORK`
+    /// answers when NAME is a sandbox (an alias equal to a sandbox's name must not make
+    /// the sandbox's own qualified name ambiguous).
+    own: HashMap<String, Entry>,
     /// Address → sandbox name (the first in name order if shared).
     ptr: HashMap<IpAddr, String>,
 }
@@ -90,8 +94,14 @@ struct Net {
 impl Net {
     fn reindex(&mut self) {
         self.names.clear();
+        self.own.clear();
         self.ptr.clear();
         for ep in self.endpoints.values() {
+            if let Some(k) = key_of(&ep.sandbox) {
+                let e = self.own.entry(k).or_default();
+                e.v4.extend(ep.ipv4);
+                e.v6.extend(ep.ipv6);
+            }
             let mut keys: Vec<String> = std::iter::once(&ep.sandbox).chain(&ep.aliases).filter_map(|n| key_of(n)).collect();
             keys.sort();
             keys.dedup();
@@ -211,6 +221,14 @@ impl NameTable {
     /// endpoints have no address.
     pub fn lookup_name(&self, asker: &str, key: &str) -> Option<Addrs> {
         let nets: Vec<&Net> = self.networks_of(asker).iter().filter_map(|n| self.nets.get(n)).collect();
+        // SANDBOX.NETWORK: that sandbox alone, whatever aliases say.
+        let own = nets.iter().find_map(|n| {
+            let prefix = key.strip_suffix(n.key.as_str())?.strip_suffix('.')?;
+            n.own.get(prefix)
+        });
+        if let Some(e) = own {
+            return Some(e.rotated());
+        }
         if let Some(e) = nets.iter().find_map(|n| n.names.get(key)) {
             return Some(e.rotated());
         }

@@ -68,6 +68,10 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
     }
     if let Some((pe, net)) = cx.tables.port_network(in_port) {
         if pe.tunnel_l3 {
+            if let Some(c) = cx.stats.port(in_port) {
+                bump(&c.rx_packets, ids.len() as u64);
+                bump(&c.rx_bytes, ids.iter().map(|&id| pool.meta(id).len as u64).sum());
+            }
             for &id in ids {
                 route::from_l3_tunnel(cx, rs, pool, id, net, out);
             }

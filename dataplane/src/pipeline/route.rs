@@ -690,6 +690,7 @@ pub fn from_l3_tunnel<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut 
             if is_echo_request(pool.frame(id), &ip) {
                 return echo_reply(cx, pool, id, &ip, back, out);
             }
+            refuse_local(cx, rs, pool, id, &ip, Ingress::Net(net), back, out);
             return discard(cx, pool, id, DropReason::LocalUnhandled);
         }
         return reject(cx, rs, pool, id, &ip, Ingress::Net(net), back, DropReason::TtlExceeded, Some(IcmpError::TimeExceeded), out);

@@ -145,3 +145,24 @@ fn removals() {
     assert!(t.is_empty());
     assert_eq!(t.len(), 0);
 }
+
+#[test]
+fn a_sandboxs_qualified_name_is_its_own_despite_an_alias_of_that_name() {
+    let mut t = table();
+    // delta takes alpha's name as an alias on front.
+    t.set_endpoint("front", ep("delta", &["alpha"], "10.1.0.9", None));
+    // The plain name is shared (as in Docker) ...
+    let mut plain = v4(&t, "beta", "alpha").unwrap();
+    plain.sort();
+    assert_eq!(plain, ["10.1.0.2", "10.1.0.9"]);
+    // ... but alpha.front is alpha alone, and an alias alone still qualifies.
+    assert_eq!(v4(&t, "beta", "alpha.front").unwrap(), ["10.1.0.2"]);
+    assert_eq!(v4(&t, "beta", "ALPHA.front".to_ascii_lowercase().as_str()).unwrap(), ["10.1.0.2"]);
+    assert_eq!(v4(&t, "alpha", "db.back"), None, "alpha is not on back");
+    let mut web = v4(&t, "gamma", "web.front").unwrap_or_default();
+    web.sort();
+    assert!(web.is_empty(), "gamma is not on front: {web:?}");
+    let mut web = v4(&t, "beta", "web.front").unwrap();
+    web.sort();
+    assert_eq!(web, ["10.1.0.2", "10.1.0.3"]);
+}
