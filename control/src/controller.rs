@@ -1618,6 +1618,9 @@ impl Controller {
         if l.mac.is_none_or(|m| m == [0; 6]) {
             return Some(format!("interface {name} is not an Ethernet interface (loopback or layer-3 link)"));
         }
+        if matches!(l.kind.as_deref(), Some("bridge") | Some("openvswitch")) {
+            return Some(format!("interface {name} is a switch itself (a kernel or OVS bridge): add its member interfaces, or the ports it would carry, instead"));
+        }
         if let Some(a) = self.opts.advertise {
             if self.link_with_address(a).is_some_and(|u| u.index == l.index) {
                 return Some(format!("interface {name} carries the underlay address {a} (--advertise): the tunnels run over it"));
@@ -1653,6 +1656,7 @@ impl Controller {
         let mac = l.mac.ok_or_else(|| format!("--uplink {}: has no Ethernet address", u.ifname))?;
         endpoint::configure_switch_side(&mut self.nl, &u.ifname, None).map_err(e2s)?;
         self.dp.attach_system(UPLINK_PORT, &u.ifname).map_err(e2s)?;
+        self.port_ifindex.insert(u.ifname.clone(), l.index);
         self.dp.set_uplink(Some(dataplane::tables::UplinkEntry {
             port: UPLINK_PORT,
             ip: u.addr.addr,
@@ -1694,6 +1698,14 @@ impl Controller {
                         self.dp.detach(p.port_id);
                         self.dp.flush_port(net.net_id, p.port_id);
                     }
+                    // What comes back under the name must pass `port add`'s checks.
+                    if let Some(why) = self.unfit_for_port(&l) {
+                        if self.port_ifindex.remove(&p.ifname).is_some() || attached {
+                            warn!(interface = %p.ifname, network = %p.network, reason = %why, "port's interface came back unfit; not attached");
+                        }
+                        changed = true;
+                        continue;
+                    }
                     match self.realise_port(&p, &net, false) {
                         Ok(()) => info!(interface = %p.ifname, network = %p.network, "port's interface is back; attached again"),
                         Err(e) => tracing::debug!(interface = %p.ifname, error = %e, "port not attached yet"),
@@ -1701,6 +1713,33 @@ impl Controller {
                     changed = true;
                 }
                 _ => {}
+            }
+        }
+        // The uplink likewise: deleted and made again (a NIC driver reloaded, a veth
+        // re-created), it is attached again.
+        if let Some(u) = self.opts.uplink.clone() {
+            if let Ok(link) = self.nl.link_by_name(&u.ifname) {
+                let attached = self.dp.is_attached(UPLINK_PORT);
+                match link {
+                    None if attached => {
+                        self.dp.detach(UPLINK_PORT);
+                        self.port_ifindex.remove(&u.ifname);
+                        warn!(uplink = %u.ifname, "the uplink interface is gone; it is attached again when it comes back");
+                        changed = true;
+                    }
+                    Some(l) if !attached || self.port_ifindex.get(&u.ifname) != Some(&l.index) => {
+                        if attached {
+                            self.dp.detach(UPLINK_PORT);
+                        }
+                        // Neighbours learnt on the old link may have new MACs now.
+                        let _ = self.dp.neigh().flush_egress(dataplane::router::neigh::UPLINK_EGRESS);
+                        if let Err(e) = self.attach_uplink(&u) {
+                            tracing::debug!(uplink = %u.ifname, error = %e, "uplink not attached yet");
+                        }
+                        changed = true;
+                    }
+                    _ => {}
+                }
             }
         }
         if changed {

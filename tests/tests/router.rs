@@ -151,9 +151,12 @@ fn published_ports_from_outside_siblings_and_loopback() {
     let u = udp_ask(&n.ext, UPLINK_IP, 5353);
     assert!(u.starts_with(&format!("peer={EXT_IP}:")), "published UDP from outside: {u:?}");
     assert!(tcp_ask(&n.ext, UPLINK_IP, 9001).starts_with("peer="), "port range maps one to one");
-    // From a sibling sandbox through the uplink address (hairpin NAT).
+    // From a sibling sandbox through the uplink address (hairpin NAT), and through its
+    // gateway's address (published ports answer on every address of the switch).
     let h = tcp_ask(&sib, UPLINK_IP, 8080);
     assert!(h.starts_with("peer="), "hairpin: {h:?}");
+    let h = tcp_ask(&sib, "10.20.0.1", 8080);
+    assert!(h.starts_with("peer="), "through the gateway address: {h:?}{}", w.log_tail(0));
     // From the host namespace's loopback through the userland proxy.
     let l = tcp_ask(&n.host, "127.0.0.1", 8080);
     assert!(l.starts_with("peer="), "userland proxy TCP: {l:?}");
@@ -212,6 +215,12 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     assert_eq!(w.ctl_json(0, &["network", "ls"]).as_array().map(|a| a.len()), Some(1), "nothing was created");
     // The outside is still reached through NAT, and its address is the uplink's gateway's.
     assert!(ping(&c1, EXT_IP), "sandbox reaches the outside{}", w.log_tail(0));
+    // The uplink interface deleted and made again (a driver reload): attached again.
+    sh_ok(&format!("ip -n {} link del mv0; ip -n {} link del up0", n.host, n.host));
+    assert!(no_ping(&c1, EXT_IP));
+    sh_ok(&format!("ip -n {} link add up0 type veth peer name eth0 netns {}", n.host, n.ext));
+    sh_ok(&format!("ip -n {} addr add {EXT_IP}/24 dev eth0 && ip -n {} link set eth0 up", n.ext, n.ext));
+    assert!(wait_for(Duration::from_secs(8), || ping(&c1, EXT_IP)), "uplink attached again{}", w.log_tail(0));
 
     // A daemon whose uplink or underlay address is not there refuses to start (it used
     // to run on with no way out, saying so only in its log).

@@ -360,6 +360,8 @@ fn port_add_attaches_an_existing_interface() {
     sh_ok(&format!("ip -n {host} link add kbr0 type bridge && ip -n {host} link add kdum0 type veth peer name kdum1 && ip -n {host} link set kdum0 master kbr0"));
     let e = w.ctl_err(0, &["port", "add", "lan", "kdum0"]);
     assert!(e.contains("interface kdum0 is already enslaved to kbr0"), "{e}");
+    let e = w.ctl_err(0, &["port", "add", "lan", "kbr0"]);
+    assert!(e.contains("interface kbr0 is a switch itself"), "{e}");
     let ls = w.ctl_ok(0, &["port", "ls"]);
     assert!(!ls.contains("lo ") && !ls.contains("kdum0"), "{ls}");
     assert!(ping(&vm, "10.70.0.2"), "forwarding unaffected by the refused ports");

@@ -25,7 +25,7 @@ use crate::router::fib::{Egress, NextHop};
 use crate::router::icmp::{self, IcmpError, RateLimiter};
 use crate::router::neigh::{self, Claim, LearnFrom, Lookup, PendingQueue, Resolution, UPLINK_EGRESS};
 use crate::stats::{DropReason, Event};
-use crate::tables::{LocalAddr, NetId, NetworkEntry, RouterTables, Tables, UplinkEntry};
+use crate::tables::{NetId, NetworkEntry, RouterTables, Tables, UplinkEntry};
 use crate::vnet::VnetHdr;
 use crate::wire::eth::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::MacAddr;
@@ -204,11 +204,11 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
     //    refuses anything else: nothing listens on the switch's addresses).
     let local = rt.local.get(&ip.dst).copied();
     let mut dnat_target = None;
-    if let Some(la) = local {
-        if la == LocalAddr::Uplink {
-            if let Some(p) = dport(pool.frame(id), &ip) {
-                dnat_target = rt.dnat.lookup(ip.proto, ip.dst, p);
-            }
+    if local.is_some() {
+        // Published ports on every address of the switch, the gateways included (as
+        // Docker's on docker0's address); rules bound to one address match only it.
+        if let Some(p) = dport(pool.frame(id), &ip) {
+            dnat_target = rt.dnat.lookup(ip.proto, ip.dst, p);
         }
         if dnat_target.is_none() && is_echo_request(pool.frame(id), &ip) {
             return echo_reply(cx, pool, id, &ip, in_port, out);
@@ -402,6 +402,13 @@ fn refuse_local<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPoo
     const RST: u8 = 0x04;
     const ACK: u8 = 0x10;
     if !ip.first_frag {
+        return;
+    }
+    // Never to a broadcast or multicast frame, nor to a source no host can have
+    // (RFC 1122 3.2.2: no ICMP errors about those; a RST is no different).
+    let f = pool.frame(id);
+    let src = Ipv4Addr::new(f[ip.l3 + 12], f[ip.l3 + 13], f[ip.l3 + 14], f[ip.l3 + 15]);
+    if !eth::dst(f).is_unicast() || src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback() {
         return;
     }
     match ip.proto {
