@@ -226,6 +226,10 @@ impl Controller {
         if self.state.networks.contains_key(&p.name) {
             return Err(format!("network {} already exists", p.name));
         }
+        // Names are DNS names too (NAME.NETWORK), and DNS ignores case.
+        if let Some(o) = self.state.networks.keys().find(|o| o.eq_ignore_ascii_case(&p.name)) {
+            return Err(format!("network name {:?}: differs from network {o} only in case (names are DNS names)", p.name));
+        }
         let existing: Vec<(String, Ipv4Cidr)> = self.state.networks.values().map(|n| (n.name.clone(), n.subnet)).collect();
         let subnet = match &p.subnet {
             Some(s) => {
@@ -614,6 +618,9 @@ impl Controller {
         probe.validate()?;
         if self.state.sandboxes.contains_key(name) {
             return Err(format!("sandbox {name} already exists"));
+        }
+        if let Some(o) = self.state.sandboxes.keys().find(|o| o.eq_ignore_ascii_case(name)) {
+            return Err(format!("sandbox name {name:?}: differs from sandbox {o} only in case (names are DNS names)"));
         }
         if netns::exists(name) {
             return Err(format!("a network namespace named {name} already exists (not created by vswitchd)"));
@@ -1042,7 +1049,7 @@ impl Controller {
         let Some(sb) = self.state.sandboxes.get(name) else { return Ok(()) };
         let up = self.upstreams(sb);
         if let Some(d) = &self.dns {
-            d.add_sandbox(name, &Netns::open_named(name)?, up)?;
+            d.add_sandbox_with(name, &Netns::open_named(name)?, up, !sb.dns.is_empty())?;
         }
         Ok(())
     }
@@ -1589,6 +1596,9 @@ impl Controller {
     /// way out or with every overlay network down, saying so only in its log).
     pub fn check_host_options(&mut self) -> Result<(), String> {
         if let Some(u) = self.opts.uplink.clone() {
+            if let Some(n) = self.state.networks.values().find(|n| n.subnet.overlaps(&u.addr.trunc())) {
+                return Err(format!("--uplink-addr {}: its subnet overlaps the subnet {} of network {}", u.addr, n.subnet, n.name));
+            }
             let l = self.nl.link_by_name(&u.ifname).map_err(e2s)?.ok_or_else(|| format!("--uplink {}: no such interface in this namespace", u.ifname))?;
             if l.mac.is_none_or(|m| m == [0; 6]) {
                 return Err(format!("--uplink {}: not an Ethernet interface", u.ifname));

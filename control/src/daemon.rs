@@ -192,7 +192,7 @@ fn claim_namespace(state_dir: &std::path::Path, socket: &std::path::Path) -> Res
                 let _ = s.take(1024).read_to_string(&mut who);
             }
             if who.is_empty() {
-                who = "it does not say who it is".into();
+                who = "it does not answer: a vswitchd that was killed may still be exiting; try again in a few seconds".into();
             }
             Err(format!("another vswitchd runs in this network namespace ({who}): one daemon per namespace; stop it first, or run this one in another namespace with --netns"))
         }

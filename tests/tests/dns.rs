@@ -171,4 +171,16 @@ fn forwarding_through_the_dataplane_uplink() {
     w.ctl_ok(0, &["connect", "web", &d]);
     w.ctl_ok(0, &["sandbox", "rm", &c]);
     assert_eq!(short(&d, "other.example.test"), vec!["203.0.113.8"]);
+    // A sandbox whose own --dns is a loopback address means its own resolver (a cache
+    // inside it), not the daemon namespace's.
+    let l = w.name("l");
+    w.ctl_ok(0, &["sandbox", "create", &l, "--dns", "127.0.0.1"]);
+    w.ctl_ok(0, &["connect", "web", &l]);
+    let pid = w.dir.join("dnsmasq-lo.pid");
+    sh_ok(&format!(
+        "ip netns exec {l} dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address=127.0.0.1 --address=/example.test/203.0.113.9 --pid-file={} --user=root",
+        pid.display()
+    ));
+    assert!(wait_for(Duration::from_secs(5), || short(&l, "www.example.test") == vec!["203.0.113.9"]), "the sandbox's own loopback resolver: {:?}", short(&l, "www.example.test"));
+    assert_eq!(short(&l, "+tcp www.example.test"), vec!["203.0.113.9"]);
 }

@@ -32,7 +32,8 @@
 //! socket opened in the asking sandbox's namespace instead (the loop thread enters it for
 //! the moment of the socket call), so it leaves through the sandbox's gateway and the
 //! masquerade, as Docker's does; one UDP socket per sandbox and family, made on first
-//! use and closed with the sandbox.
+//! use and closed with the sandbox. A loopback server the sandbox named itself
+//! (`--dns 127.0.0.1`: a cache inside it) is asked there too.
 //!
 //! # Pieces
 //!

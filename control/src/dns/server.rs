@@ -35,7 +35,7 @@ const MAX_TCP_OUT: usize = 1 << 20;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Cmd {
-    Add { name: String, ns: Netns, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>, reply: Sender<io::Result<()>> },
+    Add { name: String, ns: Netns, own: bool, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>, reply: Sender<io::Result<()>> },
     Remove { name: String, reply: Sender<bool> },
     SetUpstreams { name: String, upstreams: Vec<SocketAddr>, reply: Sender<bool> },
     Stop,
@@ -133,6 +133,12 @@ impl DnsServer {
     /// Fails with AddrInUse if something else in `ns` holds the address, and with
     /// InvalidInput for the daemon's own namespace.
     pub fn add_sandbox(&self, name: &str, ns: &Netns, upstreams: Vec<SocketAddr>) -> io::Result<()> {
+        self.add_sandbox_with(name, ns, upstreams, false)
+    }
+
+    /// [`DnsServer::add_sandbox`]; with `own_servers`, the upstreams are the sandbox's
+    /// own (`--dns`), so a loopback one is asked inside the sandbox.
+    pub fn add_sandbox_with(&self, name: &str, ns: &Netns, upstreams: Vec<SocketAddr>, own_servers: bool) -> io::Result<()> {
         if name.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty sandbox name"));
         }
@@ -145,7 +151,7 @@ impl DnsServer {
             .run_in(move || open_listeners(listen))?
             .map_err(|e| io::Error::new(e.kind(), format!("sandbox {name}: binding DNS sockets on {listen}: {e}")))?;
         let (reply, rx) = mpsc::channel();
-        self.send(Cmd::Add { name: name.to_string(), ns: ns.try_clone()?, udp, tcp, upstreams: upstreams.clone(), reply })?;
+        self.send(Cmd::Add { name: name.to_string(), ns: ns.try_clone()?, own: own_servers, udp, tcp, upstreams: upstreams.clone(), reply })?;
         Self::wait(rx)??;
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), upstreams);
         Ok(())
@@ -366,8 +372,8 @@ impl Loop {
             match self.rx.try_recv() {
                 Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
-                Ok(Cmd::Add { name, ns, udp, tcp, upstreams, reply }) => {
-                    let r = self.add(name, ns, udp, tcp, upstreams);
+                Ok(Cmd::Add { name, ns, own, udp, tcp, upstreams, reply }) => {
+                    let r = self.add(name, ns, own, udp, tcp, upstreams);
                     self.gauges();
                     let _ = reply.send(r);
                 }
@@ -384,7 +390,7 @@ impl Loop {
         }
     }
 
-    fn add(&mut self, name: String, ns: Netns, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>) -> io::Result<()> {
+    fn add(&mut self, name: String, ns: Netns, own: bool, udp: UdpSocket, tcp: TcpListener, upstreams: Vec<SocketAddr>) -> io::Result<()> {
         self.remove(&name);
         let name: Arc<str> = name.into();
         let (ut, tt) = (self.tokens.next(Kind::SandboxUdp), self.tokens.next(Kind::SandboxTcp));
@@ -395,7 +401,7 @@ impl Loop {
         }
         self.udp.insert(ut, (udp, name.clone()));
         self.listeners.insert(tt, (tcp, name.clone()));
-        let via = super::upstream::Via { name: name.clone(), ns: Arc::new(ns) };
+        let via = super::upstream::Via { name: name.clone(), ns: Arc::new(ns), own_loopback: own };
         self.sandboxes.insert(name, Sb { udp: ut, tcp: tt, upstreams: upstreams.into(), via });
         Ok(())
     }

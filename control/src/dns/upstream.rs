@@ -73,6 +73,9 @@ enum Attempt {
 pub(crate) struct Via {
     pub name: Arc<str>,
     pub ns: Arc<crate::netns::Netns>,
+    /// The sandbox named its own servers (`--dns`): a loopback one is the sandbox's
+    /// loopback, not the daemon's.
+    pub own_loopback: bool,
 }
 
 impl std::fmt::Debug for Via {
@@ -283,6 +286,12 @@ impl Forwarder {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for this address family"));
         }
         let sock = range.start + self.rng.u16() as usize % range.len();
+        if server.ip().is_loopback() {
+            if let Some(via) = self.pending.get(&id).and_then(|p| p.via.clone()).filter(|v| v.own_loopback) {
+                let sock = self.via_sock(ep, tokens, &via, server.is_ipv4())?;
+                return self.send_udp(sock, id, server);
+            }
+        }
         match self.send_udp(sock, id, server) {
             Err(e) if unroutable(&e) => {
                 // No route from the daemon's namespace: from the asking sandbox's.
@@ -341,7 +350,12 @@ impl Forwarder {
     }
 
     fn start_tcp(&mut self, ep: &Epoll, tokens: &mut Tokens, id: u64, server: SocketAddr) -> io::Result<Attempt> {
-        let stream = match nb_connect(server) {
+        let own_lo = self.pending.get(&id).and_then(|p| p.via.clone()).filter(|v| v.own_loopback && server.ip().is_loopback());
+        let stream = match own_lo {
+            Some(via) => in_ns(&via.ns, &self.home, || nb_connect(server)),
+            None => nb_connect(server),
+        };
+        let stream = match stream {
             Err(e) if unroutable(&e) => match self.pending.get(&id).and_then(|p| p.via.clone()) {
                 Some(via) => in_ns(&via.ns, &self.home, || nb_connect(server))?,
                 None => return Err(e),
