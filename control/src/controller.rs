@@ -875,9 +875,23 @@ impl Controller {
             ip6,
         };
         if !netns::exists(&c.sandbox) {
-            // Deleted behind our back (`ip netns del`): recreate it, as a restart would.
+            // Deleted behind our back (`ip netns del`): recreate it with its other
+            // endpoints and its DNS, as a restart would.
             netns::create_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace was deleted and cannot be recreated: {e}", c.sandbox))?;
             info!(sandbox = %c.sandbox, "recreated missing namespace");
+            let others: Vec<Endpoint> = self.state.endpoints_of_sandbox(&c.sandbox).cloned().collect();
+            if let Ok(sbns) = Netns::open_named(&c.sandbox) {
+                for o in others {
+                    let Some(onet) = self.state.networks.get(&o.network).cloned() else { continue };
+                    self.dp.detach(o.port_id);
+                    if let Err(e) = self.realise_endpoint(&sbns, &o, &onet, false) {
+                        warn!(sandbox = %c.sandbox, network = %o.network, error = %e, "endpoint not restored");
+                    }
+                }
+            }
+            if let Err(e) = self.dns_add_sandbox(&c.sandbox) {
+                warn!(sandbox = %c.sandbox, error = %e, "embedded DNS");
+            }
         }
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;

@@ -189,6 +189,12 @@ fn graceful_restart_and_kill9_keep_everything() {
     w.ctl_ok(0, &["disconnect", "web", &c3]);
     connect(&w, "web", &c3, &["--port-kind", "tap"]);
     assert!(ping(&c3, "10.50.0.2"), "sandbox namespace recreated on connect{}", w.log_tail(0));
+    // ... and its other endpoints come back with it when it is connected elsewhere.
+    w.ctl_ok(0, &["network", "create", "web2", "--subnet", "10.51.0.0/24"]);
+    sh_ok(&format!("ip netns del {c3}"));
+    connect(&w, "web2", &c3, &[]);
+    assert!(ping(&c3, "10.50.0.2"), "the first endpoint restored with the namespace{}", w.log_tail(0));
+    w.ctl_ok(0, &["disconnect", "web2", &c3]);
 
     // A veth endpoint whose switch side was deleted while the daemon was down is recreated.
     let host_if = w.ctl_json(0, &["network", "inspect", "web"])[0]["endpoints"]
