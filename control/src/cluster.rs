@@ -54,6 +54,9 @@ pub struct RemoteEndpoint {
 pub struct HostInfo {
     pub advertise: Ipv4Addr,
     pub version: String,
+    /// The daemon's identity (from its state directory), the same under any address.
+    #[serde(default)]
+    pub id: String,
 }
 
 /// What a watch event means to the controller.
@@ -76,6 +79,8 @@ pub enum Change {
 pub struct Cluster {
     pub etcd: Etcd,
     pub host: Ipv4Addr,
+    /// This daemon's identity ([`HostInfo::id`]).
+    pub host_id: String,
     lease: std::sync::Mutex<Option<KeptLease>>,
     lost: Arc<AtomicBool>,
 }
@@ -87,7 +92,7 @@ fn err(e: impl std::fmt::Display) -> String {
 impl Cluster {
     /// Connects to etcd (`etcd://HOST:PORT` or `http://HOST:PORT`, comma-separated) and
     /// registers this host.
-    pub fn connect(url: &str, host: Ipv4Addr) -> Result<Cluster, String> {
+    pub fn connect(url: &str, host: Ipv4Addr, host_id: String) -> Result<Cluster, String> {
         let urls: Vec<String> = url
             .split(',')
             .map(|u| u.trim().replace("etcd://", "http://"))
@@ -95,7 +100,7 @@ impl Cluster {
             .collect();
         let refs: Vec<&str> = urls.iter().map(|s| s.as_str()).collect();
         let etcd = Etcd::connect(&refs).map_err(err)?;
-        let c = Cluster { etcd, host, lease: std::sync::Mutex::new(None), lost: Arc::new(AtomicBool::new(false)) };
+        let c = Cluster { etcd, host, host_id, lease: std::sync::Mutex::new(None), lost: Arc::new(AtomicBool::new(false)) };
         c.register()?;
         Ok(c)
     }
@@ -105,7 +110,7 @@ impl Cluster {
         let lost = self.lost.clone();
         let kept = crate::etcd::KeptLease::grant(&self.etcd, LEASE_TTL, move || lost.store(true, Ordering::SeqCst)).map_err(err)?;
         let id = kept.id();
-        let info = HostInfo { advertise: self.host, version: env!("CARGO_PKG_VERSION").into() };
+        let info = HostInfo { advertise: self.host, version: env!("CARGO_PKG_VERSION").into(), id: self.host_id.clone() };
         self.etcd.put(format!("{PREFIX}hosts/{}", self.host), serde_json::to_vec(&info).unwrap_or_default(), Some(id)).map_err(err)?;
         self.lost.store(false, Ordering::SeqCst);
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
@@ -286,9 +291,12 @@ impl Cluster {
                 Some(kv) => {
                     // The subnet this host's sandboxes use, held under another address:
                     // this host came back with a new --advertise. Take it over if that
-                    // address is not a live host.
+                    // address is not a live host, or is this very daemon's registration
+                    // under its old address (same identity, not yet expired).
                     let owner = String::from_utf8_lossy(&kv.value).into_owned();
-                    if i == 0 && prefer.is_some() && self.etcd.get(format!("{PREFIX}hosts/{owner}")).map_err(err)?.is_none() {
+                    let owner_host = self.etcd.get(format!("{PREFIX}hosts/{owner}")).map_err(err)?;
+                    let ours = |kv: &crate::etcd::KeyValue| serde_json::from_slice::<HostInfo>(&kv.value).is_ok_and(|h| !h.id.is_empty() && h.id == self.host_id);
+                    if i == 0 && prefer.is_some() && owner_host.as_ref().is_none_or(ours) {
                         let t = Txn::new().when(Compare::value_is(&k, &kv.value)).and_then(Op::put(&k, &mine, None));
                         if self.etcd.txn(&t).map_err(err)?.succeeded {
                             tracing::info!(network, subnet = %c, previous = %owner, "took over this host's subnet from its previous address");

@@ -68,7 +68,7 @@ pub fn parse_mesh_addr(s: &str) -> Result<std::net::SocketAddr, String> {
 
 /// An address another host can have: not unspecified, loopback, broadcast or multicast.
 pub fn check_unicast(ip: Ipv4Addr) -> Result<(), String> {
-    if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || ip.is_multicast() {
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_broadcast() || ip.is_multicast() || ip.octets()[0] >= 240 {
         return Err(format!("{ip} is not the unicast address of another host"));
     }
     Ok(())

@@ -19,6 +19,20 @@ pub struct FileStore {
 }
 
 impl FileStore {
+    /// This host's identity in a cluster: random, made on first use and kept in the
+    /// directory (`host.id`), so it survives a change of underlay address.
+    pub fn host_id(&self) -> io::Result<String> {
+        let p = self.dir.join("host.id");
+        match fs::read_to_string(&p) {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Ok(_) | Err(_) => {
+                let id = crate::model::random_id()[..32].to_string();
+                fs::write(&p, format!("{id}\n"))?;
+                Ok(id)
+            }
+        }
+    }
+
     /// Opens (creating) `dir` and takes its lock. Fails if another daemon holds it.
     pub fn open(dir: &Path) -> io::Result<FileStore> {
         fs::create_dir_all(dir)?;

@@ -16,7 +16,8 @@ impl Controller {
     /// Connects to the cluster store and brings this host in line with it.
     pub fn join_cluster(&mut self, url: &str) -> Result<(Arc<Cluster>, i64), String> {
         let host = self.dp.advertise().ok_or("--cluster needs --advertise IP (and the underlay up)")?;
-        let c = Arc::new(Cluster::connect(url, host)?);
+        let host_id = self.store.host_id().map_err(|e| format!("host id in the state directory: {e}"))?;
+        let c = Arc::new(Cluster::connect(url, host, host_id)?);
         self.cluster = Some(c.clone());
         let rev = match self.cluster_sync() {
             Ok(r) => r,
