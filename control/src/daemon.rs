@@ -237,7 +237,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
         Some(url) => match ctl.join_cluster(url) {
             Ok(j) => Some(j),
             Err(e) if ctl.dp.advertise().is_some() => {
-                tracing::warn!(store = %url, error = %e, "cluster store unreachable: forwarding on the saved state, overlay changes refused until it is joined; retrying every 2 s");
+                tracing::warn!(store = %url, error = %e, "cluster store unreachable: local networks forward on the saved state; overlay networks reach no other host and overlay changes are refused until it is joined; retrying every 2 s");
                 join_later = Some(url.clone());
                 None
             }

@@ -305,6 +305,8 @@ fn contradictory_daemon_options_are_refused() {
         (vec!["--mesh", "--mesh-port", "0"], "--mesh-port 0:"),
         ([&ad[..], &["--mesh", "--mesh-port", "4789"]].concat(), "--mesh-port 4789: is also the --vxlan-port"),
         (vec!["--mesh-no-inbound"], "--mesh-no-inbound: this vswitchd is not in a mesh"),
+        (vec!["--mesh-keepalive", "5"], "--mesh-keepalive: this vswitchd is not in a mesh"),
+        (vec!["--mesh-peer", "240.0.0.1"], "is not the unicast address of another host"),
         ([&ad[..], &["--mesh-peer", "198.19.0.4"]].concat(), "--mesh-peer 198.19.0.4: is this host's own --advertise address"),
         (vec!["--mesh-peer", "198.19.0.1:0"], "--mesh-peer \"198.19.0.1:0\": port 0"),
         (vec!["--mesh-peer", "255.255.255.255"], "is not the unicast address of another host"),

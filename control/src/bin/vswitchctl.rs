@@ -456,11 +456,12 @@ fn main() {
                             s(&p["tx_bytes"]),
                             s(&p["drops"]),
                         ]
-                    }),
+                    })
+                    // Members asked for by address that have not answered yet.
+                    .chain(rows(&v["pending_members"]).iter().map(|m| {
+                        vec!["?".into(), s(&m["address"]), format!("waiting for an answer ({} hellos sent)", m["hellos_sent"]), "-".into(), "never".into(), "0".into(), "0".into(), "0".into()]
+                    })),
                 );
-                for m in rows(&v["pending_members"]) {
-                    println!("{:<44}  {:<21}  waiting for an answer ({} hellos sent)", "?", s(&m["address"]), m["hellos_sent"]);
-                }
                 println!(
                     "\nhandshakes: {} accepted, {} refused; hellos refused: {}; frames through the agent: {} sent (workers send the rest), {} delivered, {} relayed, {} unroutable; {} unknown datagrams",
                     v["handshakes_accepted"], v["handshakes_refused"], v["hellos_refused"], v["sent"], v["delivered"], v["relayed"], v["relay_dropped"], v["unknown_dropped"]

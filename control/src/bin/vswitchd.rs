@@ -103,9 +103,9 @@ struct Args {
     /// sessions alive; others do not dial it).
     #[arg(long)]
     mesh_no_inbound: bool,
-    /// Seconds between keepalives on idle mesh sessions.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    mesh_keepalive: u64,
+    /// Seconds between keepalives on idle mesh sessions [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    mesh_keepalive: Option<u64>,
     /// Seconds after which a mesh session is rekeyed (WireGuard's 120; for tests).
     #[arg(long, default_value_t = 120, hide = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     mesh_rekey_after: u64,
@@ -203,6 +203,9 @@ fn main() {
     if a.mesh_no_inbound && !in_mesh {
         fail("--mesh-no-inbound: this vswitchd is not in a mesh (add --mesh-password, --mesh-peer, --mesh-allow or --mesh)".to_string());
     }
+    if a.mesh_keepalive.is_some() && !in_mesh {
+        fail("--mesh-keepalive: this vswitchd is not in a mesh (add --mesh-password, --mesh-peer, --mesh-allow or --mesh)".to_string());
+    }
     let mesh = if in_mesh {
         if a.mesh_password.as_deref() == Some("") {
             fail("--mesh-password: empty".to_string());
@@ -235,7 +238,7 @@ fn main() {
             password: a.mesh_password.clone(),
             allow,
             inbound: !a.mesh_no_inbound,
-            keepalive: std::time::Duration::from_secs(a.mesh_keepalive),
+            keepalive: std::time::Duration::from_secs(a.mesh_keepalive.unwrap_or(10)),
             rekey_after: std::time::Duration::from_secs(a.mesh_rekey_after),
         })
     } else {
