@@ -1568,40 +1568,41 @@ impl Controller {
         out
     }
 
-    /// The IPv6 prefixes of the global addresses on the namespace's interfaces.
-    fn local_subnets6(&mut self) -> Vec<(String, crate::model::Ipv6Cidr)> {
+    /// Every address on the namespace's interfaces: (interface, address, prefix length).
+    fn iface_addrs(&mut self) -> Vec<(String, std::net::IpAddr, u8)> {
         let mut out = Vec::new();
         let Ok(links) = self.nl.links() else { return out };
         for l in links {
-            let Ok(addrs) = self.nl.addresses(l.index) else { continue };
-            for (ip, len) in addrs {
-                if let std::net::IpAddr::V6(a) = ip {
-                    let c = crate::model::Ipv6Cidr { addr: a, prefix_len: len.min(128) };
-                    if crate::model::special_ipv6(&c).is_none() {
-                        out.push((l.name.clone(), crate::model::Ipv6Cidr { addr: c.network(), prefix_len: c.prefix_len }));
-                    }
-                }
+            if let Ok(addrs) = self.nl.addresses(l.index) {
+                out.extend(addrs.into_iter().map(|(ip, len)| (l.name.clone(), ip, len)));
             }
         }
         out
     }
 
+    /// The IPv6 prefixes of the global addresses on the namespace's interfaces.
+    fn local_subnets6(&mut self) -> Vec<(String, crate::model::Ipv6Cidr)> {
+        self.iface_addrs()
+            .into_iter()
+            .filter_map(|(name, ip, len)| match ip {
+                std::net::IpAddr::V6(a) => Some((name, crate::model::Ipv6Cidr { addr: a, prefix_len: len.min(128) })),
+                _ => None,
+            })
+            .filter(|(_, c)| crate::model::special_ipv6(c).is_none())
+            .map(|(name, c)| (name, crate::model::Ipv6Cidr { addr: c.network(), prefix_len: c.prefix_len }))
+            .collect()
+    }
+
     /// The IPv4 addresses on the namespace's interfaces, loopback excepted:
     /// (interface, address, prefix length).
     fn local_addrs(&mut self) -> Vec<(String, Ipv4Addr, u8)> {
-        let mut out = Vec::new();
-        let Ok(links) = self.nl.links() else { return out };
-        for l in links {
-            let Ok(addrs) = self.nl.addresses(l.index) else { continue };
-            for (ip, len) in addrs {
-                if let std::net::IpAddr::V4(a) = ip {
-                    if !a.is_loopback() {
-                        out.push((l.name.clone(), a, len));
-                    }
-                }
-            }
-        }
-        out
+        self.iface_addrs()
+            .into_iter()
+            .filter_map(|(name, ip, len)| match ip {
+                std::net::IpAddr::V4(a) if !a.is_loopback() => Some((name, a, len)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Checks the daemon's host options against the namespace before anything starts:
