@@ -609,6 +609,14 @@ impl Controller {
         }
         let dns: Vec<std::net::IpAddr> =
             c.dns.iter().map(|d| d.parse().map_err(|_| format!("--dns {d:?}: not an IP address"))).collect::<Result<_, _>>()?;
+        // A server is one host: not unspecified, broadcast or multicast (a loopback one
+        // is the sandbox's own resolver, and fine).
+        if let Some(d) = dns.iter().find(|d| d.is_unspecified() || d.is_multicast() || matches!(d, std::net::IpAddr::V4(v) if v.is_broadcast())) {
+            return Err(format!("--dns {d}: not the address of a name server"));
+        }
+        if dns.iter().any(|d| d == &std::net::IpAddr::V4(crate::dns::DNS_ADDR)) {
+            return Err("--dns 127.0.0.11: that is the embedded DNS itself (it forwards to --dns)".to_string());
+        }
         let probe = crate::dns::files::SandboxFiles {
             hostname: c.hostname.clone().unwrap_or_else(|| "x".into()),
             search: c.dns_search.clone(),

@@ -230,6 +230,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--gateway", "banana"], "gateway"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--ip-range", "10.64.0.0/25"], "ip-range"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--mtu", "20"], "mtu"),
+        (vec!["sandbox", "create", "dnsbad", "--dns", "224.0.0.251"], "--dns 224.0.0.251: not the address of a name server"),
+        (vec!["sandbox", "create", "dnsbad", "--dns", "127.0.0.11"], "--dns 127.0.0.11: that is the embedded DNS itself"),
         (vec!["network", "create", "bad/name"], "network name"),
         (vec!["sandbox", "create", &c1], "already exists"),
         (vec!["connect", "nonet", &c1], "network nonet not found"),
