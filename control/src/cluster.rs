@@ -191,41 +191,33 @@ impl Cluster {
         Ok(Ok(()))
     }
 
-    /// Addresses taken on a network, cluster-wide.
-    pub fn used_ips(&self, network: &str) -> Result<Vec<Ipv4Addr>, String> {
+    /// Addresses of one family taken on a network, cluster-wide (`A` is `Ipv4Addr` or
+    /// `Ipv6Addr`: the claims of the other family do not parse as it).
+    pub fn used_ips<A: std::str::FromStr>(&self, network: &str) -> Result<Vec<A>, String> {
         let p = format!("{PREFIX}ipam/{network}/");
         let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
         Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
     }
 
-    /// IPv6 addresses taken on a network, cluster-wide.
-    pub fn used_ips6(&self, network: &str) -> Result<Vec<std::net::Ipv6Addr>, String> {
-        let p = format!("{PREFIX}ipam/{network}/");
-        let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
-        Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
+    /// Claims key `k` for endpoint `id`: true if it was free, or already this
+    /// endpoint's (a restart re-claims what it holds). No lease: a claim stays while
+    /// its host is down (only the endpoint record goes with the lease), so nobody else
+    /// is handed it meanwhile.
+    fn claim(&self, k: &str, id: &str) -> Result<bool, String> {
+        if let Some(kv) = self.etcd.get(k).map_err(err)? {
+            return Ok(kv.value == id.as_bytes());
+        }
+        self.etcd.create(k, id, None).map_err(err)
     }
 
-    /// Claims `ip` (IPv4 or IPv6) on `network` for endpoint `id` (true if it was free).
+    /// Claims `ip` (IPv4 or IPv6) on `network` for endpoint `id` (see [`Cluster::claim`]).
     pub fn claim_ip(&self, network: &str, ip: std::net::IpAddr, id: &str) -> Result<bool, String> {
-        let k = format!("{PREFIX}ipam/{network}/{ip}");
-        let mine = self.etcd.get(&k).map_err(err)?;
-        if let Some(kv) = mine {
-            // Ours already (a restart re-claims what it holds).
-            return Ok(kv.value == id.as_bytes());
-        }
-        // No lease: an address stays claimed while its host is down (only the endpoint
-        // record goes with the lease), so it is not handed to another endpoint meanwhile.
-        self.etcd.create(&k, id, None).map_err(err)
+        self.claim(&format!("{PREFIX}ipam/{network}/{ip}"), id)
     }
 
-    /// Claims `mac` on `network` for endpoint `id` (true if it was free or already its),
-    /// held like addresses while the host is down.
+    /// Claims `mac` on `network` for endpoint `id` (see [`Cluster::claim`]).
     pub fn claim_mac(&self, network: &str, mac: dataplane::wire::MacAddr, id: &str) -> Result<bool, String> {
-        let k = format!("{PREFIX}macs/{network}/{mac}");
-        if let Some(kv) = self.etcd.get(&k).map_err(err)? {
-            return Ok(kv.value == id.as_bytes());
-        }
-        self.etcd.create(&k, id, None).map_err(err)
+        self.claim(&format!("{PREFIX}macs/{network}/{mac}"), id)
     }
 
     pub fn release_mac(&self, network: &str, mac: dataplane::wire::MacAddr) -> Result<(), String> {

@@ -204,14 +204,13 @@ impl Controller {
             }
             Request::MeshPeers => Ok(self.mesh.as_ref().ok_or(NO_MESH)?.peers()),
             Request::MeshConnect { addr } => {
-                self.mesh.as_ref().ok_or(NO_MESH)?;
+                let m = self.mesh.clone().ok_or(NO_MESH)?;
                 let a = parse_mesh_addr(&addr).map_err(|e| format!("address {addr:?}: {e}"))?;
                 if let std::net::IpAddr::V4(ip) = a.ip() {
                     if Some(ip) == self.opts.advertise || self.local_addrs().iter().any(|(_, a, _)| *a == ip) {
                         return Err(format!("address {addr:?}: {ip} is an address of this host"));
                     }
                 }
-                let m = self.mesh.as_ref().ok_or(NO_MESH)?;
                 m.connect(a);
                 info!(member = %a, "joining mesh member");
                 Ok(json!({"connecting": a.to_string()}))
@@ -251,10 +250,7 @@ impl Controller {
                 }
                 c
             }
-            None => {
-                let taken: Vec<Ipv4Cidr> = existing.iter().map(|x| x.1).chain(self.host_subnets().into_iter().map(|x| x.1)).collect();
-                ipam::pick_subnet(&taken).ok_or("no free subnet left in the default pools; give one with --subnet")?
-            }
+            None => self.pool_subnet(Vec::new())?,
         };
         let gateway = match &p.gateway {
             Some(g) => {
@@ -439,10 +435,7 @@ impl Controller {
                     // definition: take the next free one, as a sequential create would.
                     Err(e) if p.subnet.is_none() && p.ip_range.is_none() && p.gateway.is_none() && e.contains("overlaps") && tries < 8 => {
                         tries += 1;
-                        let mut taken: Vec<Ipv4Cidr> = self.state.networks.values().map(|n| n.range.unwrap_or(n.subnet)).collect();
-                        taken.extend(self.host_subnets().into_iter().map(|x| x.1));
-                        taken.extend(c.networks()?.into_iter().map(|n| n.range.unwrap_or(n.subnet)));
-                        let s = ipam::pick_subnet(&taken).ok_or("no free subnet left in the default pools; give one with --subnet")?;
+                        let s = self.pool_subnet(c.networks()?.into_iter().map(|n| n.range.unwrap_or(n.subnet)).collect())?;
                         net.subnet = s;
                         net.gateway = Ipv4Addr::from(u32::from(s.network()) + 1);
                     }
@@ -767,7 +760,9 @@ impl Controller {
             None => MacAddr::from_ipv4_docker(ip),
         };
         // Taken here or on another host (in a cluster also by an endpoint of a host
-        // that is down: MACs are claimed in the store like addresses).
+        // that is down: MACs are claimed in the store like addresses). In a cluster the
+        // check claims a free MAC for this endpoint as it goes (the claim is recorded in
+        // `claimed` below and given back if the connect fails).
         let taken = |me: &Controller, m: MacAddr| -> Result<bool, String> {
             Ok(m == net.gateway_mac
                 || me.state.endpoints_of_network(&net.name).any(|e| e.mac == m)
@@ -778,11 +773,12 @@ impl Controller {
             // Someone chose the MAC this address derives to with --mac: take a random
             // locally administered one (02:43:…, outside the 02:42:IPv4 derivations)
             // rather than refusing every automatic connect on the network.
-            let id = ep_id.as_bytes();
+            // Candidates from the endpoint's random id, 32 bits at a time.
             let mut found = None;
-            for i in 0..id.len().saturating_sub(8) / 8 {
-                let h = |k: usize| u8::from_str_radix(std::str::from_utf8(&id[i * 8 + 2 * k..i * 8 + 2 * k + 2]).unwrap_or("00"), 16).unwrap_or(0);
-                let m = MacAddr([0x02, 0x43, h(0), h(1), h(2), h(3)]);
+            for chunk in ep_id.as_bytes().chunks_exact(8) {
+                let Some(v) = std::str::from_utf8(chunk).ok().and_then(|h| u32::from_str_radix(h, 16).ok()) else { continue };
+                let [a, b, c3, d] = v.to_be_bytes();
+                let m = MacAddr([0x02, 0x43, a, b, c3, d]);
                 if !taken(self, m)? {
                     found = Some(m);
                     break;
@@ -1557,6 +1553,15 @@ impl Controller {
 
     fn underlay_mtu_of(&mut self, a: Ipv4Addr) -> u32 {
         self.link_with_address(a).map_or(1500, |l| l.mtu)
+    }
+
+    /// The first default-pool subnet free of this host's networks, its own subnets
+    /// ([`Controller::host_subnets`]) and `more`.
+    fn pool_subnet(&mut self, more: Vec<Ipv4Cidr>) -> R<Ipv4Cidr> {
+        let mut taken: Vec<Ipv4Cidr> = self.state.networks.values().map(|n| n.range.unwrap_or(n.subnet)).collect();
+        taken.extend(self.host_subnets().into_iter().map(|x| x.1));
+        taken.extend(more);
+        ipam::pick_subnet(&taken).ok_or_else(|| "no free subnet left in the default pools; give one with --subnet".to_string())
     }
 
     /// IPv4 subnets of this host that a network must not overlap (the sandboxes would

@@ -283,19 +283,8 @@ impl Controller {
         if net.driver != Driver::Overlay || net.range.is_some() {
             return Ok(None);
         }
-        if let Some(ip) = requested {
-            return if c.claim_ip(&net.name, ip.into(), id)? { Ok(Some(ip)) } else { Err(format!("--ip {ip}: already in use on network {} (cluster)", net.name)) };
-        }
-        let mut used: std::collections::BTreeSet<Ipv4Addr> = c.used_ips(&net.name)?.into_iter().collect();
-        used.extend(self.state.endpoints_of_network(&net.name).map(|e| e.ip));
-        for _ in 0..64 {
-            let ip = crate::ipam::allocate(net, &used)?;
-            if c.claim_ip(&net.name, ip.into(), id)? {
-                return Ok(Some(ip));
-            }
-            used.insert(ip); // taken by another host meanwhile
-        }
-        Err(format!("network {}: could not claim an address (contention)", net.name))
+        let local = self.state.endpoints_of_network(&net.name).map(|e| e.ip);
+        claim_free(c, net, requested, local, |used| crate::ipam::allocate(net, used), "--ip", id).map(Some)
     }
 
     /// The IPv6 counterpart of [`Self::cluster_ip`]: an address of the network's IPv6
@@ -306,19 +295,8 @@ impl Controller {
         if net.driver != Driver::Overlay || net.subnet6.is_none() {
             return Ok(None);
         }
-        if let Some(ip) = requested {
-            return if c.claim_ip(&net.name, ip.into(), id)? { Ok(Some(ip)) } else { Err(format!("--ip6 {ip}: already in use on network {} (cluster)", net.name)) };
-        }
-        let mut used: std::collections::BTreeSet<std::net::Ipv6Addr> = c.used_ips6(&net.name)?.into_iter().collect();
-        used.extend(self.state.endpoints_of_network(&net.name).filter_map(|e| e.ip6));
-        for _ in 0..64 {
-            let ip = crate::ipam::allocate6(net, &used)?;
-            if c.claim_ip(&net.name, ip.into(), id)? {
-                return Ok(Some(ip));
-            }
-            used.insert(ip);
-        }
-        Err(format!("network {}: could not claim an IPv6 address (contention)", net.name))
+        let local = self.state.endpoints_of_network(&net.name).filter_map(|e| e.ip6);
+        claim_free(c, net, requested, local, |used| crate::ipam::allocate6(net, used), "--ip6", id).map(Some)
     }
 
     /// Gives back addresses claimed for a connect that failed afterwards.
@@ -371,4 +349,34 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Claims `requested` for endpoint `id` on `net` (refused, naming `flag`, if another
+/// endpoint holds it), or else the first address `alloc` offers that neither `local`
+/// endpoints nor any claim in the store hold; a lost race moves on to the next.
+fn claim_free<A>(
+    c: &Cluster,
+    net: &Network,
+    requested: Option<A>,
+    local: impl Iterator<Item = A>,
+    alloc: impl Fn(&std::collections::BTreeSet<A>) -> Result<A, String>,
+    flag: &str,
+    id: &str,
+) -> Result<A, String>
+where
+    A: Copy + Ord + std::fmt::Display + std::str::FromStr + Into<std::net::IpAddr>,
+{
+    if let Some(ip) = requested {
+        return if c.claim_ip(&net.name, ip.into(), id)? { Ok(ip) } else { Err(format!("{flag} {ip}: already in use on network {} (cluster)", net.name)) };
+    }
+    let mut used: std::collections::BTreeSet<A> = c.used_ips::<A>(&net.name)?.into_iter().collect();
+    used.extend(local);
+    for _ in 0..64 {
+        let ip = alloc(&used)?;
+        if c.claim_ip(&net.name, ip.into(), id)? {
+            return Ok(ip);
+        }
+        used.insert(ip); // taken by another host meanwhile
+    }
+    Err(format!("network {}: could not claim an address (contention)", net.name))
 }

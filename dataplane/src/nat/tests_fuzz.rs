@@ -111,14 +111,14 @@ fn forwarded_packets_always_have_valid_checksums() {
         if partial {
             let off = if proto == IPPROTO_TCP { 16 } else { 6 };
             let l4_len = u16::from_be_bytes([ip[2], ip[3]]) - 20;
-            let p = csum::fold(csum::pseudo_v4(ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap(), proto, l4_len));
+            let p = csum::fold(csum::pseudo_v4(ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap(), proto, l4_len)); // alloc-ok: test code (cfg(test)), never on a packet path
             f[L3 + 20 + off..L3 + 22 + off].copy_from_slice(&p.to_be_bytes());
             vh = VnetHdr { flags: F_NEEDS_CSUM, csum_start: (L3 + 20) as u16, csum_offset: off as u16, ..VnetHdr::default() };
         }
         let a = random_action(&mut rng);
         if let Verdict::Forward { .. } = process(&t, &mut f, L3, partial, |_| a, i as u32 / 100) {
             forwarded += 1;
-            complete_checksum(&mut f, &vh).unwrap();
+            complete_checksum(&mut f, &vh).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
             if frag {
                 let ip = ip_of(&f);
                 assert_eq!(csum::checksum(&ip[..20]), 0, "fragment header checksum");

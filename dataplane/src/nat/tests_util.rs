@@ -68,19 +68,19 @@ pub(super) fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u
     if flags & ACK != 0 {
         b = b.ack(5000);
     }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
+    let mut v = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
+    b.write(&mut v, payload).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     v
 }
 
 /// A UDP datagram.
 pub(super) fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
+    let mut v = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
     PacketBuilder::ethernet2(MAC_A, MAC_B)
         .ipv4(src.octets(), dst.octets(), 64)
         .udp(sport, dport)
         .write(&mut v, payload)
-        .unwrap();
+        .unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     v
 }
 
@@ -88,8 +88,8 @@ pub(super) fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload:
 pub(super) fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src.octets(), dst.octets(), 64);
     let b = if request { b.icmpv4_echo_request(id, 1) } else { b.icmpv4_echo_reply(id, 1) };
-    let mut v = Vec::new();
-    b.write(&mut v, b"ping-payload").unwrap();
+    let mut v = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
+    b.write(&mut v, b"ping-payload").unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     v
 }
 

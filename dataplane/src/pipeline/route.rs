@@ -78,6 +78,7 @@ struct Ip {
     ihl: usize,
     total: usize,
     proto: u8,
+    src: Ipv4Addr,
     dst: Ipv4Addr,
     df: bool,
     first_frag: bool,
@@ -99,6 +100,7 @@ fn parse_ip(f: &[u8], l3: usize) -> Option<Ip> {
         ihl,
         total,
         proto: h[9],
+        src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
         dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
         df: frag & 0x4000 != 0,
         first_frag: frag & 0x1fff == 0,
@@ -112,6 +114,12 @@ fn dport(f: &[u8], ip: &Ip) -> Option<u16> {
     }
     let o = ip.l3 + ip.ihl;
     f.get(o + 2..o + 4).map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// The tunnel port towards the host whose subnet of routed overlay network `net` holds
+/// `addr`.
+fn overlay_route(rt: &RouterTables, net: NetId, addr: Ipv4Addr) -> Option<PortId> {
+    rt.overlay_routes.iter().find(|(p, l, n, _)| *n == net && crate::tables::same_subnet(*p, *l, addr)).map(|r| r.3)
 }
 
 fn is_echo_request(f: &[u8], ip: &Ip) -> bool {
@@ -218,7 +226,7 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
     // Routed overlay: another host's subnet of this network goes through its tunnel.
     if let Ingress::Net(net) = ing {
         if local.is_none() {
-            if let Some(&(_, _, _, port)) = rt.overlay_routes.iter().find(|(p, l, n, _)| *n == net.id && crate::tables::same_subnet(*p, *l, ip.dst)) {
+            if let Some(port) = overlay_route(rt, net.id, ip.dst) {
                 if pool.frame(id)[l3 + 8] <= 1 {
                     return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TtlExceeded, Some(IcmpError::TimeExceeded), out);
                 }
@@ -397,18 +405,13 @@ fn reject<O: Output>(
 /// unreachable; both count against the ICMP error rate limit.
 #[allow(clippy::too_many_arguments)]
 fn refuse_local<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id: PktId, ip: &Ip, ing: Ingress<'_>, in_port: PortId, out: &mut O) {
-    const FIN: u8 = 0x01;
-    const SYN: u8 = 0x02;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
     if !ip.first_frag {
         return;
     }
     // Never to a broadcast or multicast frame, nor to a source no host can have
     // (RFC 1122 3.2.2: no ICMP errors about those; a RST is no different).
-    let f = pool.frame(id);
-    let src = Ipv4Addr::new(f[ip.l3 + 12], f[ip.l3 + 13], f[ip.l3 + 14], f[ip.l3 + 15]);
-    if !eth::dst(f).is_unicast() || src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback() {
+    let s = ip.src;
+    if !eth::dst(pool.frame(id)).is_unicast() || s.is_multicast() || s.is_broadcast() || s.is_unspecified() || s.is_loopback() {
         return;
     }
     match ip.proto {
@@ -416,51 +419,30 @@ fn refuse_local<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPoo
         IPPROTO_TCP => {
             let Some((_, our_mac)) = ing.ours() else { return };
             let f = pool.frame(id);
-            let l4 = ip.l3 + ip.ihl;
-            let Some(t) = f.get(l4..l4 + 20) else { return };
-            let flags = t[13];
-            if flags & RST != 0 {
+            if !icmp::may_reset(&f[ip.l3..ip.l3 + ip.total]) {
                 return;
             }
             if !rs.icmp.allow(cx.now_ms) {
                 cx.stats.event(Event::IcmpErrorLimited, 1);
                 return;
             }
-            let seq_in = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
-            let ack_in = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
-            let payload = ip.total.saturating_sub(ip.ihl + (t[12] >> 4) as usize * 4);
-            let seg_len = payload as u32 + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
-            let (seq, ack, rflags) = if flags & ACK != 0 { (ack_in, 0, RST) } else { (0, seq_in.wrapping_add(seg_len), RST | ACK) };
-            let (sport, dport) = ([t[2], t[3]], [t[0], t[1]]);
-            let (src, dst) = (ip.dst.octets(), [f[ip.l3 + 12], f[ip.l3 + 13], f[ip.l3 + 14], f[ip.l3 + 15]]);
             let peer_mac = eth::src(f);
             let Some(e) = pool.alloc() else { return };
-            let b = &mut pool.raw_mut(e)[HEADROOM..HEADROOM + 54];
-            b[0..6].copy_from_slice(&peer_mac.0);
-            b[6..12].copy_from_slice(&our_mac.0);
-            b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            let h = &mut b[14..34];
-            h.copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            h[12..16].copy_from_slice(&src);
-            h[16..20].copy_from_slice(&dst);
-            let c = crate::offload::csum::checksum(h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            let tcp = &mut b[34..54];
-            tcp.fill(0);
-            tcp[0..2].copy_from_slice(&sport);
-            tcp[2..4].copy_from_slice(&dport);
-            tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-            tcp[8..12].copy_from_slice(&ack.to_be_bytes());
-            tcp[12] = 5 << 4;
-            tcp[13] = rflags;
-            let sum = crate::offload::csum::sum16(tcp, crate::offload::csum::pseudo_v4(src, dst, IPPROTO_TCP, 20));
-            let c = !crate::offload::csum::fold(sum);
-            tcp[16..18].copy_from_slice(&c.to_be_bytes());
-            let m = pool.meta_mut(e);
-            m.len = 54;
-            m.vnet = VnetHdr::default();
-            cx.stats.event(Event::IcmpErrorSent, 1);
-            out.emit(pool, in_port, e);
+            // SAFETY: `id` is held (our caller drops it after us) and `e` is another
+            // buffer, so the segment is neither freed nor written meanwhile.
+            let off = pool.meta(id).off as usize + ip.l3;
+            let orig = unsafe { std::slice::from_raw_parts(pool.base_ptr(id).add(off), ip.total) };
+            let buf = &mut pool.raw_mut(e)[HEADROOM..HEADROOM + icmp::RESET_FRAME_LEN];
+            match icmp::build_reset_frame(orig, peer_mac, our_mac, buf) {
+                Some(n) => {
+                    let m = pool.meta_mut(e);
+                    m.len = n as u32;
+                    m.vnet = VnetHdr::default();
+                    cx.stats.event(Event::IcmpErrorSent, 1);
+                    out.emit(pool, in_port, e);
+                }
+                None => pool.release(e),
+            }
         }
         _ => {}
     }
@@ -683,9 +665,7 @@ pub fn from_l3_tunnel<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut 
     let to_gateway = ip.dst == gw.ip;
     if to_gateway || pkt[8] <= 1 {
         // Answered here: the way back is the tunnel to the sender's host.
-        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-        let back = rt.overlay_routes.iter().find(|(p, l, n, _)| *n == net.id && crate::tables::same_subnet(*p, *l, src)).map(|r| r.3);
-        let Some(back) = back else { return discard(cx, pool, id, DropReason::NoRoute) };
+        let Some(back) = overlay_route(rt, net.id, ip.src) else { return discard(cx, pool, id, DropReason::NoRoute) };
         let Ok((start, len)) = crate::encap::prepend_eth(pool.raw_mut(id), m.off as usize, ip.total, gw.mac, gw.mac) else {
             return discard(cx, pool, id, DropReason::Truncated);
         };

@@ -23,7 +23,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::offload::csum;
+use crate::offload::{csum, IPPROTO_TCP};
 use crate::wire::MacAddr;
 
 /// Largest ICMP error datagram (IP header included) we send (RFC 1812 4.3.2.3).
@@ -253,6 +253,61 @@ pub fn build_error_frame(
     let n = build_error(kind, orig, src_ip, ttl, body)?;
     eth_header(out, dst_mac, src_mac, 0x0800).ok_or(BuildError::BufferTooSmall)?;
     Ok(ETH_HDR_LEN + n)
+}
+
+/// Length of the frame [`build_reset_frame`] writes: Ethernet, IPv4, TCP, no options.
+pub const RESET_FRAME_LEN: usize = ETH_HDR_LEN + 20 + 20;
+
+/// The TCP segment starting at the IPv4 header `orig` (a first fragment) may be
+/// answered with a RST: its TCP header is there and it is not a RST itself (RFC 9293
+/// 3.10.7.1). Never panics.
+pub fn may_reset(orig: &[u8]) -> bool {
+    let ihl = orig.first().map_or(0, |b| ((b & 0xf) as usize) * 4);
+    orig.len() >= 20 && ihl >= 20 && orig.get(ihl + 13).is_some_and(|flags| flags & 0x04 == 0)
+}
+
+/// Writes the RST refusing the TCP segment `orig` (an IPv4 datagram to a closed port of
+/// ours, from its IP header on) into `out`: Ethernet from `src_mac` to `dst_mac`, IPv4
+/// from the segment's destination back to its source (DF, TTL 64), TCP with the ports
+/// swapped and RFC 9293 3.10.7.1's numbers: with ACK set, SEQ = its ACK; else SEQ 0 and
+/// ACK = its SEQ plus its length (SYN and FIN count one). Checksums are complete.
+/// Returns [`RESET_FRAME_LEN`], or `None` (nothing sent) when `orig` holds no TCP
+/// header or `out` is too short. Never panics.
+pub fn build_reset_frame(orig: &[u8], dst_mac: MacAddr, src_mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    let ihl = ((orig.first()? & 0xf) as usize) * 4;
+    let total = u16::from_be_bytes([*orig.get(2)?, *orig.get(3)?]) as usize;
+    let ip = orig.get(..20)?;
+    let t = orig.get(ihl..ihl + 20)?;
+    let out = out.get_mut(..RESET_FRAME_LEN)?;
+    let flags = t[13];
+    let seq_in = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let ack_in = u32::from_be_bytes([t[8], t[9], t[10], t[11]]);
+    let payload = total.saturating_sub(ihl + (t[12] >> 4) as usize * 4);
+    let seg_len = payload as u32 + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
+    let (seq, ack, rflags) = if flags & ACK != 0 { (ack_in, 0, RST) } else { (0, seq_in.wrapping_add(seg_len), RST | ACK) };
+    let (src, dst): ([u8; 4], [u8; 4]) = (ip[16..20].try_into().ok()?, ip[12..16].try_into().ok()?);
+    eth_header(out, dst_mac, src_mac, 0x0800)?;
+    let h = &mut out[ETH_HDR_LEN..ETH_HDR_LEN + 20];
+    h.copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    let c = csum::checksum(h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let tcp = &mut out[ETH_HDR_LEN + 20..];
+    tcp.fill(0);
+    tcp[0..2].copy_from_slice(&t[2..4]);
+    tcp[2..4].copy_from_slice(&t[0..2]);
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = rflags;
+    let c = !csum::fold(csum::sum16(tcp, csum::pseudo_v4(src, dst, IPPROTO_TCP, 20)));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    Some(RESET_FRAME_LEN)
 }
 
 /// A token bucket limiting the ICMP errors one worker sends (RFC 1812 4.3.2.8).

@@ -365,3 +365,47 @@ fn random_bytes_never_panic() {
         let _ = eth_header(&mut out[..olen], MacAddr::BROADCAST, MacAddr::ZERO, 0x0806);
     }
 }
+
+#[test]
+fn tcp_reset_answers_a_segment_as_rfc_9293_says() {
+    let (client, us) = ([192, 0, 2, 7], [198, 51, 100, 2]);
+    let seg = |flags: fn(etherparse::PacketBuilderStep<etherparse::TcpHeader>) -> etherparse::PacketBuilderStep<etherparse::TcpHeader>, payload: &[u8]| {
+        let b = flags(etherparse::PacketBuilder::ipv4(client, us, 64).tcp(40000, 8999, 1000, 512));
+        let mut v = Vec::new(); // alloc-ok: test
+        b.write(&mut v, payload).unwrap();
+        v
+    };
+    let (peer, mine) = (MacAddr([2, 0, 0, 0, 0, 7]), MacAddr([2, 0, 0, 0, 0, 1]));
+    let check = |orig: &[u8], seq: u32, ack: Option<u32>| {
+        assert!(may_reset(orig));
+        let mut out = [0u8; RESET_FRAME_LEN];
+        assert_eq!(build_reset_frame(orig, peer, mine, &mut out), Some(RESET_FRAME_LEN));
+        assert_eq!(&out[0..6], &peer.0);
+        assert_eq!(&out[6..12], &mine.0);
+        let p = SlicedPacket::from_ethernet(&out).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+        assert_eq!((ip.header().source(), ip.header().destination()), (us, client));
+        assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+        let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("not TCP") };
+        assert_eq!((t.source_port(), t.destination_port()), (8999, 40000));
+        assert!(t.rst());
+        assert_eq!(t.sequence_number(), seq);
+        assert_eq!(t.ack(), ack.is_some());
+        if let Some(a) = ack {
+            assert_eq!(t.acknowledgment_number(), a);
+        }
+        assert_eq!(t.calc_checksum_ipv4(us, client).unwrap(), t.checksum());
+    };
+    // A SYN: SEQ 0, ACK = its SEQ + 1.
+    check(&seg(|b| b.syn(), b""), 0, Some(1001));
+    // Data with ACK: SEQ = its ACK, no ACK.
+    check(&seg(|b| b.ack(77), b"hello"), 77, None);
+    // Data without ACK (and FIN): ACK = SEQ + 5 + 1.
+    check(&seg(|b| b.fin(), b"hello"), 0, Some(1006));
+    // A RST is never answered; nor a truncated segment.
+    let rst = seg(|b| b.rst(), b"");
+    assert!(!may_reset(&rst));
+    assert!(!may_reset(&rst[..30]));
+    assert_eq!(build_reset_frame(&rst[..30], peer, mine, &mut [0u8; RESET_FRAME_LEN]), None);
+    assert_eq!(build_reset_frame(&seg(|b| b.syn(), b""), peer, mine, &mut [0u8; 40]), None);
+}
