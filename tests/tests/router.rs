@@ -241,6 +241,26 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
         assert!(e.contains(want), "{args:?}: {e}");
     }
+    // Nor does one whose --uplink-addr falls in a network of its saved state (the
+    // network's gateway would shadow the outside); the state is left as it was.
+    let mut n = n;
+    let i = n.w.start_daemon(&bare, &["--workers", "1"]);
+    n.w.ctl_ok(i, &["network", "create", "inner", "--subnet", "10.23.0.0/24"]);
+    n.w.stop_daemon(i, libc::SIGTERM);
+    sh_ok(&format!("ip -n {bare} link add up1 type veth peer name up1p && ip -n {bare} link set up1 up"));
+    let d = n.w.daemon(i);
+    let before = std::fs::read_to_string(d.state_dir.join("state.json")).expect("state");
+    let o = std::process::Command::new("timeout")
+        .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
+        .arg(bin_dir().join("vswitchd"))
+        .args(["--workers", "1", "--state-dir", &d.state_dir.display().to_string(), "--socket", &d.socket.display().to_string()])
+        .args(["--uplink", "up1", "--uplink-addr", "10.23.0.200/24"])
+        .output()
+        .expect("vswitchd");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("--uplink-addr 10.23.0.200/24: its subnet overlaps the subnet 10.23.0.0/24 of network inner"), "{e}");
+    assert_eq!(std::fs::read_to_string(d.state_dir.join("state.json")).expect("state"), before, "state unchanged");
 }
 
 #[test]

@@ -220,7 +220,12 @@ fn bad_input_is_refused_and_changes_nothing() {
     w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.60.0.0/24"]);
     w.ctl_ok(0, &["sandbox", "create", &c1]);
     let before_state = std::fs::read_to_string(w.daemon(0).state_dir.join("state.json")).unwrap();
+    let c1_upper = c1.to_uppercase();
+    let c1_case = format!("differs from sandbox {c1} only in case");
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Names are DNS names: one differing only in case would resolve to both.
+        (vec!["network", "create", "WEB", "--subnet", "10.62.0.0/24"], "network name \"WEB\": differs from network web only in case"),
+        (vec!["sandbox", "create", &c1_upper], &c1_case),
         (vec!["network", "create", "x", "--subnet", "10.0.0.0/33"], "subnet"),
         (vec!["network", "create", "x", "--subnet", "10.0.0/8"], "subnet"),
         (vec!["network", "create", "x", "--subnet", "10.60.0.0/16"], "overlaps"),
@@ -383,6 +388,19 @@ fn port_add_attaches_an_existing_interface() {
     sh_ok(&format!("ip -n {host} link add ext0 type veth peer name eth0 netns {vm}"));
     sh_ok(&format!("ip -n {vm} addr add 10.70.0.200/24 dev eth0 && ip -n {vm} link set eth0 up"));
     assert!(wait_for(Duration::from_secs(8), || ping(&vm, "10.70.0.2")), "port attached again{}", w.log_tail(0));
+    assert_eq!(state(&w), Some(serde_json::json!(true)));
+    // What comes back under the name must pass `port add`'s checks: a kernel bridge
+    // named ext0 is left detached (and said so in the log) until a fit interface returns.
+    sh_ok(&format!("ip -n {host} link del ext0 && ip -n {host} link add ext0 type bridge && ip -n {host} link set ext0 up"));
+    assert!(
+        wait_for(Duration::from_secs(8), || w.log_tail(0).contains("port's interface came back unfit; not attached")),
+        "unfit interface noticed{}",
+        w.log_tail(0)
+    );
+    assert_eq!(state(&w), Some(serde_json::json!(false)), "a bridge is not attached as a port");
+    sh_ok(&format!("ip -n {host} link del ext0 && ip -n {host} link add ext0 type veth peer name eth0 netns {vm}"));
+    sh_ok(&format!("ip -n {vm} addr add 10.70.0.200/24 dev eth0 && ip -n {vm} link set eth0 up"));
+    assert!(wait_for(Duration::from_secs(8), || ping(&vm, "10.70.0.2")), "port attached again after the unfit one{}", w.log_tail(0));
     assert_eq!(state(&w), Some(serde_json::json!(true)));
     // A TAP port made by the switch, moved into a namespace by hand (as a VM manager would).
     let tapns = w.netns("tapvm");
