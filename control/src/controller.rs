@@ -207,9 +207,7 @@ impl Controller {
                 let m = self.mesh.clone().ok_or(NO_MESH)?;
                 let a = parse_mesh_addr(&addr).map_err(|e| format!("address {addr:?}: {e}"))?;
                 if let std::net::IpAddr::V4(ip) = a.ip() {
-                    if Some(ip) == self.opts.advertise || self.local_addrs().iter().any(|(_, a, _)| *a == ip) {
-                        return Err(format!("address {addr:?}: {ip} is an address of this host"));
-                    }
+                    self.check_mesh_member(ip).map_err(|e| format!("address {addr:?}: {e}"))?;
                 }
                 m.connect(a);
                 info!(member = %a, "joining mesh member");
@@ -1616,6 +1614,28 @@ impl Controller {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether `ip` can be another mesh member as seen from this host: not one of this
+    /// host's own addresses, nor the broadcast or network address of one of its subnets
+    /// (a directed broadcast would carry every hello to the whole segment).
+    pub fn check_mesh_member(&mut self, ip: Ipv4Addr) -> Result<(), String> {
+        if Some(ip) == self.opts.advertise {
+            return Err(format!("{ip} is an address of this host"));
+        }
+        for (ifname, a, len) in self.local_addrs() {
+            if a == ip {
+                return Err(format!("{ip} is an address of this host"));
+            }
+            if len < 31 {
+                let net = crate::model::Ipv4Cidr { addr: a, prefix_len: len };
+                if ip == net.broadcast() || ip == net.network() {
+                    let what = if ip == net.network() { "network" } else { "broadcast" };
+                    return Err(format!("{ip} is the {what} address of {}/{len} on interface {ifname}, not a host", net.network()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks the daemon's host options against the namespace before anything starts:

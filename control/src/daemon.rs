@@ -78,6 +78,11 @@ const MESH_QUEUE_DEPTH: usize = 1024;
 
 /// Starts the mesh agent and connects it to the workers.
 fn start_mesh(m: &MeshCli, ctl: &mut Controller, state_dir: &std::path::Path) -> Result<crossbeam_channel::Receiver<crate::meshd::MeshEvent>, String> {
+    for a in &m.join {
+        if let std::net::IpAddr::V4(ip) = a.ip() {
+            ctl.check_mesh_member(ip).map_err(|e| format!("--mesh-peer {a}: {e}"))?;
+        }
+    }
     let identity = mesh_identity(state_dir)?;
     let cfg = dataplane::mesh::MeshConfig {
         psk: m.password.as_deref().map(dataplane::mesh::psk_from_password),

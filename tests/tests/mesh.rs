@@ -253,9 +253,12 @@ for i in range(3000):
     let e = w.ctl_err(a, &["mesh", "connect", "not-an-address"]);
     assert!(e.contains("address"), "{e}");
     // Addresses no member can have are refused instead of being dialled forever: this
-    // host, unspecified, broadcast, multicast, loopback, port 0, IPv6.
+    // host, the underlay's directed broadcast and network address, unspecified,
+    // broadcast, multicast, loopback, port 0, IPv6.
     for (addr, why) in [
         ("198.19.0.1", "198.19.0.1 is an address of this host"),
+        ("198.19.0.255", "198.19.0.255 is the broadcast address of 198.19.0.0/24 on interface ul0, not a host"),
+        ("198.19.0.0:6783", "198.19.0.0 is the network address of 198.19.0.0/24 on interface ul0"),
         ("0.0.0.0", "is not the unicast address of another host"),
         ("255.255.255.255", "is not the unicast address of another host"),
         ("224.0.0.1", "is not the unicast address of another host"),
@@ -268,4 +271,17 @@ for i in range(3000):
     }
     let e = w.ctl_err(a, &["network", "create", "e2", "--encrypted", "--encap", "vxlan"]);
     assert!(e.contains("--encrypted"), "{e}");
+    // The same checks at start for --mesh-peer: a directed broadcast is refused.
+    let lone = w.netns("lone");
+    sh_ok(&format!("ip -n {lone} link add ul0 type veth peer name ul1 && ip -n {lone} addr add 198.19.1.1/24 dev ul0 && ip -n {lone} link set ul0 up"));
+    let o = std::process::Command::new("timeout")
+        .args(["20", "nsenter", &format!("--net=/run/netns/{lone}")])
+        .arg(bin_dir().join("vswitchd"))
+        .args(["--workers", "1", "--state-dir", &w.dir.join("lone-state").display().to_string(), "--socket", &w.dir.join("lone.sock").display().to_string()])
+        .args(["--mesh", "--mesh-peer", "198.19.1.255"])
+        .output()
+        .expect("vswitchd");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("--mesh-peer 198.19.1.255:6783: 198.19.1.255 is the broadcast address of 198.19.1.0/24 on interface ul0"), "{e}");
 }
