@@ -130,6 +130,8 @@ pub enum Request {
     MeshPeers,
     /// Join the mesh member at `addr` (IP[:PORT]).
     MeshConnect { addr: String },
+    /// Stop asking the member at `addr` (IP[:PORT]) that has not answered yet.
+    MeshForget { addr: String },
 }
 
 /// A response line.

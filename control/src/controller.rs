@@ -213,6 +213,15 @@ impl Controller {
                 info!(member = %a, "joining mesh member");
                 Ok(json!({"connecting": a.to_string()}))
             }
+            Request::MeshForget { addr } => {
+                let m = self.mesh.clone().ok_or(NO_MESH)?;
+                let a = parse_mesh_addr(&addr).map_err(|e| format!("address {addr:?}: {e}"))?;
+                if !m.forget(a) {
+                    return Err(format!("address {addr:?}: no member waiting for an answer there (`mesh peers` lists them; a member that answered is a peer)"));
+                }
+                info!(member = %a, "no longer asking mesh member");
+                Ok(json!({"forgotten": a.to_string()}))
+            }
         }
     }
 

@@ -57,6 +57,8 @@ pub struct MeshOpts {
 pub enum Cmd {
     Peers(Sender<Value>),
     Connect(SocketAddr),
+    /// Stop asking a member that has not answered; says whether it was waiting.
+    Forget(SocketAddr, Sender<bool>),
 }
 
 /// What the agent tells the controller.
@@ -92,6 +94,14 @@ impl MeshHandle {
     /// Joins the member at `addr`.
     pub fn connect(&self, addr: SocketAddr) {
         self.send(Cmd::Connect(addr));
+    }
+
+    /// Stops asking the member at `addr` (`mesh connect` or `--mesh-peer`) while it has
+    /// not answered; false if it was not waiting (unknown, or joined already).
+    pub fn forget(&self, addr: SocketAddr) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Cmd::Forget(addr, tx));
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
     }
 }
 
@@ -332,6 +342,11 @@ impl Agent {
                         if !self.joins.iter().any(|j| j.addr == addr) {
                             self.joins.push(Join::new(addr));
                         }
+                    }
+                    Cmd::Forget(addr, tx) => {
+                        let before = self.joins.len();
+                        self.joins.retain(|j| j.addr != addr);
+                        let _ = tx.send(self.joins.len() < before);
                     }
                 }
             }

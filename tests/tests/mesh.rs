@@ -207,6 +207,14 @@ fn outsiders_are_refused() {
     let said = wait_for(Duration::from_secs(15), || std::fs::read_to_string(&w.daemon(x).log).unwrap_or_default().contains("mesh member does not answer: a different --mesh-password"));
     assert!(said, "the outsider's log says why{}", w.log_tail(x));
     assert!(w.ctl_ok(x, &["mesh", "peers"]).contains("waiting for an answer"));
+    // The outsider gives up on that member: it is no longer listed, nor asked.
+    assert!(w.ctl_ok(x, &["mesh", "forget", "198.19.0.1"]).contains("no longer asking 198.19.0.1:6783"));
+    assert_eq!(peers(&w, x)["pending_members"], serde_json::json!([]));
+    let e = w.ctl_err(x, &["mesh", "forget", "198.19.0.1"]);
+    assert!(e.contains("address \"198.19.0.1\": no member waiting for an answer there"), "{e}");
+    let hellos = peers(&w, a)["hellos_refused"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(peers(&w, a)["hellos_refused"].as_u64().unwrap_or(0), hellos, "a forgotten member is not asked again");
     let (sa, _) = encrypted_sandbox(&w, a, "10.91.0.0/26", "sa");
     let (_, ipb) = encrypted_sandbox(&w, b, "10.91.0.64/26", "sb");
     let (_, ipx) = encrypted_sandbox(&w, x, "10.91.0.128/26", "sx");

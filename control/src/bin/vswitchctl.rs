@@ -95,6 +95,8 @@ enum MeshCmd {
     Peers,
     /// Join the mesh through the member at IP[:PORT] (port 6783 by default).
     Connect { addr: String },
+    /// Stop asking a member that has not answered (listed as waiting in `mesh peers`).
+    Forget { addr: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -439,6 +441,7 @@ fn main() {
         }
         Cmd::Mesh(MeshCmd::Id) => print_or(json, &go(Request::MeshId), |v| println!("{}", s(&v["key"]))),
         Cmd::Mesh(MeshCmd::Connect { addr }) => print_or(json, &go(Request::MeshConnect { addr }), |v| println!("connecting to {}", s(&v["connecting"]))),
+        Cmd::Mesh(MeshCmd::Forget { addr }) => print_or(json, &go(Request::MeshForget { addr }), |v| println!("no longer asking {}", s(&v["forgotten"]))),
         Cmd::Mesh(MeshCmd::Peers) => {
             let v = go(Request::MeshPeers);
             print_or(json, &v, |v| {
