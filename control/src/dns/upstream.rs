@@ -12,7 +12,9 @@
 //!   answer came back truncated (TC): the same server is then asked again over TCP, and the
 //!   remaining servers too if need be. The query keeps the client's id.
 //! * Servers are tried in order, each for [`crate::dns::DnsConfig::upstream_timeout`]; a
-//!   send or connect error moves on at once. When none answered: SERVFAIL. Answers are
+//!   send or connect error moves on at once, and so does an ICMP error for a UDP query
+//!   (port or host unreachable: the UDP sockets set `IP_RECVERR`/`IPV6_RECVERR` and read
+//!   the error queue, which returns the query that caused it and the server it went to). When none answered: SERVFAIL. Answers are
 //!   passed back as they come (NXDOMAIN, SERVFAIL, REFUSED included), only the id restored;
 //!   an answer larger than the UDP client can take is replaced by its truncated form (TC),
 //!   so the client retries over TCP.
@@ -99,6 +101,56 @@ fn in_ns<T>(ns: &crate::netns::Netns, home: &crate::netns::Netns, f: impl FnOnce
     r
 }
 
+/// Asks the kernel to queue ICMP errors for the datagrams `s` sent (`IP_RECVERR`), so an
+/// upstream that refuses is known at once instead of after the timeout.
+fn set_recverr(s: &UdpSocket, v4: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, opt) = if v4 { (libc::IPPROTO_IP, libc::IP_RECVERR) } else { (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) };
+    // SAFETY: setsockopt with a valid fd and a c_int option value of the right size.
+    let r = unsafe { libc::setsockopt(s.as_raw_fd(), level, opt, &one as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One entry of a socket's error queue: the start of the datagram that caused it (our
+/// query: its id is in the first two bytes) and where it was sent. `None` when the queue
+/// is empty.
+fn recv_error(s: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut ctrl = [0u8; 256];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = ctrl.len();
+    // SAFETY: recvmsg on a valid fd with the buffers above.
+    let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let addr = match name.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in (family checked).
+            let a = unsafe { &*(&name as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::new(IpAddr::V4(u32::from_be(a.sin_addr.s_addr).into()), u16::from_be(a.sin_port))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family checked).
+            let a = unsafe { &*(&name as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::new(IpAddr::V6(a.sin6_addr.s6_addr.into()), u16::from_be(a.sin6_port))
+        }
+        _ => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+    };
+    Some((n as usize, addr))
+}
+
 /// True for the errors a send or connect gets at once when no route leads to the server.
 fn unroutable(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH))
@@ -178,8 +230,9 @@ impl Forwarder {
             }
         }
         let mut socks = Vec::with_capacity(pool.len());
-        for s in pool {
+        for (i, s) in pool.into_iter().enumerate() {
             s.set_nonblocking(true)?;
+            set_recverr(&s, i < n4)?;
             let token = tokens.next(Kind::UpstreamUdp);
             ep.add(s.as_raw_fd(), token, IN)?;
             socks.push(Some((s, token)));
@@ -322,6 +375,7 @@ impl Forwarder {
         }
         let s = in_ns(&via.ns, &self.home, || UdpSocket::bind(if v4 { "0.0.0.0:0" } else { "[::]:0" }))?;
         s.set_nonblocking(true)?;
+        set_recverr(&s, v4)?;
         let token = tokens.next(Kind::UpstreamUdp);
         ep.add(s.as_raw_fd(), token, IN)?;
         let i = match self.pool.iter().skip(self.n_home).position(|x| x.is_none()) {
@@ -415,6 +469,14 @@ impl Forwarder {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_event(&mut self, ep: &Epoll, tokens: &mut Tokens, now: Instant, token: u64, events: u32, buf: &mut [u8], done: &mut Vec<Done>) {
         if let Some(idx) = self.pool.iter().position(|x| x.as_ref().is_some_and(|(_, t)| *t == token)) {
+            // ICMP errors first (an upstream that refuses or cannot be reached): the
+            // query they name moves on to the next server now. Draining the queue also
+            // clears the socket's pending error, which would otherwise fail every read.
+            for _ in 0..READ_BATCH {
+                let Some((sock, _)) = self.pool[idx].as_ref() else { break };
+                let Some((n, to)) = recv_error(sock, buf) else { break };
+                self.on_udp_error(ep, tokens, now, idx, &buf[..n], to, done);
+            }
             for _ in 0..READ_BATCH {
                 let Some((sock, _)) = self.pool[idx].as_ref() else { break };
                 match sock.recv_from(buf) {
@@ -471,6 +533,20 @@ impl Forwarder {
             return;
         }
         self.finish(ep, id, msg.to_vec(), done);
+    }
+
+    /// An ICMP error for the query `sent` (its bytes as they went out) to `to`: if it is
+    /// a live attempt, that server is given up and the next one asked at once.
+    #[allow(clippy::too_many_arguments)]
+    fn on_udp_error(&mut self, ep: &Epoll, tokens: &mut Tokens, now: Instant, sock: usize, sent: &[u8], to: SocketAddr, done: &mut Vec<Done>) {
+        let Some(qid) = sent.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return };
+        let Some(&id) = self.by_id.get(&(sock, qid)) else { return };
+        let live = self.pending.get(&id).is_some_and(|p| matches!(p.attempt, Attempt::Udp { server, .. } if same_addr(server, to)));
+        if live {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(server = %to, "dns: upstream unreachable (ICMP error); next server");
+            self.attempt(ep, tokens, now, id, done);
+        }
     }
 
     /// Moves to the next server for every attempt whose time is up.

@@ -29,8 +29,16 @@ use super::e2e_util::*;
 
 /// The fake upstream's address (in "ext").
 const UP: &str = "198.51.100.2:53";
-/// Nobody listens there.
+/// Nobody listens there: the upstream's kernel answers with ICMP port unreachable.
 const DEAD: &str = "198.51.100.2:54";
+/// A socket that never answers listens there (see [`silent`]).
+const SILENT: &str = "198.51.100.2:55";
+
+/// A UDP socket at [`SILENT`] in "ext" that reads nothing: queries to it time out.
+fn silent(w: &World) -> UdpSocket {
+    let addr: SocketAddr = SILENT.parse().unwrap();
+    w.ext.ns.run_in(|| UdpSocket::bind(addr).unwrap()).unwrap()
+}
 
 /// What the fake upstream saw: (lowercase name, "udp"/"tcp").
 type Seen = Arc<Mutex<Vec<(String, &'static str)>>>;
@@ -274,15 +282,28 @@ fn dead_upstream_failover_and_eviction() {
     }
     let cfg = DnsConfig { upstream_timeout: Duration::from_millis(1000), max_inflight: 4, ..Default::default() };
     let w = world(cfg);
+    let _silent = silent(&w);
     let c = Client::new(&w.sb2);
-    w.dns.set_upstreams(&w.sb2.name, vec![DEAD.parse().unwrap()]).unwrap();
+    w.dns.set_upstreams(&w.sb2.name, vec![SILENT.parse().unwrap()]).unwrap();
     let t0 = Instant::now();
     assert_eq!(c.ask("ext.example", rrtype::A).rcode, rcode::SERVFAIL as u16);
     assert!(t0.elapsed() >= Duration::from_millis(900), "{:?}", t0.elapsed());
     // Next server after the timeout.
-    w.dns.set_upstreams(&w.sb2.name, vec![DEAD.parse().unwrap(), UP.parse().unwrap()]).unwrap();
+    w.dns.set_upstreams(&w.sb2.name, vec![SILENT.parse().unwrap(), UP.parse().unwrap()]).unwrap();
+    let t0 = Instant::now();
     let r = c.ask("ext.example", rrtype::A);
     assert_eq!(r.answers, ["203.0.113.7"]);
+    assert!(t0.elapsed() >= Duration::from_millis(900), "{:?}", t0.elapsed());
+    // A server that refuses (ICMP port unreachable) is given up at once, not after the
+    // timeout: alone, SERVFAIL; first of two, the second answers.
+    w.dns.set_upstreams(&w.sb2.name, vec![DEAD.parse().unwrap()]).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(c.ask("ext.example", rrtype::A).rcode, rcode::SERVFAIL as u16);
+    assert!(t0.elapsed() < Duration::from_millis(700), "refused upstream given up late: {:?}", t0.elapsed());
+    w.dns.set_upstreams(&w.sb2.name, vec![DEAD.parse().unwrap(), UP.parse().unwrap()]).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(c.ask("ext.example", rrtype::A).answers, ["203.0.113.7"]);
+    assert!(t0.elapsed() < Duration::from_millis(700), "{:?}", t0.elapsed());
     // No upstream at all: SERVFAIL at once.
     w.dns.set_upstreams(&w.sb2.name, vec![]).unwrap();
     let t0 = Instant::now();
