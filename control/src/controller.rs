@@ -146,6 +146,9 @@ pub struct Controller {
     /// The ifindex each attached system port's socket is bound to (to notice an
     /// interface deleted and made again under the same name).
     port_ifindex: std::collections::HashMap<String, u32>,
+    /// Endpoints whose interface was deleted behind the daemon's back and could not be
+    /// made again yet (warned once; retried every second).
+    heal_failed: BTreeSet<u16>,
     /// Addresses of endpoints that went away, whose connections the housekeeping
     /// thread removes from the NAT table ([`Controller::take_gone_addrs`]).
     gone_addrs: Vec<Ipv4Addr>,
@@ -159,7 +162,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -1809,9 +1812,54 @@ impl Controller {
                 }
             }
         }
+        changed |= self.heal_endpoints();
         if changed {
             self.dp.publish(&self.state);
         }
+    }
+
+    /// Endpoints whose interface was deleted behind the daemon's back (`ip link del eth0`
+    /// inside the sandbox): a worker found the TAP or packet socket gone, or the veth's
+    /// switch end is missing. Their interface is made again, with its address, MAC and
+    /// routes, as a restart would; true if any was. A sandbox whose namespace is gone
+    /// is left alone (`connect` or a restart makes it again).
+    fn heal_endpoints(&mut self) -> bool {
+        let links: Option<BTreeSet<String>> = self.nl.links().ok().map(|ls| ls.into_iter().map(|l| l.name).collect());
+        let Some(links) = links else { return false };
+        let live: BTreeSet<u16> = self.state.endpoints.values().map(|e| e.port_id).collect();
+        self.heal_failed.retain(|p| live.contains(p));
+        let broken: Vec<Endpoint> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|ep| {
+                let attached = self.dp.is_attached(ep.port_id);
+                let gone = attached && self.dp.port_totals(ep.port_id).gone > 0;
+                let missing = ep.kind == EndpointKind::Veth && !links.contains(&ep.host_ifname);
+                gone || missing || (!attached && self.heal_failed.contains(&ep.port_id))
+            })
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for ep in broken {
+            let Some(net) = self.state.networks.get(&ep.network).cloned() else { continue };
+            let Ok(sb) = Netns::open_named(&ep.sandbox) else { continue };
+            self.dp.detach(ep.port_id);
+            self.dp.flush_port(net.net_id, ep.port_id);
+            changed = true;
+            match self.realise_endpoint(&sb, &ep, &net, false) {
+                Ok(()) => {
+                    self.heal_failed.remove(&ep.port_id);
+                    warn!(sandbox = %ep.sandbox, network = %ep.network, interface = %ep.ifname, "endpoint's interface was deleted behind the switch; made again");
+                }
+                Err(e) => {
+                    if self.heal_failed.insert(ep.port_id) {
+                        warn!(sandbox = %ep.sandbox, network = %ep.network, error = %e, "endpoint's interface was deleted behind the switch and cannot be made again yet; retrying");
+                    }
+                }
+            }
+        }
+        changed
     }
 
     /// Addresses of endpoints removed since the last call: their connections are to be

@@ -122,6 +122,9 @@ pub struct PortCounters {
     pub tx_bytes: AtomicU64,
     pub tx_dropped: AtomicU64,
     pub rx_dropped: AtomicU64,
+    /// Times a worker found the port's interface gone (a TAP or veth deleted behind the
+    /// switch's back) and stopped polling it; control re-creates what it owns.
+    pub gone: AtomicU64,
 }
 
 /// A plain copy of port counters (summed over workers).
@@ -133,6 +136,7 @@ pub struct PortTotals {
     pub tx_bytes: u64,
     pub tx_dropped: u64,
     pub rx_dropped: u64,
+    pub gone: u64,
 }
 
 impl PortTotals {
@@ -143,6 +147,7 @@ impl PortTotals {
         self.tx_bytes += o.tx_bytes;
         self.tx_dropped += o.tx_dropped;
         self.rx_dropped += o.rx_dropped;
+        self.gone += o.gone;
     }
 }
 
@@ -182,7 +187,7 @@ impl WorkerStats {
     pub fn reset_port(&self, port: PortId) {
         let chunk = self.ports[port as usize / CHUNK].get_or_init(|| (0..CHUNK).map(|_| PortCounters::default()).collect());
         let c = &chunk[port as usize % CHUNK];
-        for a in [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes, &c.tx_dropped, &c.rx_dropped] {
+        for a in [&c.rx_packets, &c.rx_bytes, &c.tx_packets, &c.tx_bytes, &c.tx_dropped, &c.rx_dropped, &c.gone] {
             a.store(0, Relaxed);
         }
     }
@@ -221,6 +226,7 @@ impl WorkerStats {
                 tx_bytes: c.tx_bytes.load(Relaxed),
                 tx_dropped: c.tx_dropped.load(Relaxed),
                 rx_dropped: c.rx_dropped.load(Relaxed),
+                gone: c.gone.load(Relaxed),
             },
         }
     }

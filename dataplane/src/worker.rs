@@ -301,9 +301,13 @@ impl Worker {
                 }
             }
             Err(PortError::Gone(_)) => {
-                // Interface or TAP gone: stop polling it; control notices and cleans up.
+                // Interface or TAP gone: stop polling it; control notices (the `gone`
+                // counter) and re-creates or cleans up.
                 if let Some(fd) = wp.fd.take() {
                     let _ = self.epoll.delete(fd);
+                    if let Some(c) = self.stats.port(id) {
+                        bump(&c.gone, 1);
+                    }
                 }
             }
             Err(PortError::Other(_)) => {

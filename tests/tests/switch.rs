@@ -113,6 +113,17 @@ fn tap_and_veth_endpoints_interoperate() {
     let g1 = iperf3(&v, &t, &ipt, 2, "", &w.dir);
     let g2 = iperf3(&t, &v, &ipv, 2, "", &w.dir);
     assert!(g1 > 0.05 && g2 > 0.05, "veth->tap {g1}, tap->veth {g2} Gbit/s");
+    // Both interfaces deleted behind the switch's back (`ip link del eth0` inside the
+    // sandboxes): each is made again, with its address, MAC and MTU, as a restart would.
+    sh_ok(&format!("ip -n {v} link del eth0 && ip -n {t} link del eth0"));
+    assert!(wait_for(Duration::from_secs(10), || ping(&t, &ipv)), "endpoints made again{}", w.log_tail(0));
+    let link = String::from_utf8_lossy(&in_ns(&t, "ip -o -d link show dev eth0").stdout).into_owned();
+    assert!(link.contains("tun") && link.contains("02:00:00:aa:bb:cc") && link.contains("mtu 9000"), "{link}");
+    assert!(ping(&v, "10.30.0.1"), "the veth sandbox's routes are back");
+    let eps = w.ctl_json(0, &["network", "inspect", "mix"])[0]["endpoints"].clone();
+    assert!(eps.as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|e| e["attached"] == true)), "{eps}");
+    let log = std::fs::read_to_string(&w.daemon(0).log).unwrap_or_default();
+    assert_eq!(log.matches("endpoint's interface was deleted behind the switch; made again").count(), 2, "each made again once{}", w.log_tail(0));
 }
 
 #[test]
