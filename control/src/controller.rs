@@ -1812,6 +1812,20 @@ impl Controller {
                 }
             }
         }
+        // A switch-made TAP port deleted (its VM's manager removed it): shown down, as
+        // OVS shows a port whose interface failed; a restart or `port rm` + `port add`
+        // makes it again.
+        let taps: Vec<AttachedPort> = self.state.ports.values().filter(|p| p.kind == PortKind::Tap).cloned().collect();
+        for p in taps {
+            if self.dp.is_attached(p.port_id) && self.dp.port_totals(p.port_id).gone > 0 {
+                self.dp.detach(p.port_id);
+                if let Some(net) = self.state.networks.get(&p.network) {
+                    self.dp.flush_port(net.net_id, p.port_id);
+                }
+                warn!(interface = %p.ifname, network = %p.network, "TAP port was deleted; shown down until a restart or `port rm` and `port add` make it again");
+                changed = true;
+            }
+        }
         changed |= self.heal_endpoints();
         if changed {
             self.dp.publish(&self.state);

@@ -426,6 +426,10 @@ fn port_add_attaches_an_existing_interface() {
     w.ctl_ok(0, &["disconnect", "lan", &c1]);
     let e = w.ctl_err(0, &["network", "rm", "lan"]);
     assert!(e.contains("attached ports (vmtap0)"), "{e}");
+    // The TAP deleted by its VM's manager: shown down (it was listed as up).
+    sh_ok(&format!("ip -n {tapns} link del vmtap0"));
+    let tap_state = |w: &World| w.ctl_json(0, &["port", "ls"]).as_array().unwrap().iter().find(|p| p["interface"] == "vmtap0").map(|p| p["attached"].clone());
+    assert!(wait_for(Duration::from_secs(5), || tap_state(&w) == Some(serde_json::json!(false))), "TAP port shown down: {:?}{}", tap_state(&w), w.log_tail(0));
     w.ctl_ok(0, &["port", "rm", "lan", "vmtap0"]);
     w.ctl_ok(0, &["network", "rm", "lan"]);
 }
