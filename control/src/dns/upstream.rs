@@ -472,7 +472,8 @@ impl Forwarder {
             // ICMP errors first (an upstream that refuses or cannot be reached): the
             // query they name moves on to the next server now. Draining the queue also
             // clears the socket's pending error, which would otherwise fail every read.
-            for _ in 0..READ_BATCH {
+            let errors = if events & libc::EPOLLERR as u32 != 0 { READ_BATCH } else { 0 };
+            for _ in 0..errors {
                 let Some((sock, _)) = self.pool[idx].as_ref() else { break };
                 let Some((n, to)) = recv_error(sock, buf) else { break };
                 self.on_udp_error(ep, tokens, now, idx, &buf[..n], to, done);
