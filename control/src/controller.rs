@@ -502,6 +502,7 @@ impl Controller {
             "ipv6": n.subnet6.is_some(),
             "subnet6": n.subnet6.map(|c| c.to_string()),
             "gateway6": n.gateway6.map(|g| g.to_string()),
+            "ip_range6": n.ip_range6.map(|r| r.to_string()),
             "options": {"mtu": n.mtu, "mac_table_size": n.mac_table_size, "mac_aging": n.mac_aging, "internal": n.internal, "icc": n.icc},
             "endpoints": eps,
             "remote_endpoints": self
@@ -542,6 +543,10 @@ impl Controller {
                     json!({
                         "name": n.name, "id": n.id, "driver": n.driver, "subnet": n.subnet.to_string(),
                         "gateway": n.gateway.to_string(),
+                        "ipv6": n.subnet6.is_some(),
+                        "subnet6": n.subnet6.map(|c| c.to_string()),
+                        "gateway6": n.gateway6.map(|g| g.to_string()),
+                        "internal": n.internal,
                         "endpoints": self.state.endpoints_of_network(&n.name).count(),
                         "ports": self.state.ports_of_network(&n.name).count(),
                     })
@@ -694,7 +699,7 @@ impl Controller {
                     let eps: Vec<Value> = self
                         .state
                         .endpoints_of_sandbox(&s.name)
-                        .map(|e| json!({"network": e.network, "interface": e.ifname, "ipv4_address": e.ip.to_string(), "mac_address": e.mac.to_string()}))
+                        .map(|e| json!({"network": e.network, "interface": e.ifname, "ipv4_address": e.ip.to_string(), "ipv6_address": e.ip6.map(|a| a.to_string()), "mac_address": e.mac.to_string()}))
                         .collect();
                     json!({"name": s.name, "id": s.id, "created": s.created, "path": netns::named_path(&s.name), "endpoints": eps})
                 })
