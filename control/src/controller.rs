@@ -45,6 +45,9 @@ fn encap_kind(e: crate::model::Encap) -> dataplane::encap::EncapKind {
 /// header, kind and tag (33), relay header (65), network id (4), Ethernet (14).
 pub const MESH_OVERHEAD: u32 = 28 + dataplane::mesh::wire::TRANSPORT_OVERHEAD as u32 + crate::mesh::RelayHeader::LEN as u32 + 4 + 14;
 
+/// Descriptors kept free when the userland proxy opens listeners.
+const PROXY_FD_RESERVE: usize = 256;
+
 /// Default UDP port of the mesh (Weave's).
 pub const MESH_PORT: u16 = 6783;
 
@@ -1126,6 +1129,18 @@ impl Controller {
             return Ok(());
         }
         let t = |m: &crate::publish::PortMapping| crate::proxy::Target { sandbox: ep.sandbox.clone(), ip: ep.ip, port: m.container_port };
+        // One descriptor per listener, and the daemon must keep some for its own work
+        // (saving state, netlink, DNS, connections being relayed): refuse up front
+        // rather than fail half-way.
+        let needed = ep.published.iter().filter(|m| self.proxy.wants(m)).count();
+        if let Some((free, limit)) = crate::proxy::free_descriptors() {
+            if needed > 0 && needed + PROXY_FD_RESERVE > free {
+                return Err(format!(
+                    "-p: the userland proxy needs {needed} descriptors for these ports but only {} of vswitchd's {limit} are free; publish fewer ports, raise vswitchd's open-file limit, or run it with --userland-proxy=false",
+                    free.saturating_sub(PROXY_FD_RESERVE)
+                ));
+            }
+        }
         for (i, m) in ep.published.iter().enumerate() {
             if let Err(e) = self.proxy.add(m, &t(m)) {
                 for m in &ep.published[..i] {

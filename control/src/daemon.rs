@@ -208,6 +208,7 @@ fn claim_namespace(state_dir: &std::path::Path, socket: &std::path::Path) -> Res
 /// Runs the daemon until a signal stops it.
 pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let set = block_signals();
+    let nofile = crate::proxy::raise_descriptor_limit();
     if let Some(ns) = &opts.netns {
         let h = Netns::open_named(ns).map_err(|e| format!("--netns {ns}: {e}"))?;
         // SAFETY: setns on the main thread before any other thread exists.
@@ -222,7 +223,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let store = FileStore::open(&opts.state_dir).map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
     let api = crate::server::bind(&opts.socket).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
     let state = store.load().map_err(|e| format!("loading state: {e}"))?;
-    info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, "starting");
+    info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, open_files = ?nofile, "starting");
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
     ctl.opts = opts.ctl.clone();

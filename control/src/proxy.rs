@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,26 +34,30 @@ pub struct Target {
     pub port: u16,
 }
 
+/// The listening socket, shared with its thread.
+enum Sock {
+    Tcp(Arc<TcpListener>),
+    Udp(Arc<UdpSocket>),
+}
+
 struct Listener {
     stop: Arc<AtomicBool>,
-    local: SocketAddr,
-    proto: Proto,
+    sock: Sock,
 }
 
 impl Listener {
     fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept/recv loop so it sees the flag.
-        match self.proto {
-            Proto::Tcp => {
-                let _ = TcpStream::connect_timeout(&self.local, Duration::from_millis(200));
-            }
-            Proto::Udp => {
-                if let Ok(s) = UdpSocket::bind("127.0.0.1:0") {
-                    let _ = s.send_to(b"", self.local);
-                }
-            }
-        }
+        // Wake the accept/recv loop so it sees the flag: shutdown() of a listening TCP
+        // socket makes a blocked accept() fail, of a UDP socket makes recv() return.
+        // (Connecting to the listener to wake it needed a new descriptor, which is just
+        // what is missing when a connect fails with EMFILE: its listeners stayed open.)
+        let fd = match &self.sock {
+            Sock::Tcp(l) => l.as_raw_fd(),
+            Sock::Udp(s) => s.as_raw_fd(),
+        };
+        // SAFETY: shutdown on a socket this listener owns (kept open by the Arc).
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
 }
 
@@ -67,31 +72,35 @@ impl Proxy {
         Proxy::default()
     }
 
+    /// Whether `add(m)` would open a listener: `m` is reachable on loopback and not
+    /// relayed yet.
+    pub fn wants(&self, m: &PortMapping) -> bool {
+        let on_loopback = m.host_ip.is_none_or(|ip| ip.is_loopback() || ip.is_unspecified());
+        on_loopback && !self.listeners.contains_key(&(m.proto, m.host_port))
+    }
+
     /// Starts relaying `m` (if it is reachable on loopback) to `t`. Idempotent.
     pub fn add(&mut self, m: &PortMapping, t: &Target) -> io::Result<()> {
-        if let Some(ip) = m.host_ip {
-            if !ip.is_loopback() && !ip.is_unspecified() {
-                return Ok(()); // only reachable at that address, not on loopback
-            }
-        }
-        if self.listeners.contains_key(&(m.proto, m.host_port)) {
+        if !self.wants(m) {
             return Ok(());
         }
         let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, m.host_port));
         let stop = Arc::new(AtomicBool::new(false));
-        match m.proto {
+        let sock = match m.proto {
             Proto::Tcp => {
-                let l = TcpListener::bind(local)?;
-                let (t, stop2) = (t.clone(), stop.clone());
-                std::thread::Builder::new().name(format!("vsw-proxy-tcp-{}", m.host_port)).spawn(move || tcp_accept(l, t, stop2))?;
+                let l = Arc::new(TcpListener::bind(local)?);
+                let (l2, t, stop2) = (l.clone(), t.clone(), stop.clone());
+                std::thread::Builder::new().name(format!("vsw-proxy-tcp-{}", m.host_port)).spawn(move || tcp_accept(l2, t, stop2))?;
+                Sock::Tcp(l)
             }
             Proto::Udp => {
-                let s = UdpSocket::bind(local)?;
-                let (t, stop2) = (t.clone(), stop.clone());
-                std::thread::Builder::new().name(format!("vsw-proxy-udp-{}", m.host_port)).spawn(move || udp_relay(s, t, stop2))?;
+                let s = Arc::new(UdpSocket::bind(local)?);
+                let (s2, t, stop2) = (s.clone(), t.clone(), stop.clone());
+                std::thread::Builder::new().name(format!("vsw-proxy-udp-{}", m.host_port)).spawn(move || udp_relay(s2, t, stop2))?;
+                Sock::Udp(s)
             }
-        }
-        self.listeners.insert((m.proto, m.host_port), Listener { stop, local, proto: m.proto });
+        };
+        self.listeners.insert((m.proto, m.host_port), Listener { stop, sock });
         Ok(())
     }
 
@@ -119,19 +128,62 @@ impl Drop for Proxy {
     }
 }
 
+/// Descriptors this process may still open: (free, soft limit), from `RLIMIT_NOFILE` and
+/// the entries of /proc/self/fd.
+pub fn free_descriptors() -> Option<(usize, usize)> {
+    // SAFETY: getrlimit writes into a local struct.
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return None;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    let limit = usize::try_from(r.rlim_cur).unwrap_or(usize::MAX);
+    Some((limit.saturating_sub(open), limit))
+}
+
+/// Raises this process's soft open-file limit to its hard limit (every published TCP
+/// port holds a listener; systemd's default soft limit is 1024). Returns the new limit.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on local structs.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return None;
+            }
+        }
+    }
+    Some(r.rlim_cur)
+}
+
 /// Opens a socket inside the sandbox's namespace (the socket stays there).
 fn in_sandbox<T: Send>(sandbox: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
     let ns = Netns::open_named(sandbox)?;
     ns.run_in(f)?
 }
 
-fn tcp_accept(l: TcpListener, t: Target, stop: Arc<AtomicBool>) {
+fn tcp_accept(l: Arc<TcpListener>, t: Target, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in l.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(client) = conn else { continue };
+        let client = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors or memory: the connection stays queued, so accept
+                // would fail again at once; wait instead of spinning.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) {
+                    warn!(port = t.port, error = %e, "userland proxy: cannot accept");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                continue;
+            }
+        };
         if active.load(Ordering::SeqCst) >= MAX_CONNS {
             warn!(port = t.port, "userland proxy: too many connections, refusing one");
             continue;
@@ -172,15 +224,15 @@ fn copy_half(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
-fn udp_relay(s: UdpSocket, t: Target, stop: Arc<AtomicBool>) {
-    let s = Arc::new(s);
+fn udp_relay(s: Arc<UdpSocket>, t: Target, stop: Arc<AtomicBool>) {
     let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::new(Mutex::new(HashMap::new()));
     let mut buf = vec![0u8; 65536];
     loop {
-        let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+        let r = s.recv_from(&mut buf);
         if stop.load(Ordering::SeqCst) {
             return;
         }
+        let Ok((n, from)) = r else { continue };
         let up = {
             let mut f = flows.lock().unwrap_or_else(|p| p.into_inner());
             match f.get(&from) {

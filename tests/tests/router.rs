@@ -188,6 +188,34 @@ fn published_ports_from_outside_siblings_and_loopback() {
     assert!(wait_for(Duration::from_secs(8), || ask(&n.ext).starts_with("peer=")), "the same client reaches the new owner{}", w.log_tail(0));
     let ports = w.ctl_ok(0, &["port", &o2n]);
     assert!(ports.contains(&format!("80/tcp -> {UPLINK_IP}:8091")) && ports.contains("80/tcp -> 127.0.0.1:8092"), "{ports}");
+
+    // A port range the daemon has no descriptors for is refused up front, and one that
+    // fails half-way (a port of it in use) leaves none of its proxy listeners behind
+    // (a failure for want of descriptors used to leave thousands open: the wake-up of
+    // a listener needed a new descriptor).
+    let listeners = || String::from_utf8_lossy(&in_ns(&n.host, "ss -Hltn").stdout).lines().count();
+    let before = listeners();
+    let pid = w.daemon(0).pid().expect("daemon pid");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    sh_ok(&format!("prlimit --pid {pid} --nofile={}:{}", fds + 400, fds + 400));
+    let (big, _) = (w.name("big"), ());
+    w.ctl_ok(0, &["sandbox", "create", &big]);
+    let e = w.ctl_err(0, &["connect", "web", &big, "-p", "20000-20499:20000-20499"]);
+    assert!(e.contains("-p: the userland proxy needs 500 descriptors for these ports"), "{e}");
+    assert_eq!(listeners(), before, "no listener left by the refused range");
+    let mut busy = std::process::Command::new("nsenter")
+        .args([&format!("--net=/run/netns/{}", n.host), "python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 20060)); s.listen(); time.sleep(30)"])
+        .spawn()
+        .expect("python3");
+    assert!(wait_for(Duration::from_secs(5), || listeners() == before + 1), "port 20060 taken");
+    let e = w.ctl_err(0, &["connect", "web", &big, "-p", "20000-20099:20000-20099"]);
+    assert!(e.contains("127.0.0.1:20060") && e.contains("in use"), "{e}");
+    assert!(wait_for(Duration::from_secs(5), || listeners() == before + 1), "the range's listeners are closed: {} left", listeners() - before - 1);
+    assert!(w.ctl_ok(0, &["port", &big]).trim().is_empty(), "nothing published");
+    w.ctl_ok(0, &["connect", "web", &big, "-p", "20100-20109:80-89"]);
+    assert_eq!(listeners(), before + 11, "a range that fits is published");
+    let _ = busy.kill();
+    let _ = busy.wait();
 }
 
 #[test]
