@@ -352,8 +352,23 @@ fn conntrack_limit_refuses_new_flows_keeps_old() {
     let Some(n) = world("ct-limit", &["--conntrack-max", "4"], &["nc", "python3"]) else { return };
     let w = &n.w;
     w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.50.0.0/24"]);
-    let (c1, _) = sandbox(w, "web", "c1", &[]);
+    let (c1, ip1) = sandbox(w, "web", "c1", &[]);
     who_am_i_servers(&n.ext, 8000);
+    // Stray packets from the outside segment that the switch drops (to foreign
+    // addresses routed at the uplink, to a sandbox's address directly) take no entry:
+    // they used to fill the table and refuse every new flow.
+    sh_ok(&format!("ip -n {} route add 203.0.113.0/24 via {UPLINK_IP} && ip -n {} route add 10.50.0.0/24 via {UPLINK_IP}", n.ext, n.ext));
+    let stray = format!(
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(1, 41): s.sendto(b'x', ('203.0.113.%d' % i, 1000 + i))\nfor i in range(10): s.sendto(b'x', ('{ip1}', 2000 + i))"
+    );
+    let o = in_ns(&n.ext, &format!("python3 -c \"{stray}\""));
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        wait_for(Duration::from_secs(3), || w.ctl_json(0, &["stats"])["drops"]["isolated"].as_u64().unwrap_or(0) >= 50),
+        "strays dropped as isolated: {}",
+        w.ctl_json(0, &["stats"])
+    );
+    assert_eq!(w.ctl_json(0, &["conntrack", "ls"]), serde_json::json!([]), "no entry for dropped packets");
     // A long-lived UDP flow is set up first and keeps working.
     let keep = in_ns(&c1, &format!("sh -c 'echo a | timeout 3 nc -u -p 41000 -w 1 {EXT_IP} 8000'"));
     assert!(String::from_utf8_lossy(&keep.stdout).contains("peer="));

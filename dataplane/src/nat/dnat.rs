@@ -127,6 +127,12 @@ pub struct PolicyInput {
     /// becomes this address (hairpin), so the reply comes back through the switch even
     /// when the target sandbox could reach the source directly.
     pub hairpin_snat: Option<Ipv4Addr>,
+    /// The packet has a way on as it is (a sandbox's flow to a foreign address, routed
+    /// before translation). Without it a new flow to a foreign address is denied: from
+    /// the uplink only published ports and replies get in, and a flow that would be
+    /// dropped after translation must not take a connection-table entry (stray packets
+    /// from the outside segment filled the table, refusing every new flow).
+    pub routed: bool,
 }
 
 /// The Docker-bridge decision for a new flow `t`:
@@ -135,6 +141,8 @@ pub struct PolicyInput {
 /// - to a host address without a published port: [`Action::Deny`] (local services are
 ///   answered before NAT; tracking such a flow would only create a connection that
 ///   clashes with a masqueraded flow's reply later);
+/// - to a foreign address without a route (`routed` false: from the uplink):
+///   [`Action::Deny`];
 /// - otherwise [`Action::Snat`] with `masquerade` when set, else [`Action::None`].
 pub fn nat_action(dnat: &DnatTable, t: &Tuple, input: &PolicyInput) -> Action {
     if input.to_host {
@@ -145,6 +153,9 @@ pub fn nat_action(dnat: &DnatTable, t: &Tuple, input: &PolicyInput) -> Action {
             },
             None => Action::Deny,
         };
+    }
+    if !input.routed {
+        return Action::Deny;
     }
     match input.masquerade {
         Some(to) => Action::Snat { to },

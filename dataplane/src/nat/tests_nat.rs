@@ -113,7 +113,7 @@ fn published() -> DnatTable {
 fn dnat_published_port_roundtrip() {
     let t = table(64);
     let d = published();
-    let from_outside = PolicyInput { to_host: true, masquerade: None, hairpin_snat: None };
+    let from_outside = PolicyInput { to_host: true, masquerade: None, hairpin_snat: None, routed: false };
     let policy = |tu: &Tuple| nat_action(&d, tu, &from_outside);
     let mut f = tcp(REMOTE, 5555, UPLINK, 8080, SYN, b"");
     let v = process(&t, &mut f, L3, false, policy, 10);
@@ -162,7 +162,7 @@ fn dnat_table_rules() {
 fn hairpin_gets_dnat_and_snat() {
     let t = table(64);
     let d = published();
-    let from_sandbox = PolicyInput { to_host: true, masquerade: Some(UPLINK), hairpin_snat: Some(GW) };
+    let from_sandbox = PolicyInput { to_host: true, masquerade: Some(UPLINK), hairpin_snat: Some(GW), routed: false };
     let mut f = tcp(H2, 33333, UPLINK, 8080, SYN, b"");
     let v = process(&t, &mut f, L3, false, |tu| nat_action(&d, tu, &from_sandbox), 5);
     let out = check(&f);
@@ -174,7 +174,7 @@ fn hairpin_gets_dnat_and_snat() {
     let (s, _, _) = fwd(&t, tcp(H1, 80, GW, out.sport, SYN | ACK, b""), Action::Deny, 5);
     assert_eq!(s, seen(UPLINK, 8080, H2, 33333));
     // Masquerade of other traffic is unaffected.
-    let outside = PolicyInput { to_host: false, ..from_sandbox };
+    let outside = PolicyInput { to_host: false, routed: true, ..from_sandbox };
     let mut f = tcp(H2, 33334, REMOTE, 80, SYN, b"");
     process(&t, &mut f, L3, false, |tu| nat_action(&d, tu, &outside), 5);
     assert_eq!(check(&f), seen(UPLINK, 33334, REMOTE, 80));

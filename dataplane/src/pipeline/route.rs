@@ -277,7 +277,7 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
         },
         _ => None,
     };
-    let input = PolicyInput { to_host: local.is_some(), masquerade: masq, hairpin_snat: hairpin };
+    let input = PolicyInput { to_host: local.is_some(), masquerade: masq, hairpin_snat: hairpin, routed: routed_before.is_some() };
     let (frame, meta) = pool.frame_and_meta_mut(id);
     let partial = meta.vnet.needs_csum() || meta.vnet.is_gso();
     if icmp::dec_ttl(&mut frame[l3..l3 + ip.ihl]).is_err() {
