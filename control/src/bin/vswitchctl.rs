@@ -254,18 +254,28 @@ fn main() {
     let go = |req: Request| -> Value {
         match call(&cli.socket, &req, timeout) {
             Ok(v) => v,
+            Err(e) => die(e),
+        }
+    };
+    // For commands that take several names (`network rm A B`, like `docker network rm`):
+    // a refusal is reported on stderr and the loop goes on with the next name; only a
+    // daemon that does not answer at all ends the program at once.
+    let try_go = |req: Request| -> Option<Value> {
+        match call(&cli.socket, &req, timeout) {
+            Ok(v) => Some(v),
+            Err(e @ ClientError::NotRunning(_)) => die(e),
             Err(e) => {
                 eprintln!("Error: {e}");
-                std::process::exit(match e {
-                    ClientError::NotRunning(_) => 3,
-                    _ => 1,
-                });
+                None
             }
         }
     };
     let json = cli.format == Format::Json;
     match cli.cmd {
-        Cmd::Ping => print_or(json, &go(Request::Ping), |v| println!("vswitchd {} ({} workers)", s(&v["version"]), v["workers"])),
+        Cmd::Ping => print_or(json, &go(Request::Ping), |v| {
+            let n = v["workers"].as_u64();
+            println!("vswitchd {} ({} worker{})", s(&v["version"]), s(&v["workers"]), if n == Some(1) { "" } else { "s" })
+        }),
         Cmd::Network(NetworkCmd::Create { name, subnet, gateway, ip_range, mtu, mac_table_size, mac_aging, internal, icc, ipv6, driver, encap, vni, encrypted }) => {
             let (driver, encap) = if encrypted {
                 if encap.as_deref().is_some_and(|e| e != "mesh") {
@@ -321,25 +331,42 @@ fn main() {
                 table(
                     &["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "ENDPOINTS", "PORTS"],
                     rows(v).iter().map(|n| {
-                        vec![short(&n["id"]), s(&n["name"]), s(&n["driver"]), s(&n["subnet"]), s(&n["gateway"]), s(&n["endpoints"]), s(&n["ports"])]
+                        vec![
+                            short(&n["id"]),
+                            s(&n["name"]),
+                            s(&n["driver"]),
+                            dual(&n["subnet"], &n["subnet6"]),
+                            dual(&n["gateway"], &n["gateway6"]),
+                            s(&n["endpoints"]),
+                            s(&n["ports"]),
+                        ]
                     }),
                 )
             });
         }
         Cmd::Network(NetworkCmd::Inspect { names }) => {
+            // Like `docker network inspect A B`: the ones found, an error for each other.
             let mut all = Vec::new();
+            let mut failed = false;
             for name in names {
-                if let Value::Array(a) = go(Request::NetworkInspect { name }) {
-                    all.extend(a);
+                match try_go(Request::NetworkInspect { name }) {
+                    Some(Value::Array(a)) => all.extend(a),
+                    Some(_) => {}
+                    None => failed = true,
                 }
             }
             println!("{}", serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default());
+            exit_if(failed);
         }
         Cmd::Network(NetworkCmd::Rm { names, force }) => {
+            let mut failed = false;
             for name in names {
-                go(Request::NetworkRm { name: name.clone(), force });
-                println!("{name}");
+                match try_go(Request::NetworkRm { name: name.clone(), force }) {
+                    Some(_) => println!("{name}"),
+                    None => failed = true,
+                }
             }
+            exit_if(failed);
         }
         Cmd::Network(NetworkCmd::Prune { .. }) => {
             let v = go(Request::NetworkPrune);
@@ -356,10 +383,14 @@ fn main() {
             print_or(json, &v, |v| println!("{}", s(&v["name"])));
         }
         Cmd::Sandbox(SandboxCmd::Rm { names }) => {
+            let mut failed = false;
             for name in names {
-                go(Request::SandboxRm { name: name.clone() });
-                println!("{name}");
+                match try_go(Request::SandboxRm { name: name.clone() }) {
+                    Some(_) => println!("{name}"),
+                    None => failed = true,
+                }
             }
+            exit_if(failed);
         }
         Cmd::Sandbox(SandboxCmd::Ls) => {
             let v = go(Request::SandboxLs);
@@ -369,7 +400,7 @@ fn main() {
                     rows(v).iter().map(|sb| {
                         let nets: Vec<String> = rows(&sb["endpoints"])
                             .iter()
-                            .map(|e| format!("{}:{}={}", s(&e["network"]), s(&e["interface"]), s(&e["ipv4_address"])))
+                            .map(|e| format!("{}:{}={}", s(&e["network"]), s(&e["interface"]), dual(&e["ipv4_address"], &e["ipv6_address"])))
                             .collect();
                         vec![s(&sb["name"]), short(&sb["id"]), nets.join(",")]
                     }),
@@ -431,7 +462,7 @@ fn main() {
                             (_, Some(true)) => "dnat",
                             _ => "-",
                         };
-                        vec![s(&c["proto"]), s(&c["orig"]), s(&c["reply"]), s(&c["state"]), nat.to_string(), s(&c["expires_in"])]
+                        vec![s(&c["proto"]), s(&c["orig"]), s(&c["reply"]), ct_state(&c["state"]), nat.to_string(), s(&c["expires_in"])]
                     }),
                 )
             });
@@ -472,6 +503,7 @@ fn main() {
             });
         }
         Cmd::Stats { port } => {
+            let filtered = port.is_some();
             let v = go(Request::Stats { port });
             print_or(json, &v, |v| {
                 table(
@@ -495,12 +527,71 @@ fn main() {
                         .map(|o| o.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
                         .unwrap_or_default()
                 };
+                // With --port the rows are one port's, but drops, events and workers are
+                // the whole switch's: say so, so that they do not read as that port's.
+                let ind = if filtered {
+                    println!("\nswitch-wide (all ports):");
+                    "  "
+                } else {
+                    println!();
+                    ""
+                };
                 let d = nonzero(&v["drops"]);
-                println!("\ndrops: {}", if d.is_empty() { "none".to_string() } else { d.join(" ") });
-                println!("events: {}", nonzero(&v["events"]).join(" "));
-                println!("workers: {} (rx packets per worker: {})", v["workers"], v["worker_rx_packets"]);
+                println!("{ind}drops: {}", if d.is_empty() { "none".to_string() } else { d.join(" ") });
+                println!("{ind}events: {}", nonzero(&v["events"]).join(" "));
+                println!("{ind}workers: {} (rx packets per worker: {})", v["workers"], v["worker_rx_packets"]);
             });
         }
+    }
+}
+
+/// Reports a failed request and exits: 3 when no daemon answers, 1 otherwise.
+fn die(e: ClientError) -> ! {
+    eprintln!("Error: {e}");
+    std::process::exit(match e {
+        ClientError::NotRunning(_) => 3,
+        _ => 1,
+    });
+}
+
+/// Exit status 1 after a multi-name command of which some name failed (each failure
+/// already reported on stderr).
+fn exit_if(failed: bool) {
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// An IPv4 value followed by its IPv6 counterpart when there is one: `10.80.0.0/24,fd00:80::/64`.
+fn dual(v4: &Value, v6: &Value) -> String {
+    match v6.as_str() {
+        Some(a) if !a.is_empty() => format!("{},{a}", s(v4)),
+        _ => s(v4),
+    }
+}
+
+/// A connection's state as `conntrack -L` shows it: TCP states upper-case (`ESTABLISHED`,
+/// `TIME_WAIT`), other protocols `[UNREPLIED]` or `REPLIED`. The daemon's JSON carries
+/// the dataplane's own spelling (`Tcp(TimeWait)`, `Udp { replied: false }`); anything
+/// else is shown as it comes.
+fn ct_state(v: &Value) -> String {
+    let Some(st) = v.as_str() else { return s(v) };
+    if let Some(tcp) = st.strip_prefix("Tcp(").and_then(|r| r.strip_suffix(')')) {
+        let mut out = String::new();
+        for (i, ch) in tcp.chars().enumerate() {
+            if ch.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_uppercase());
+        }
+        return out;
+    }
+    if st.contains("replied: false") {
+        "[UNREPLIED]".into()
+    } else if st.contains("replied: true") {
+        "REPLIED".into()
+    } else {
+        st.to_string()
     }
 }
 
@@ -550,5 +641,30 @@ fn table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     line(head.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conntrack_states_read_like_conntrack_l() {
+        let st = |x: &str| ct_state(&json!(x));
+        assert_eq!(st("Tcp(Established)"), "ESTABLISHED");
+        assert_eq!(st("Tcp(TimeWait)"), "TIME_WAIT");
+        assert_eq!(st("Tcp(SynSent2)"), "SYN_SENT2");
+        assert_eq!(st("Udp { replied: false }"), "[UNREPLIED]");
+        assert_eq!(st("Icmp { replied: true }"), "REPLIED");
+        assert_eq!(st("Other { replied: true }"), "REPLIED");
+        assert_eq!(st("ESTABLISHED"), "ESTABLISHED");
+        assert_eq!(ct_state(&Value::Null), "-");
+    }
+
+    #[test]
+    fn dual_stack_values_join_with_a_comma() {
+        assert_eq!(dual(&json!("10.80.0.0/24"), &json!("fd00:80::/64")), "10.80.0.0/24,fd00:80::/64");
+        assert_eq!(dual(&json!("10.80.0.2"), &Value::Null), "10.80.0.2");
     }
 }
