@@ -881,6 +881,14 @@ impl Controller {
             EndpointKind::Veth => format!("{VETH_PREFIX}{}", &id[..10]),
             EndpointKind::Tap => format!("{TAP_PREFIX}{}", &id[..10]),
         };
+        // The default route comes from the first network with a way out, as Docker's:
+        // never from an --internal one, and a sandbox whose default still points at an
+        // internal network (state saved before this rule) gets it from this one.
+        let holder = self.state.endpoints_of_sandbox(&c.sandbox).find(|e| e.default_route).map(|e| {
+            let internal = self.state.networks.get(&e.network).is_some_and(|n| n.internal);
+            (e.id.clone(), internal)
+        });
+        let default_route = !net.internal && holder.as_ref().is_none_or(|(_, internal)| *internal);
         let ep = Endpoint {
             id,
             network: net.name.clone(),
@@ -891,7 +899,7 @@ impl Controller {
             mac,
             ip,
             port_id: self.free_port_id()?,
-            default_route: self.state.endpoints_of_sandbox(&c.sandbox).next().is_none(),
+            default_route,
             published,
             aliases: c.aliases.clone(),
             ip6,
@@ -927,6 +935,11 @@ impl Controller {
             return Err(e);
         }
         let mut new = self.state.clone();
+        if default_route {
+            if let Some(h) = holder.and_then(|(id, _)| new.endpoints.get_mut(&id)) {
+                h.default_route = false;
+            }
+        }
         new.endpoints.insert(ep.id.clone(), ep.clone());
         if let Err(e) = self.commit(new) {
             undo(self);
@@ -1002,9 +1015,15 @@ impl Controller {
         }
         let mut new = self.state.clone();
         new.endpoints.remove(&ep.id);
-        // The default route moves to the sandbox's next endpoint, as Docker does.
+        // The default route moves to the sandbox's next endpoint on a network with a way
+        // out (not --internal), as Docker does.
         let heir = if ep.default_route {
-            let h = new.endpoints.values_mut().filter(|e| e.sandbox == sandbox).min_by(|a, b| a.ifname.cmp(&b.ifname));
+            let nets = &new.networks;
+            let h = new
+                .endpoints
+                .values_mut()
+                .filter(|e| e.sandbox == sandbox && nets.get(&e.network).is_some_and(|n| !n.internal))
+                .min_by(|a, b| a.ifname.cmp(&b.ifname));
             h.map(|h| {
                 h.default_route = true;
                 h.clone()
@@ -1071,8 +1090,14 @@ impl Controller {
         t
     }
 
-    /// The sandbox's upstream servers: `--dns`, else the host's.
+    /// The sandbox's upstream servers: `--dns`, else the host's; none for a sandbox
+    /// whose networks are all `--internal` (as Docker, which does not forward their
+    /// queries: they have no way out, and each lookup would wait for the timeout).
     fn upstreams(&self, sb: &Sandbox) -> Vec<std::net::SocketAddr> {
+        let mut nets = self.state.endpoints_of_sandbox(&sb.name).map(|e| self.state.networks.get(&e.network).is_some_and(|n| n.internal)).peekable();
+        if nets.peek().is_some() && nets.all(|internal| internal) {
+            return Vec::new();
+        }
         if sb.dns.is_empty() {
             crate::dns::host_upstreams()
         } else {
@@ -1113,10 +1138,19 @@ impl Controller {
         crate::dns::files::write_sandbox_files(name, &f)
     }
 
-    /// After an endpoint of `sandbox` changed: names and the sandbox's hosts file.
+    /// After an endpoint of `sandbox` changed: names, upstreams (an internal-only
+    /// sandbox forwards nothing) and the sandbox's hosts file.
     fn dns_sync(&mut self, sandbox: &str) {
         if let Some(d) = &self.dns {
             d.set_names(self.name_table());
+            if let Some(sb) = self.state.sandboxes.get(sandbox) {
+                let up = self.upstreams(sb);
+                if d.sandboxes().get(sandbox).is_some_and(|cur| *cur != up) {
+                    if let Err(e) = d.set_upstreams(sandbox, up) {
+                        warn!(sandbox, error = %e, "embedded DNS upstreams");
+                    }
+                }
+            }
         }
         if let Err(e) = self.write_sandbox_files(sandbox) {
             warn!(sandbox, error = %e, "writing /etc/netns files");

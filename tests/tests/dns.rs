@@ -127,6 +127,20 @@ fn sandbox_files_and_dead_upstream() {
     w.ctl_ok(0, &["network", "create", "two", "--subnet", "10.73.0.0/24"]);
     w.ctl_ok(0, &["connect", "two", &c1]);
     assert!(cat("hosts").contains("10.73.0.2"), "{}", cat("hosts"));
+    // A sandbox only on --internal networks forwards nothing (as Docker): external
+    // names fail at once, its networks' names still answer; connected to a network
+    // with a way out, it forwards.
+    w.ctl_ok(0, &["network", "create", "priv", "--subnet", "10.74.0.0/24", "--internal"]);
+    let p = sandbox(w, "p", &[]);
+    w.ctl_ok(0, &["connect", "priv", &p]);
+    let t0 = std::time::Instant::now();
+    assert!(dig(&p, "www.example.test").contains("status: SERVFAIL"), "{}", dig(&p, "www.example.test"));
+    assert!(t0.elapsed() < Duration::from_secs(1), "at once: {:?}", t0.elapsed());
+    assert_eq!(short(&p, &p), vec!["10.74.0.2"]);
+    w.ctl_ok(0, &["connect", "web", &p]);
+    assert_eq!(short(&p, "www.example.test"), vec!["203.0.113.7"]);
+    w.ctl_ok(0, &["disconnect", "web", &p]);
+    assert!(dig(&p, "www.example.test").contains("status: SERVFAIL"));
     // The upstream dies: SERVFAIL, and local names still answer.
     sh_ok(&format!("kill $(cat {})", w.dir.join("dnsmasq.pid").display()));
     assert!(dig(&c1, "www.example.test").contains("status: SERVFAIL"));

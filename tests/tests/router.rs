@@ -314,6 +314,17 @@ fn isolation_internal_and_icc() {
     assert!(no_ping(&p1, EXT_IP), "internal network reaches the outside");
     let e = w.ctl_err(0, &["connect", "priv", &w.name("a1"), "-p", "81:80"]);
     assert!(e.contains("internal"), "{e}");
+    // An internal network never provides the default route (Docker's rule): p1, on
+    // it first, gets its way out from a network connected later, and keeps it when
+    // the later one goes.
+    let route = |ns: &str| String::from_utf8_lossy(&in_ns(ns, "ip -4 route show default").stdout).trim().to_string();
+    assert_eq!(route(&p1), "", "no default route through an internal network");
+    w.ctl_ok(0, &["connect", "a", &p1]);
+    assert!(route(&p1).starts_with("default via 10.30.0.1"), "{}", route(&p1));
+    assert!(ping(&p1, EXT_IP), "out through the second network");
+    assert!(ping(&p1, "10.32.0.3"), "and still on the internal one");
+    w.ctl_ok(0, &["disconnect", "a", &p1]);
+    assert_eq!(route(&p1), "", "the default route does not move to the internal network");
     // icc=false: only the gateway.
     assert!(ping(&n1, "10.33.0.1"));
     assert!(no_ping(&n1, &n2ip), "icc=false sandboxes reach each other");
