@@ -394,6 +394,9 @@ impl Controller {
                 (None, None)
             }
         };
+        if subnet6.is_some() && mtu < 1280 {
+            return Err(format!("mtu {mtu}: IPv6 (--ipv6) needs an MTU of at least 1280"));
+        }
         let ip_range6 = match &p.ip_range6 {
             Some(r) => {
                 let c: crate::model::Ipv6Cidr = r.parse().map_err(|e| format!("ip-range {r:?}: {e}"))?;

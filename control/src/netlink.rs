@@ -1097,10 +1097,12 @@ impl Netlink {
             msg.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
             msg.nest_end(inet6);
             msg.nest_end(spec);
-            self.request(
-                msg,
-                &format!("netlink RTM_SETLINK index {index} addrgenmode none"),
-            )?;
+            match self.request(msg, &format!("netlink RTM_SETLINK index {index} addrgenmode none")) {
+                // No IPv6 on this link at all (an MTU below 1280 turns it off): nothing
+                // to keep from autoconfiguring.
+                Err(e) if errno(&e) == Some(libc::EAFNOSUPPORT) => {}
+                r => r?,
+            }
         }
         let (mut flags, mut mask) = (0u32, 0u32);
         if let Some(up) = change.up {

@@ -124,6 +124,12 @@ fn tap_and_veth_endpoints_interoperate() {
     assert!(eps.as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|e| e["attached"] == true)), "{eps}");
     let log = std::fs::read_to_string(&w.daemon(0).log).unwrap_or_default();
     assert_eq!(log.matches("endpoint's interface was deleted behind the switch; made again").count(), 2, "each made again once{}", w.log_tail(0));
+    // A network with an MTU below IPv6's minimum (VPN-style 1000) takes veth endpoints
+    // too (the kernel turns IPv6 off on such a link; connect used to fail on it).
+    w.ctl_ok(0, &["network", "create", "small", "--subnet", "10.31.0.0/24", "--mtu", "1000"]);
+    let (v2, t2) = (connect(&w, "small", &v, &[]), connect(&w, "small", &t, &["--port-kind", "tap"]));
+    assert!(in_ns(&v, &format!("ping -c 1 -W 2 -M do -s 900 {t2}")).status.success(), "900-byte ping over MTU 1000");
+    assert!(in_ns(&t, &format!("ping -c 1 -W 2 -M do -s 900 {v2}")).status.success());
 }
 
 #[test]
@@ -246,6 +252,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--gateway", "banana"], "gateway"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--ip-range", "10.64.0.0/25"], "ip-range"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--mtu", "20"], "mtu"),
+        (vec!["network", "create", "x", "--ipv6", "--subnet", "10.63.0.0/24", "--subnet", "fd00:63::/64", "--mtu", "1000"], "mtu 1000: IPv6 (--ipv6) needs an MTU of at least 1280"),
         (vec!["sandbox", "create", "dnsbad", "--dns", "224.0.0.251"], "--dns 224.0.0.251: not the address of a name server"),
         (vec!["sandbox", "create", "dnsbad", "--dns", "127.0.0.11"], "--dns 127.0.0.11: that is the embedded DNS itself"),
         (vec!["network", "create", "bad/name"], "network name"),
