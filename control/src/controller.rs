@@ -1720,6 +1720,19 @@ impl Controller {
             if l.mac.is_none_or(|m| m == [0; 6]) {
                 return Err(format!("--uplink {}: not an Ethernet interface", u.ifname));
             }
+            // The same interface as a bridge port would put the outside straight into
+            // the network, past NAT and isolation (both sockets get its frames).
+            if let Some(p) = self.state.ports.get(&u.ifname) {
+                return Err(format!("--uplink {}: is a port of network {} (`port rm {} {}` first)", u.ifname, p.network, p.network, u.ifname));
+            }
+            if let Some(e) = self.state.endpoints.values().find(|e| e.host_ifname == u.ifname) {
+                return Err(format!("--uplink {}: is the switch end of sandbox {}'s endpoint on network {}", u.ifname, e.sandbox, e.network));
+            }
+            if let Some(a) = self.opts.advertise {
+                if self.link_with_address(a).is_some_and(|x| x.index == l.index) {
+                    return Err(format!("--uplink {}: carries the underlay address {a} (--advertise); the uplink's address belongs to the switch", u.ifname));
+                }
+            }
         }
         if let Some(a) = self.opts.advertise {
             if self.link_with_address(a).is_none() {

@@ -289,6 +289,22 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("--uplink-addr 10.23.0.200/24: its subnet overlaps the subnet 10.23.0.0/24 of network inner"), "{e}");
     assert_eq!(std::fs::read_to_string(d.state_dir.join("state.json")).expect("state"), before, "state unchanged");
+    // Nor one whose --uplink is already a port of a network (the outside would be
+    // bridged into it past NAT and isolation).
+    n.w.restart_daemon(i);
+    n.w.ctl_ok(i, &["port", "add", "inner", "up1"]);
+    n.w.stop_daemon(i, libc::SIGTERM);
+    let d = n.w.daemon(i);
+    let o = std::process::Command::new("timeout")
+        .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
+        .arg(bin_dir().join("vswitchd"))
+        .args(["--workers", "1", "--state-dir", &d.state_dir.display().to_string(), "--socket", &d.socket.display().to_string()])
+        .args(["--uplink", "up1", "--uplink-addr", "198.51.100.9/24"])
+        .output()
+        .expect("vswitchd");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("--uplink up1: is a port of network inner"), "{e}");
 }
 
 #[test]
