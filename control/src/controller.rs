@@ -152,6 +152,8 @@ pub struct Controller {
     /// Endpoints whose interface was deleted behind the daemon's back and could not be
     /// made again yet (warned once; retried every second).
     heal_failed: BTreeSet<u16>,
+    /// Likewise for sandbox namespaces deleted behind the daemon's back.
+    heal_failed_ns: BTreeSet<String>,
     /// Addresses of endpoints that went away, whose connections the housekeeping
     /// thread removes from the NAT table ([`Controller::take_gone_addrs`]).
     gone_addrs: Vec<Ipv4Addr>,
@@ -165,7 +167,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -908,23 +910,7 @@ impl Controller {
             ip6,
         };
         if !netns::exists(&c.sandbox) {
-            // Deleted behind our back (`ip netns del`): recreate it with its other
-            // endpoints and its DNS, as a restart would.
-            netns::create_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace was deleted and cannot be recreated: {e}", c.sandbox))?;
-            info!(sandbox = %c.sandbox, "recreated missing namespace");
-            let others: Vec<Endpoint> = self.state.endpoints_of_sandbox(&c.sandbox).cloned().collect();
-            if let Ok(sbns) = Netns::open_named(&c.sandbox) {
-                for o in others {
-                    let Some(onet) = self.state.networks.get(&o.network).cloned() else { continue };
-                    self.dp.detach(o.port_id);
-                    if let Err(e) = self.realise_endpoint(&sbns, &o, &onet, false) {
-                        warn!(sandbox = %c.sandbox, network = %o.network, error = %e, "endpoint not restored");
-                    }
-                }
-            }
-            if let Err(e) = self.dns_add_sandbox(&c.sandbox) {
-                warn!(sandbox = %c.sandbox, error = %e, "embedded DNS");
-            }
+            self.restore_namespace(&c.sandbox)?;
         }
         let sb = Netns::open_named(&c.sandbox).map_err(|e| format!("sandbox {}: namespace not usable: {e}", c.sandbox))?;
         self.realise_endpoint(&sb, &ep, &net, true)?;
@@ -953,6 +939,30 @@ impl Controller {
         self.cluster_publish(&ep);
         info!(network = %net.name, sandbox = %ep.sandbox, ip = %ep.ip, kind = %ep.kind, "connected");
         Ok(self.endpoint_json(&ep, &net))
+    }
+
+    /// A sandbox's namespace deleted behind our back (`ip netns del`): made again with
+    /// its endpoints and its DNS, as a restart would.
+    fn restore_namespace(&mut self, name: &str) -> R<()> {
+        netns::create_named(name).map_err(|e| format!("sandbox {name}: namespace was deleted and cannot be recreated: {e}"))?;
+        warn!(sandbox = %name, "sandbox namespace was deleted behind the switch; made again");
+        let eps: Vec<Endpoint> = self.state.endpoints_of_sandbox(name).cloned().collect();
+        if let Ok(sbns) = Netns::open_named(name) {
+            for o in eps {
+                let Some(onet) = self.state.networks.get(&o.network).cloned() else { continue };
+                self.dp.detach(o.port_id);
+                if let Some(n) = self.state.networks.get(&o.network) {
+                    self.dp.flush_port(n.net_id, o.port_id);
+                }
+                if let Err(e) = self.realise_endpoint(&sbns, &o, &onet, false) {
+                    warn!(sandbox = %name, network = %o.network, error = %e, "endpoint not restored");
+                }
+            }
+        }
+        if let Err(e) = self.dns_add_sandbox(name) {
+            warn!(sandbox = %name, error = %e, "embedded DNS");
+        }
+        Ok(())
     }
 
     /// Creates (or, with `fresh == false`, reattaches to) the kernel objects of an
@@ -1906,12 +1916,14 @@ impl Controller {
     /// inside the sandbox): a worker found the TAP or packet socket gone, or the veth's
     /// switch end is missing. Their interface is made again, with its address, MAC and
     /// routes, as a restart would; true if any was. A sandbox whose namespace is gone
-    /// is left alone (`connect` or a restart makes it again).
+    /// gets it made again with all its endpoints and its DNS.
     fn heal_endpoints(&mut self) -> bool {
         let links: Option<BTreeSet<String>> = self.nl.links().ok().map(|ls| ls.into_iter().map(|l| l.name).collect());
         let Some(links) = links else { return false };
         let live: BTreeSet<u16> = self.state.endpoints.values().map(|e| e.port_id).collect();
         self.heal_failed.retain(|p| live.contains(p));
+        let sandboxes = &self.state.sandboxes;
+        self.heal_failed_ns.retain(|s| sandboxes.contains_key(s));
         let broken: Vec<Endpoint> = self
             .state
             .endpoints
@@ -1925,8 +1937,24 @@ impl Controller {
             .cloned()
             .collect();
         let mut changed = false;
+        // A deleted namespace may live on, held by our DNS sockets, with its endpoints
+        // working in it, but no one can enter it: made again under its name.
+        let gone: Vec<String> = self.state.sandboxes.keys().filter(|s| !netns::exists(s)).cloned().collect();
+        for name in &gone {
+            changed = true;
+            if let Err(e) = self.restore_namespace(name) {
+                if self.heal_failed_ns.insert(name.clone()) {
+                    warn!(sandbox = %name, error = %e, "retrying every second");
+                }
+            } else {
+                self.heal_failed_ns.remove(name);
+            }
+        }
         for ep in broken {
             let Some(net) = self.state.networks.get(&ep.network).cloned() else { continue };
+            if gone.contains(&ep.sandbox) {
+                continue;
+            }
             let Ok(sb) = Netns::open_named(&ep.sandbox) else { continue };
             self.dp.detach(ep.port_id);
             self.dp.flush_port(net.net_id, ep.port_id);

@@ -124,6 +124,12 @@ fn tap_and_veth_endpoints_interoperate() {
     assert!(eps.as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|e| e["attached"] == true)), "{eps}");
     let log = std::fs::read_to_string(&w.daemon(0).log).unwrap_or_default();
     assert_eq!(log.matches("endpoint's interface was deleted behind the switch; made again").count(), 2, "each made again once{}", w.log_tail(0));
+    // The namespaces themselves deleted (`ip netns del`): made again, with their
+    // endpoints and the embedded DNS.
+    sh_ok(&format!("ip netns del {v} && ip netns del {t}"));
+    assert!(wait_for(Duration::from_secs(10), || ping(&t, &ipv)), "sandboxes made again{}", w.log_tail(0));
+    let dns = || String::from_utf8_lossy(&in_ns(&v, &format!("getent hosts {t}")).stdout).into_owned();
+    assert!(wait_for(Duration::from_secs(5), || dns().contains(&ipt)), "DNS in the new namespace: {:?}{}", dns(), w.log_tail(0));
     // A network with an MTU below IPv6's minimum (VPN-style 1000) takes veth endpoints
     // too (the kernel turns IPv6 off on such a link; connect used to fail on it).
     w.ctl_ok(0, &["network", "create", "small", "--subnet", "10.31.0.0/24", "--mtu", "1000"]);
