@@ -190,7 +190,16 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Value, Cl
     s.write_all(&line).map_err(ClientError::Io)?;
     let mut r = BufReader::new(s);
     let mut resp = String::new();
-    r.read_line(&mut resp).map_err(ClientError::Io)?;
+    r.read_line(&mut resp).map_err(|e| match e.kind() {
+        // The read timed out: the daemon took the request but does not answer (busy
+        // or hung), which is "not running" for the caller (exit 3), said plainly.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::NotRunning(format!(
+            "vswitchd at {} did not answer within {} s (--timeout); it may be hung or busy",
+            socket.display(),
+            timeout.as_secs()
+        )),
+        _ => ClientError::Io(e),
+    })?;
     if resp.is_empty() {
         return Err(ClientError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "vswitchd closed the connection")));
     }

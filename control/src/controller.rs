@@ -265,7 +265,17 @@ impl Controller {
                 }
                 c
             }
-            None => self.pool_subnet(Vec::new())?,
+            None => {
+                // Docker likewise: a range or gateway only means something in a subnet
+                // the user chose (not in one the default pool will pick).
+                if let Some(r) = &p.ip_range {
+                    return Err(format!("ip-range {r}: give the subnet it lies in too (--subnet)"));
+                }
+                if let Some(g) = &p.gateway {
+                    return Err(format!("gateway {g}: give its subnet too (--subnet)"));
+                }
+                self.pool_subnet(Vec::new())?
+            }
         };
         let gateway = match &p.gateway {
             Some(g) => {
@@ -538,7 +548,7 @@ impl Controller {
             "port_id": e.port_id,
             "attached": self.dp.is_attached(e.port_id),
             "aliases": e.aliases,
-            "published": e.published.iter().map(|m| json!({"proto": m.proto, "host_ip": m.host_ip.map(|i| i.to_string()), "host_port": m.host_port, "container_port": m.container_port})).collect::<Vec<_>>(),
+            "published": e.published.iter().map(|m| json!({"proto": m.proto, "host_ip": m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(), "host_port": m.host_port, "container_port": m.container_port})).collect::<Vec<_>>(),
         })
     }
 
@@ -848,8 +858,14 @@ impl Controller {
             .flat_map(|e| e.published.iter().map(move |m| (*m, format!("sandbox {}", e.sandbox))))
             .collect();
         let published = crate::publish::allocate(&specs, &taken, self.opts.ephemeral_ports)?;
-        for a in &c.aliases {
+        for (i, a) in c.aliases.iter().enumerate() {
             model::validate_name("alias", a)?;
+            if a.parse::<std::net::IpAddr>().is_ok() {
+                return Err(format!("alias name {a:?}: an address is not a name"));
+            }
+            if c.aliases[..i].iter().any(|b| b.eq_ignore_ascii_case(a)) {
+                return Err(format!("alias name {a:?}: given twice (names are not case-sensitive)"));
+            }
             // NAME.NETWORK is a sandbox's own name on the network: an alias must not take it.
             if a.to_ascii_lowercase().ends_with(&format!(".{}", net.name.to_ascii_lowercase())) {
                 return Err(format!("alias name {a:?}: names ending in .{} are the sandboxes' own names on that network", net.name));
@@ -1483,8 +1499,15 @@ impl Controller {
             if let Err(e) = self.realise_endpoint(&sb, ep, &net, false) {
                 warn!(error = %e, "endpoint not restored");
             }
-            if let Err(e) = self.proxy_add(ep) {
-                warn!(error = %e, "userland proxy not restored");
+            // At a restart each port on its own: one host port taken meanwhile must not
+            // cost the endpoint's other ports their proxy.
+            if self.opts.userland_proxy {
+                for m in &ep.published {
+                    let t = crate::proxy::Target { sandbox: ep.sandbox.clone(), ip: ep.ip, port: m.container_port };
+                    if let Err(e) = self.proxy.add(m, &t) {
+                        warn!(sandbox = %ep.sandbox, port = %m, error = %e, "userland proxy for this port not restored (127.0.0.1:{}/{} in use?)", m.host_port, m.proto);
+                    }
+                }
             }
             if total >= 20 && (i + 1) % 20 == 0 {
                 info!("restored {}/{} endpoints", i + 1, total);

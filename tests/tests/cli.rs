@@ -60,3 +60,21 @@ fn ping_says_one_worker() {
     let out = w.ctl_ok(0, &["ping"]);
     assert!(out.trim_end().ends_with("(1 worker)"), "{out}");
 }
+
+#[test]
+fn a_daemon_that_does_not_answer_is_reported_with_exit_3() {
+    // A socket that accepts and never answers (a hung daemon).
+    let dir = std::env::temp_dir().join(format!("vswitchd-cli-hung-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let sock = dir.join("hung.sock");
+    let _ = std::fs::remove_file(&sock);
+    let _l = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let Ok(o) = std::process::Command::new(bin_dir().join("vswitchctl")).arg("--socket").arg(&sock).args(["--timeout", "1", "network", "ls"]).output() else {
+        assert!(!required(), "vswitchctl not built");
+        return;
+    };
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("did not answer within 1 s (--timeout)") && e.trim().lines().count() == 1, "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

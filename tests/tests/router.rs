@@ -414,14 +414,24 @@ fn conntrack_limit_refuses_new_flows_keeps_old() {
 fn nat_and_published_ports_survive_restart() {
     let Some(mut n) = world("nat-restart", &[], &["nc", "python3", "ping"]) else { return };
     n.w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.60.0.0/24"]);
-    let (srv, _) = sandbox(&n.w, "web", "srv", &["-p", "8080:80"]);
+    let (srv, _) = sandbox(&n.w, "web", "srv", &["-p", "8080:80", "-p", "8081:80"]);
     who_am_i_servers(&srv, 80);
     who_am_i_servers(&n.ext, 8000);
     assert!(tcp_ask(&n.ext, UPLINK_IP, 8080).starts_with("peer="));
     n.w.stop_daemon(0, libc::SIGKILL);
+    // While it is down, something else takes 127.0.0.1:8081: the restarted daemon
+    // still relays 8080 (one taken port used to cost the endpoint all its proxies).
+    let mut squat = std::process::Command::new("nsenter")
+        .args([&format!("--net=/run/netns/{}", n.host), "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 8081)); s.listen(); time.sleep(60)"])
+        .spawn()
+        .expect("python3");
+    assert!(wait_for(Duration::from_secs(5), || String::from_utf8_lossy(&in_ns(&n.host, "ss -Hltn").stdout).contains("127.0.0.1:8081")));
     n.w.restart_daemon(0);
     let w = &n.w;
     assert!(tcp_ask(&n.ext, UPLINK_IP, 8080).starts_with("peer="), "published port after restart{}", w.log_tail(0));
     assert!(tcp_ask(&srv, EXT_IP, 8000).starts_with(&format!("peer={UPLINK_IP}:")), "masquerade after restart");
-    assert!(tcp_ask(&n.host, "127.0.0.1", 8080).starts_with("peer="), "proxy after restart");
+    assert!(tcp_ask(&n.host, "127.0.0.1", 8080).starts_with("peer="), "proxy after restart{}", w.log_tail(0));
+    assert!(w.log_tail(0).contains("userland proxy for this port not restored"), "the taken port is reported{}", w.log_tail(0));
+    let _ = squat.kill();
+    let _ = squat.wait();
 }
