@@ -285,6 +285,21 @@ pub fn underlay(w: &World, n: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts vswitchd in namespace `ns` with `args`, expecting it to refuse at start
+/// (exit status 1, within 20 s); returns what it said on stderr.
+pub fn daemon_refuses(ns: &str, state_dir: &Path, socket: &Path, args: &[&str]) -> String {
+    let o = Command::new("timeout")
+        .args(["20", "nsenter", &format!("--net=/run/netns/{ns}")])
+        .arg(bin_dir().join("vswitchd"))
+        .args(["--workers", "1", "--state-dir", &state_dir.display().to_string(), "--socket", &socket.display().to_string()])
+        .args(args)
+        .output()
+        .expect("vswitchd");
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+    e
+}
+
 /// Runs a shell command; returns its output.
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")

@@ -282,14 +282,6 @@ for i in range(3000):
     // The same checks at start for --mesh-peer: a directed broadcast is refused.
     let lone = w.netns("lone");
     sh_ok(&format!("ip -n {lone} link add ul0 type veth peer name ul1 && ip -n {lone} addr add 198.19.1.1/24 dev ul0 && ip -n {lone} link set ul0 up"));
-    let o = std::process::Command::new("timeout")
-        .args(["20", "nsenter", &format!("--net=/run/netns/{lone}")])
-        .arg(bin_dir().join("vswitchd"))
-        .args(["--workers", "1", "--state-dir", &w.dir.join("lone-state").display().to_string(), "--socket", &w.dir.join("lone.sock").display().to_string()])
-        .args(["--mesh", "--mesh-peer", "198.19.1.255"])
-        .output()
-        .expect("vswitchd");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    let e = daemon_refuses(&lone, &w.dir.join("lone-state"), &w.dir.join("lone.sock"), &["--mesh", "--mesh-peer", "198.19.1.255"]);
     assert!(e.contains("--mesh-peer 198.19.1.255:6783: 198.19.1.255 is the broadcast address of 198.19.1.0/24 on interface ul0"), "{e}");
 }

@@ -258,15 +258,7 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
         (vec!["--uplink", "lo", "--uplink-addr", "198.51.100.2/24"], "--uplink lo: not an Ethernet interface"),
         (vec!["--advertise", "198.19.9.9"], "--advertise 198.19.9.9: no interface in this namespace has that address"),
     ] {
-        let o = std::process::Command::new("timeout")
-            .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
-            .arg(bin_dir().join("vswitchd"))
-            .args(["--workers", "1", "--state-dir", &w.dir.join("bare-state").display().to_string(), "--socket", &w.dir.join("bare.sock").display().to_string()])
-            .args(&args)
-            .output()
-            .expect("vswitchd");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        let e = daemon_refuses(&bare, &w.dir.join("bare-state"), &w.dir.join("bare.sock"), &args);
         assert!(e.contains(want), "{args:?}: {e}");
     }
     // Nor does one whose --uplink-addr falls in a network of its saved state (the
@@ -278,15 +270,7 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     sh_ok(&format!("ip -n {bare} link add up1 type veth peer name up1p && ip -n {bare} link set up1 up"));
     let d = n.w.daemon(i);
     let before = std::fs::read_to_string(d.state_dir.join("state.json")).expect("state");
-    let o = std::process::Command::new("timeout")
-        .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
-        .arg(bin_dir().join("vswitchd"))
-        .args(["--workers", "1", "--state-dir", &d.state_dir.display().to_string(), "--socket", &d.socket.display().to_string()])
-        .args(["--uplink", "up1", "--uplink-addr", "10.23.0.200/24"])
-        .output()
-        .expect("vswitchd");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    let e = daemon_refuses(&bare, &d.state_dir, &d.socket, &["--uplink", "up1", "--uplink-addr", "10.23.0.200/24"]);
     assert!(e.contains("--uplink-addr 10.23.0.200/24: its subnet overlaps the subnet 10.23.0.0/24 of network inner"), "{e}");
     assert_eq!(std::fs::read_to_string(d.state_dir.join("state.json")).expect("state"), before, "state unchanged");
     // Nor one whose --uplink is already a port of a network (the outside would be
@@ -295,15 +279,7 @@ fn the_uplink_is_neither_a_port_nor_a_subnet_of_a_network() {
     n.w.ctl_ok(i, &["port", "add", "inner", "up1"]);
     n.w.stop_daemon(i, libc::SIGTERM);
     let d = n.w.daemon(i);
-    let o = std::process::Command::new("timeout")
-        .args(["20", "nsenter", &format!("--net=/run/netns/{bare}")])
-        .arg(bin_dir().join("vswitchd"))
-        .args(["--workers", "1", "--state-dir", &d.state_dir.display().to_string(), "--socket", &d.socket.display().to_string()])
-        .args(["--uplink", "up1", "--uplink-addr", "198.51.100.9/24"])
-        .output()
-        .expect("vswitchd");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
+    let e = daemon_refuses(&bare, &d.state_dir, &d.socket, &["--uplink", "up1", "--uplink-addr", "198.51.100.9/24"]);
     assert!(e.contains("--uplink up1: is a port of network inner"), "{e}");
 }
 
