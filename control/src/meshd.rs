@@ -813,7 +813,37 @@ impl Agent {
                 let _ = self.events.send(ev);
             }
         }
+        self.forget_replaced(now);
         self.publish_routes();
+    }
+
+    /// Forgets peers whose address now belongs to another key with a live session: the
+    /// host at that address was set up again with a new key (its state directory was
+    /// lost), so the old key will never answer there; it was listed as unreachable for
+    /// ever and still dialled. A slot is freed only once the controller was told the
+    /// peer is down (not reachable).
+    fn forget_replaced(&mut self, now: Instant) {
+        let live: Vec<(SocketAddr, [u8; 32])> = self
+            .peers
+            .iter()
+            .flatten()
+            .filter(|st| st.session.as_ref().is_some_and(|p| p.is_up(now)))
+            .filter_map(|st| Some((st.addr?, st.key)))
+            .collect();
+        for s in 0..self.peers.len() {
+            let Some(st) = self.peers[s].as_ref() else { continue };
+            if st.reachable || st.session.as_ref().is_some_and(|p| p.is_up(now)) {
+                continue;
+            }
+            let Some(addr) = st.addr else { continue };
+            let Some((_, by)) = live.iter().find(|(a, k)| *a == addr && *k != st.key) else { continue };
+            let key = st.key;
+            info!(peer = %dataplane::mesh::key_to_base64(&key), address = %addr, now_at = %dataplane::mesh::key_to_base64(by), "mesh peer replaced by a new key at its address; forgotten");
+            self.topo.remove_peer(&PeerId(key));
+            self.topo.link_down(&PeerId(key), self.now_ms(now));
+            self.by_key.remove(&key);
+            self.peers[s] = None;
+        }
     }
 
     /// Publishes the workers' direct-send routes when any changed: for every reachable

@@ -182,6 +182,20 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
     assert_eq!(mesh_id(&w, c), kc, "the key survives a restart");
     let back = wait_for(Duration::from_secs(30), || ping(&sa, &ipc));
     assert!(back, "C rejoins: {}\n{}", peers(&w, a), w.log_tail(c));
+
+    // C's key lost with its state directory: it comes back under a new key; A drops
+    // the old key (it was listed as unreachable for ever) and talks to the new one.
+    w.stop_daemon(c, libc::SIGKILL);
+    std::fs::remove_file(w.daemon(c).state_dir.join("mesh.key")).expect("remove mesh.key");
+    w.restart_daemon(c);
+    let kc2 = mesh_id(&w, c);
+    assert_ne!(kc2, kc, "a new key");
+    let replaced = wait_for(Duration::from_secs(40), || {
+        let v = peers(&w, a);
+        peer(&v, &kc).is_none() && peer(&v, &kc2).is_some_and(|p| p["session_up"] == true)
+    });
+    assert!(replaced, "A forgets the old key: {}\n{}", peers(&w, a), w.log_tail(a));
+    assert!(wait_for(Duration::from_secs(20), || ping(&sa, &ipc)), "traffic to C under its new key");
 }
 
 #[test]
