@@ -154,6 +154,9 @@ pub struct Controller {
     heal_failed: BTreeSet<u16>,
     /// Likewise for sandbox namespaces deleted behind the daemon's back.
     heal_failed_ns: BTreeSet<String>,
+    /// Cluster networks removed from the store while this host still had endpoints on
+    /// them: dropped here when the last one leaves.
+    cluster_stale: BTreeSet<String>,
     /// Addresses of endpoints that went away, whose connections the housekeeping
     /// thread removes from the NAT table ([`Controller::take_gone_addrs`]).
     gone_addrs: Vec<Ipv4Addr>,
@@ -167,7 +170,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), cluster_stale: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -1081,6 +1084,9 @@ impl Controller {
         }
         self.dns_sync(sandbox);
         info!(network, sandbox, "disconnected");
+        if self.cluster_stale.contains(network) {
+            self.drop_cluster_network(network);
+        }
         Ok(json!({"network": network, "sandbox": sandbox, "released_ip": ep.ip.to_string()}))
     }
 
@@ -1320,6 +1326,9 @@ impl Controller {
             }
         }
         info!(network, ifname, "port removed");
+        if self.cluster_stale.contains(network) {
+            self.drop_cluster_network(network);
+        }
         Ok(json!({"removed": ifname}))
     }
 

@@ -300,13 +300,20 @@ fn overlay_with_etcd() {
     w.ctl_ok(d1, &["network", "rm", "solo"]);
     // A host that never comes back: --force gives its addresses up.
     w.ctl_ok(d3, &["network", "create", "solo2", "--driver", "overlay", "--subnet", "10.69.1.0/24"]);
-    let (_s4, _) = sandbox(&w, d3, "solo2", "s4");
+    let (s4, _) = sandbox(&w, d3, "solo2", "s4");
     w.stop_daemon(d3, libc::SIGKILL);
     assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "solo2") == 0), "endpoint withdrawn with the lease");
     assert!(w.ctl_err(d1, &["network", "rm", "solo2"]).contains("--force"));
     w.ctl_ok(d1, &["network", "rm", "--force", "solo2"]);
     assert!(wait_for(Duration::from_secs(10), || !w.ctl_ok(d2, &["network", "ls"]).contains("solo2")));
     w.restart_daemon(d3);
+    // The returning host learns at its first sync that the network was removed while it
+    // was away: it keeps it while its own endpoint is on it (the sandbox's interface is
+    // not pulled away under it) and says so; once disconnected, the network goes.
+    let warned = || std::fs::read_to_string(&w.daemon(d3).log).unwrap_or_default().contains("overlay network removed from the cluster, but this host still has endpoints on it");
+    assert!(wait_for(Duration::from_secs(15), warned), "stale network reported{}", w.log_tail(d3));
+    w.ctl_ok(d3, &["disconnect", "solo2", &s4]);
+    assert!(wait_for(Duration::from_secs(15), || !w.ctl_ok(d3, &["network", "ls"]).contains("solo2")), "stale network dropped after the disconnect{}", w.log_tail(d3));
 
     // A cluster network overlapping a local network of one host (which the defining
     // host cannot know) is not set up on that host; the others have it.

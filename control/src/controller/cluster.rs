@@ -136,15 +136,17 @@ impl Controller {
     /// Removes this host's copy of cluster network `name` (gone from the store, or
     /// replaced there by another network of the same name), unless sandboxes or ports
     /// here still use it: then it stays, and says so. True if removed.
-    fn drop_cluster_network(&mut self, name: &str) -> bool {
+    pub(super) fn drop_cluster_network(&mut self, name: &str) -> bool {
         if !self.state.networks.get(name).is_some_and(|n| n.driver == Driver::Overlay) {
             return false;
         }
         let local = self.state.endpoints_of_network(name).count() + self.state.ports_of_network(name).count();
         if local > 0 {
-            warn!(network = %name, local, "overlay network removed from the cluster, but this host still has endpoints on it; disconnect them");
+            warn!(network = %name, local, "overlay network removed from the cluster, but this host still has endpoints on it; disconnect them (it goes with the last)");
+            self.cluster_stale.insert(name.to_string());
             return false;
         }
+        self.cluster_stale.remove(name);
         let mut new = self.state.clone();
         let gone = new.networks.remove(name);
         if self.commit(new).is_err() {
