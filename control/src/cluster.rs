@@ -220,18 +220,27 @@ impl Cluster {
         self.claim(&format!("{PREFIX}macs/{network}/{mac}"), id)
     }
 
-    pub fn release_mac(&self, network: &str, mac: dataplane::wire::MacAddr) -> Result<(), String> {
-        self.etcd.delete(format!("{PREFIX}macs/{network}/{mac}")).map(|_| ()).map_err(err)
+    /// Gives claim `k` back if it is still endpoint `id`'s (one transaction): a claim
+    /// that went to another endpoint meanwhile (given out while this host was away)
+    /// is left alone; deleting it handed a live address out twice.
+    fn release(&self, k: &str, id: &str) -> Result<(), String> {
+        let t = Txn::new().when(Compare::value_is(k, id)).and_then(Op::delete(k));
+        self.etcd.txn(&t).map(|_| ()).map_err(err)
     }
 
-    pub fn release_ip(&self, network: &str, ip: std::net::IpAddr) -> Result<(), String> {
-        self.etcd.delete(format!("{PREFIX}ipam/{network}/{ip}")).map(|_| ()).map_err(err)
+    pub fn release_mac(&self, network: &str, mac: dataplane::wire::MacAddr, id: &str) -> Result<(), String> {
+        self.release(&format!("{PREFIX}macs/{network}/{mac}"), id)
+    }
+
+    pub fn release_ip(&self, network: &str, ip: std::net::IpAddr, id: &str) -> Result<(), String> {
+        self.release(&format!("{PREFIX}ipam/{network}/{ip}"), id)
     }
 
     /// Publishes a local endpoint under this host's lease, after making sure its
     /// addresses are still claimed for it (claimed again if free). An address claimed by
-    /// another endpoint meanwhile is a conflict: the endpoint is not published.
-    pub fn put_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
+    /// another endpoint meanwhile is a conflict: the endpoint is not published
+    /// (`Ok(Err(why))`); `Err` is the store's failure.
+    pub fn put_endpoint(&self, ep: &Endpoint) -> Result<Result<(), String>, String> {
         let r = RemoteEndpoint {
             id: ep.id.clone(),
             network: ep.network.clone(),
@@ -245,25 +254,25 @@ impl Cluster {
         let lease = self.lease_id();
         for ip in std::iter::once(std::net::IpAddr::V4(ep.ip)).chain(ep.ip6.map(std::net::IpAddr::V6)) {
             if !self.claim_ip(&ep.network, ip, &ep.id)? {
-                return Err(format!("address {ip} is now claimed by another endpoint of network {} (it was given out while this host was away); not published — disconnect and connect {} again for a new address", ep.network, ep.sandbox));
+                return Ok(Err(format!("address {ip} is now claimed by another endpoint of network {} (it was given out while this host was away or this host ran without the cluster store); not published and detached — disconnect and connect {} again for a new address", ep.network, ep.sandbox)));
             }
         }
         if !self.claim_mac(&ep.network, ep.mac, &ep.id)? {
-            return Err(format!("MAC {} is now claimed by another endpoint of network {} (given out while this host was away); not published — disconnect and connect {} again", ep.mac, ep.network, ep.sandbox));
+            return Ok(Err(format!("MAC {} is now claimed by another endpoint of network {} (given out while this host was away or this host ran without the cluster store); not published and detached — disconnect and connect {} again", ep.mac, ep.network, ep.sandbox)));
         }
         self.etcd
             .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
-            .map(|_| ())
+            .map(|_| Ok(()))
             .map_err(err)
     }
 
     pub fn delete_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
         self.etcd.delete(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id)).map_err(err)?;
         if let Some(ip6) = ep.ip6 {
-            self.release_ip(&ep.network, ip6.into())?;
+            self.release_ip(&ep.network, ip6.into(), &ep.id)?;
         }
-        self.release_mac(&ep.network, ep.mac)?;
-        self.release_ip(&ep.network, ep.ip.into())
+        self.release_mac(&ep.network, ep.mac, &ep.id)?;
+        self.release_ip(&ep.network, ep.ip.into(), &ep.id)
     }
 
     /// Leases a /24 of `range` for this host on routed overlay network `network`,

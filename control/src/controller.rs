@@ -80,6 +80,8 @@ pub fn check_unicast(ip: Ipv4Addr) -> Result<(), String> {
 /// What a connect claimed in the cluster store, to give back if it fails later.
 #[derive(Default)]
 struct Claims {
+    /// The endpoint they were claimed for.
+    id: String,
     ips: Vec<std::net::IpAddr>,
     macs: Vec<MacAddr>,
 }
@@ -768,6 +770,7 @@ impl Controller {
         };
         let used_ips: BTreeSet<Ipv4Addr> = self.state.endpoints_of_network(&net.name).map(|e| e.ip).collect();
         let ep_id = model::random_id();
+        claimed.id = ep_id.clone();
         let ip = match &c.ip {
             Some(s) => {
                 let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;

@@ -226,9 +226,12 @@ impl Controller {
     }
 
     /// Publishes every local endpoint of an overlay network (after joining, or after the
-    /// lease was lost and renewed).
-    pub fn republish_local(&self) {
+    /// lease was lost and renewed). One whose address or MAC another endpoint holds now
+    /// is detached: it would answer for the other one's address and take its MAC over
+    /// on every host.
+    pub fn republish_local(&mut self) {
         let Some(c) = &self.cluster else { return };
+        let mut conflicted = Vec::new();
         for e in self.state.endpoints.values() {
             let Some(n) = self.state.networks.get(&e.network) else { continue };
             if n.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
@@ -237,10 +240,22 @@ impl Controller {
                 continue;
             }
             if n.driver == Driver::Overlay {
-                if let Err(err) = c.put_endpoint(e) {
-                    warn!(sandbox = %e.sandbox, error = %err, "publishing endpoint");
+                match c.put_endpoint(e) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => {
+                        warn!(sandbox = %e.sandbox, error = %why, "publishing endpoint");
+                        conflicted.push((e.port_id, n.net_id));
+                    }
+                    Err(err) => warn!(sandbox = %e.sandbox, error = %err, "publishing endpoint"),
                 }
             }
+        }
+        for (port, net) in &conflicted {
+            self.dp.detach(*port);
+            self.dp.flush_port(*net, *port);
+        }
+        if !conflicted.is_empty() {
+            self.dp.publish(&self.state);
         }
     }
 
@@ -305,12 +320,12 @@ impl Controller {
     pub(super) fn cluster_release(&self, network: &str, claims: &super::Claims) {
         if let Some(c) = &self.cluster {
             for ip in &claims.ips {
-                if let Err(e) = c.release_ip(network, *ip) {
+                if let Err(e) = c.release_ip(network, *ip, &claims.id) {
                     warn!(network, %ip, error = %e, "releasing a claimed address");
                 }
             }
             for mac in &claims.macs {
-                if let Err(e) = c.release_mac(network, *mac) {
+                if let Err(e) = c.release_mac(network, *mac, &claims.id) {
                     warn!(network, %mac, error = %e, "releasing a claimed MAC");
                 }
             }
@@ -334,8 +349,9 @@ impl Controller {
     pub(super) fn cluster_publish(&self, ep: &Endpoint) {
         if let Some(c) = &self.cluster {
             if self.state.networks.get(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
-                if let Err(e) = c.put_endpoint(ep) {
-                    warn!(sandbox = %ep.sandbox, error = %e, "publishing endpoint");
+                match c.put_endpoint(ep) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) | Err(e) => warn!(sandbox = %ep.sandbox, error = %e, "publishing endpoint"),
                 }
             }
         }
