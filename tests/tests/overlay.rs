@@ -161,6 +161,15 @@ fn restarting_one_host_does_not_disturb_the_others() {
     }
     assert!(ping(&sbs[0].0, &sbs[1].1));
     assert!(ping(&sbs[0].0, &sbs[2].1));
+    // Split horizon: host 3 forwards nothing from one tunnel to another (no duplicates
+    // of flooded frames, no transit traffic counted on its tunnels).
+    let before: u64 = w.ctl_json(ds[2], &["stats"])["ports"].as_array().unwrap().iter().filter(|p| p["port"].as_str().is_some_and(|n| n.starts_with("vxlan:"))).map(|p| p["tx_packets"].as_u64().unwrap_or(0)).sum();
+    sh_ok(&format!("ip netns exec {} ip neigh flush all", sbs[0].0));
+    let out = String::from_utf8_lossy(&in_ns(&sbs[0].0, &format!("ping -c 5 -i 0.2 {}", sbs[1].1)).stdout).into_owned();
+    assert!(out.contains("5 received") && !out.contains("DUP!"), "{out}");
+    let after: u64 = w.ctl_json(ds[2], &["stats"])["ports"].as_array().unwrap().iter().filter(|p| p["port"].as_str().is_some_and(|n| n.starts_with("vxlan:"))).map(|p| p["tx_packets"].as_u64().unwrap_or(0)).sum();
+    assert!(before > 0, "host 3's tunnels are counted: {}", w.ctl_json(ds[2], &["stats"]));
+    assert_eq!(after, before, "host 3 sent nothing of host 1's and host 2's traffic on its tunnels");
     // A steady ping between hosts 1 and 2 while host 3's daemon is killed and restarted.
     let log = w.dir.join("ping.txt");
     let mut p = std::process::Command::new("ip")

@@ -178,14 +178,19 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
     if dst.is_multicast() {
         return Next::Flood;
     }
+    let tunnel = |p: PortId| cx.tables.port(p).is_some_and(|e| e.tunnel);
     match net.fdb.lookup(dst) {
         Some(p) if p == in_port => Next::Drop(DropReason::SameSegment),
+        // Split horizon for known unicast too: a host behind another tunnel got the
+        // frame from its sender directly.
+        Some(p) if from_tunnel && tunnel(p) => Next::Drop(DropReason::SameSegment),
         // --icc=false: ports reach the gateway only.
         Some(_) if !net.icc => Next::Drop(DropReason::Isolated),
         Some(p) if cx.tables.port(p).is_some_and(|pe| pe.net == net.id) => Next::Tx(p),
         _ if !net.icc => Next::Drop(DropReason::Isolated),
         _ => match cx.tables.remote_macs.get(&(net.id, dst)) {
-            Some(&p) if p != in_port => Next::Tx(p),
+            Some(&p) if p != in_port && !(from_tunnel && tunnel(p)) => Next::Tx(p),
+            Some(_) if from_tunnel => Next::Drop(DropReason::SameSegment),
             _ => Next::Flood,
         },
     }
