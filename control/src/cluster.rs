@@ -6,6 +6,7 @@
 //!
 //! | key | value | lease |
 //! |---|---|---|
+//! | `store-id` | a random id, made by the first host (tells a store that lost its data) | none |
 //! | `networks/NAME` | the network (JSON) | none |
 //! | `vni/ID` | network name (makes VNIs unique) | none |
 //! | `hosts/ADDR` | host info (JSON) | the host's |
@@ -124,6 +125,22 @@ impl Cluster {
 
     fn lease_id(&self) -> Option<i64> {
         self.lease.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|l| l.id())
+    }
+
+    /// The store's identity: a random id the first host to find none writes. A host that
+    /// remembers another id finds a store that lost its data (or another cluster).
+    pub fn store_id(&self) -> Result<String, String> {
+        let k = format!("{PREFIX}store-id");
+        for _ in 0..4 {
+            if let Some(kv) = self.etcd.get(&k).map_err(err)? {
+                return Ok(String::from_utf8_lossy(&kv.value).into_owned());
+            }
+            let id = crate::model::random_id();
+            if self.etcd.create(&k, &id, None).map_err(err)? {
+                return Ok(id);
+            }
+        }
+        Err(err("store-id: could not be read or written"))
     }
 
     /// Every overlay network defined in the cluster.

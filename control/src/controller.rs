@@ -107,6 +107,9 @@ pub struct CtlOpts {
     pub vxlan_port: u16,
     /// The cluster store (`etcd://HOST:PORT`).
     pub cluster: Option<String>,
+    /// `--leave-cluster`: remove the overlay networks of the store this host was in
+    /// (and their endpoints and ports) from this host.
+    pub leave_cluster: bool,
 }
 
 /// `vswitchd --uplink IFACE --uplink-addr IP/PREFIX [--uplink-gateway IP]`: an
@@ -124,7 +127,7 @@ pub const UPLINK_PORT: u16 = u16::MAX;
 
 impl Default for CtlOpts {
     fn default() -> Self {
-        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789, cluster: None }
+        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789, cluster: None, leave_cluster: false }
     }
 }
 
@@ -753,6 +756,7 @@ impl Controller {
         let net = self.state.networks.get(&c.network).ok_or_else(|| format!("network {} not found", c.network))?.clone();
         if net.driver == crate::model::Driver::Overlay {
             self.check_joined()?;
+            self.check_not_stale(&net.name)?;
         }
         if net.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
             // Learnt from the cluster store: its frames could not leave this host.
@@ -1087,9 +1091,7 @@ impl Controller {
         }
         self.dns_sync(sandbox);
         info!(network, sandbox, "disconnected");
-        if self.cluster_stale.contains(network) {
-            self.drop_cluster_network(network);
-        }
+        self.drop_stale_network(network);
         Ok(json!({"network": network, "sandbox": sandbox, "released_ip": ep.ip.to_string()}))
     }
 
@@ -1235,6 +1237,7 @@ impl Controller {
     fn port_add(&mut self, network: &str, ifname: &str, kind: Option<&str>) -> R<Value> {
         model::validate_ifname(ifname)?;
         let net = self.state.networks.get(network).ok_or_else(|| format!("network {network} not found"))?.clone();
+        self.check_not_stale(network)?;
         let kind: PortKind = match kind {
             Some(k) => k.parse().map_err(|e| format!("type: {e}"))?,
             None => PortKind::System,
@@ -1329,9 +1332,7 @@ impl Controller {
             }
         }
         info!(network, ifname, "port removed");
-        if self.cluster_stale.contains(network) {
-            self.drop_cluster_network(network);
-        }
+        self.drop_stale_network(network);
         Ok(json!({"removed": ifname}))
     }
 
@@ -1563,6 +1564,9 @@ impl Controller {
     /// Tunnel ports of an overlay network to every peer host.
     fn attach_peers(&mut self, n: &Network) {
         let (Some(e), Some(vni)) = (n.encap, n.vni) else { return };
+        if self.cluster_stale.contains(&n.name) {
+            return; // cut off from other hosts (see drop_cluster_network)
+        }
         if e == crate::model::Encap::Mesh {
             let up: Vec<(u32, [u8; 32])> = self.mesh_up.iter().map(|(i, k)| (*i, *k)).collect();
             for (peer, key) in up {
@@ -1621,7 +1625,7 @@ impl Controller {
         match ev {
             crate::meshd::MeshEvent::PeerUp { index, key } => {
                 self.mesh_up.insert(index, key);
-                let nets: Vec<Network> = self.state.networks.values().filter(|n| n.encap == Some(crate::model::Encap::Mesh)).cloned().collect();
+                let nets: Vec<Network> = self.state.networks.values().filter(|n| n.encap == Some(crate::model::Encap::Mesh) && !self.cluster_stale.contains(&n.name)).cloned().collect();
                 for n in &nets {
                     if let Some(vni) = n.vni {
                         self.attach_mesh_port(n, vni, index, &key);
@@ -1643,17 +1647,26 @@ impl Controller {
         self.dp.publish(&self.state);
     }
 
+    /// Takes network `network`'s tunnel and mesh ports away (and, if the network is
+    /// still there, the MACs learnt behind them).
     fn detach_peers(&mut self, network: &str) {
+        let net = self.state.networks.get(network).map(|n| n.net_id);
         let mesh: Vec<((String, u32), u16)> = self.mesh_ports.iter().filter(|((n, _), _)| n == network).map(|(k, v)| (k.clone(), *v)).collect();
         for (k, id) in mesh {
             self.dp.detach_mesh_peer(id);
             self.mesh_ports.remove(&k);
+            if let Some(net) = net {
+                self.dp.flush_port(net, id);
+            }
         }
         let ids: Vec<((String, Ipv4Addr), u16)> =
             self.peer_ports.iter().filter(|((n, _), _)| n == network).map(|(k, v)| (k.clone(), *v)).collect();
         for (k, id) in ids {
             self.dp.detach_peer(id);
             self.peer_ports.remove(&k);
+            if let Some(net) = net {
+                self.dp.flush_port(net, id);
+            }
         }
     }
 

@@ -158,7 +158,13 @@ fn follow_cluster(cluster: Arc<crate::cluster::Cluster>, rev: i64, ctl: Arc<Mute
             }
         }
     })?;
-    crate::cluster::keeper(cluster, stop, move || ctl.lock().unwrap_or_else(|p| p.into_inner()).republish_local());
+    // A lost lease: etcd was away for longer than its TTL, or lost its data (then the
+    // networks are defined again too): a whole sync, which publishes the endpoints.
+    crate::cluster::keeper(cluster, stop, move || {
+        if let Err(e) = ctl.lock().unwrap_or_else(|p| p.into_inner()).cluster_sync() {
+            tracing::warn!(error = %e, "cluster sync after the lease was renewed");
+        }
+    });
     Ok(())
 }
 
@@ -228,12 +234,16 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     let mut ctl = Controller::new(store, dp, state).map_err(|e| format!("netlink: {e}"))?;
     ctl.opts = opts.ctl.clone();
     ctl.check_host_options()?;
+    ctl.check_cluster_membership()?;
     let mesh_events = match &opts.mesh {
         Some(m) => Some(start_mesh(m, &mut ctl, &opts.state_dir)?),
         None => None,
     };
     ctl.reconcile();
     ctl.start_dns();
+    if opts.ctl.leave_cluster {
+        ctl.leave_cluster();
+    }
     // The cluster store. A store that cannot be reached at start is no reason to leave
     // the host's sandboxes without a switch: the daemon forwards on its saved state
     // (local networks fully, overlay networks without remote endpoints), refuses overlay

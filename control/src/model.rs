@@ -468,6 +468,20 @@ pub struct State {
     pub endpoints: BTreeMap<String, Endpoint>,
     /// By interface name.
     pub ports: BTreeMap<String, AttachedPort>,
+    /// The cluster store this host last synchronised with (`--cluster`): its overlay
+    /// networks are that store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterMark>,
+}
+
+/// Which cluster store a host's overlay networks came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMark {
+    /// The `--cluster` URL it was joined with.
+    pub url: String,
+    /// The store's identity (a random id kept in the store itself): another one means
+    /// the store lost its data, or is another cluster.
+    pub store_id: String,
 }
 
 pub const STATE_VERSION: u32 = 1;

@@ -310,7 +310,7 @@ fn overlay_with_etcd() {
     // The returning host learns at its first sync that the network was removed while it
     // was away: it keeps it while its own endpoint is on it (the sandbox's interface is
     // not pulled away under it) and says so; once disconnected, the network goes.
-    let warned = || std::fs::read_to_string(&w.daemon(d3).log).unwrap_or_default().contains("overlay network removed from the cluster, but this host still has endpoints on it");
+    let warned = || std::fs::read_to_string(&w.daemon(d3).log).unwrap_or_default().contains("overlay network removed from the cluster (or made again there as another network) while this host still has endpoints on it");
     assert!(wait_for(Duration::from_secs(15), warned), "stale network reported{}", w.log_tail(d3));
     w.ctl_ok(d3, &["disconnect", "solo2", &s4]);
     assert!(wait_for(Duration::from_secs(15), || !w.ctl_ok(d3, &["network", "ls"]).contains("solo2")), "stale network dropped after the disconnect{}", w.log_tail(d3));
@@ -322,6 +322,92 @@ fn overlay_with_etcd() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(!w.ctl_ok(d3, &["network", "ls"]).contains("shadow3"), "not set up over local3 on h3");
     assert!(ping(&l1, &l2ip), "h3's local network unaffected");
+}
+
+#[test]
+fn store_data_loss_identity_and_leaving() {
+    let Some(mut w) = World::new("cluster-loss", &["ping", "etcd", "curl"]) else { return };
+    let ns = underlay(&w, &["h1", "h2", "h3", "etcd"], &["198.19.0.1", "198.19.0.2", "198.19.0.3", ETCD]);
+    let mut etcd = Etcd { ns: ns[3].clone(), dir: w.dir.join("etcd"), child: None };
+    etcd.start();
+    let cl = format!("etcd://{ETCD}:2379");
+    let args = |i: usize| vec!["--workers".to_string(), "1".into(), "--advertise".into(), format!("198.19.0.{}", i + 1), "--cluster".into(), cl.clone()];
+    let d1 = w.start_daemon(&ns[0], &args(0).iter().map(String::as_str).collect::<Vec<_>>());
+    let d2 = w.start_daemon(&ns[1], &args(1).iter().map(String::as_str).collect::<Vec<_>>());
+    w.ctl_ok(d1, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.70.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("ov")));
+    let (a, aip) = sandbox(&w, d1, "ov", "a");
+    let (_b, bip) = sandbox(&w, d2, "ov", "b");
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov") == 1));
+    assert!(ping(&a, &bip));
+
+    // etcd loses its data (restarted on an empty data directory). The hosts notice
+    // (another store id, revisions gone backwards, their leases unknown) and define
+    // their networks again, with their endpoints and address claims: a host joining
+    // afterwards gets the network, a fresh address, and reaches both.
+    etcd.kill();
+    std::fs::remove_dir_all(&etcd.dir).unwrap();
+    etcd.start();
+    assert!(wait_for(Duration::from_secs(20), || in_ns(&ns[3], &format!("curl -s -m 1 http://{ETCD}:2379/v3/kv/range -X POST -d '{{\"key\":\"L3Zzd2l0Y2hkL25ldHdvcmtzL292\"}}'")).stdout.windows(7).any(|x| x == b"\"count\"")), "h1/h2 define ov again{}", w.log_tail(d1));
+    let d3 = w.start_daemon(&ns[2], &args(2).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d3, &["network", "ls"]).contains("ov")), "the joining host learns the network{}", w.log_tail(d3));
+    assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d3, "ov") == 2), "endpoints published again{}", w.log_tail(d1));
+    let (c, cip) = sandbox(&w, d3, "ov", "c");
+    assert!(cip != aip && cip != bip, "claims published again: {cip} vs {aip} {bip}");
+    assert!(ping(&c, &aip) && ping(&c, &bip), "the new host reaches both{}", w.log_tail(d3));
+    assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 2), "h1's watch follows the new store{}", w.log_tail(d1));
+    assert!(ping(&a, &cip));
+
+    // Identity is the network's, not its name's: removed with --force and made again
+    // (same name, so the same name-derived VNI) while h2 was away, the old network's
+    // endpoint on h2 must not turn up in the new one. h2 keeps it, cut off, refuses
+    // new endpoints on it, and takes the new network once it is disconnected.
+    w.ctl_ok(d1, &["network", "create", "idn", "--driver", "overlay", "--subnet", "10.71.0.0/24"]);
+    assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("idn")));
+    let (q, _) = sandbox(&w, d2, "idn", "q");
+    assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "idn") == 1));
+    w.stop_daemon(d2, libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "idn") == 0), "q withdrawn with h2's lease");
+    w.ctl_ok(d1, &["network", "rm", "--force", "idn"]);
+    w.ctl_ok(d1, &["network", "create", "idn", "--driver", "overlay", "--subnet", "10.72.0.0/24"]);
+    let (r, rip) = sandbox(&w, d1, "idn", "r");
+    w.restart_daemon(d2);
+    let cut = || std::fs::read_to_string(&w.daemon(d2).log).unwrap_or_default().contains("made again there as another network) while this host still has endpoints");
+    assert!(wait_for(Duration::from_secs(15), cut), "h2 keeps the old idn, cut off{}", w.log_tail(d2));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(remote_count(&w, d1, "idn"), 0, "the old network's endpoint is not published into the new one");
+    let q2 = w.name("q2");
+    w.ctl_ok(d2, &["sandbox", "create", &q2]);
+    let e = w.ctl_err(d2, &["connect", "idn", &q2]);
+    assert!(e.contains("network idn: removed from the cluster (or made again there as another network)"), "{e}");
+    w.ctl_ok(d2, &["disconnect", "idn", &q]);
+    let sub = |d: usize| w.ctl_json(d, &["network", "inspect", "idn"])[0]["subnet"].as_str().unwrap_or_default().to_string();
+    assert!(wait_for(Duration::from_secs(10), || sub(d2) == "10.72.0.0/24"), "h2 takes the new idn{}", w.log_tail(d2));
+    let out = w.ctl_ok(d2, &["connect", "idn", &q2]);
+    assert!(out.contains("10.72.0."), "{out}");
+    assert!(ping(&q2, &rip), "the new network spans h1 and h2{}", w.log_tail(d2));
+    let _ = r;
+
+    // A host of the cluster started without --cluster would change cluster networks
+    // with nobody to hand addresses out: refused, state unchanged; --leave-cluster
+    // removes them (and their endpoints) from that host.
+    w.stop_daemon(d3, libc::SIGTERM);
+    let st = w.daemon(d3).state_dir.clone();
+    let sock = w.dir.join("h3-solo.sock");
+    let e = daemon_refuses(&ns[2], &st, &sock, &[]);
+    assert!(e.contains(&format!("--cluster: the state directory holds overlay networks of the cluster store {cl} (idn, ov)")) && e.contains("--leave-cluster"), "{e}");
+    let before = std::fs::read_to_string(st.join("state.json")).unwrap_or_default();
+    assert!(before.contains("\"ov\""), "state unchanged by the refusal");
+    w.daemon_args_mut(d3).retain(|a| a != "--cluster" && a != &cl);
+    w.daemon_args_mut(d3).push("--leave-cluster".into());
+    w.restart_daemon(d3);
+    let ls = w.ctl_ok(d3, &["network", "ls"]);
+    assert!(!ls.contains("ov") && !ls.contains("idn"), "left: {ls}{}", w.log_tail(d3));
+    assert!(!in_ns(&c, "ip -o link").stdout.windows(4).any(|x| x == b"eth0"), "its endpoint is gone");
+    w.stop_daemon(d3, libc::SIGTERM);
+    w.restart_daemon(d3); // without --cluster, nothing of the cluster left: starts
+    // The other hosts are unaffected.
+    assert!(ping(&a, &bip));
 }
 
 #[test]

@@ -82,6 +82,12 @@ struct Args {
     /// IPAM, hosts and endpoints live there; needs --advertise.
     #[arg(long, value_name = "URL", requires = "advertise")]
     cluster: Option<String>,
+    /// Remove the overlay networks of the cluster store this host was in (with their
+    /// endpoints and ports) from this host, and run without a cluster store. Their
+    /// addresses stay claimed in the store until the networks are removed there with
+    /// `network rm --force`.
+    #[arg(long, conflicts_with = "cluster")]
+    leave_cluster: bool,
     /// Join the encrypted mesh through this member (IP[:PORT], repeatable); the others
     /// are learned from it.
     #[arg(long = "mesh-peer", value_name = "IP[:PORT]")]
@@ -195,6 +201,7 @@ fn main() {
         peers,
         vxlan_port: a.vxlan_port,
         cluster: a.cluster.clone(),
+        leave_cluster: a.leave_cluster,
     };
     if a.vxlan_port == 0 {
         fail("--vxlan-port 0: want the UDP port VXLAN listens on (4789 by default)".to_string());

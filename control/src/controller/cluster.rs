@@ -35,6 +35,10 @@ impl Controller {
     /// this host's endpoints. Returns the revision to watch from.
     pub fn cluster_sync(&mut self) -> Result<i64, String> {
         let Some(c) = self.cluster.clone() else { return Ok(0) };
+        let store_id = c.store_id()?;
+        if self.state.cluster.as_ref().is_some_and(|m| m.store_id != store_id) {
+            self.redefine_networks(&c);
+        }
         let (hosts, eps, nets, rev) = c.snapshot()?;
         // Cluster networks removed while this host was away.
         let stale: Vec<String> = self.state.networks.values().filter(|l| l.driver == Driver::Overlay && !nets.iter().any(|n| n.name == l.name)).map(|l| l.name.clone()).collect();
@@ -64,7 +68,35 @@ impl Controller {
         }
         self.republish_local();
         self.refresh_remote();
+        let mark = crate::model::ClusterMark { url: self.opts.cluster.clone().unwrap_or_default(), store_id };
+        if self.state.cluster.as_ref() != Some(&mark) {
+            let mut new = self.state.clone();
+            new.cluster = Some(mark);
+            if let Err(e) = self.commit(new) {
+                warn!(error = %e, "saving the cluster store's identity");
+            }
+        }
         Ok(rev)
+    }
+
+    /// The cluster store is not the one this host synchronised with last (it lost its
+    /// data — etcd restarted on an empty data directory — or is another cluster):
+    /// defines this host's overlay networks there again, with their ids, VNIs and
+    /// subnets, so that they are not taken for networks removed while this host was
+    /// away, and other hosts get them back. Endpoints, address claims and per-host
+    /// subnets follow in the sync as after any lost lease. A name another host has
+    /// defined again first (same id: the same network) is left as it is; one defined
+    /// anew with another id wins, as a network re-created while this host was away.
+    fn redefine_networks(&mut self, c: &Cluster) {
+        let nets: Vec<Network> = self.state.networks.values().filter(|n| n.driver == Driver::Overlay && !self.cluster_stale.contains(&n.name)).cloned().collect();
+        warn!(networks = nets.len(), "the cluster store is not the one this host last synchronised with (it lost its data, or is another cluster): defining this host's overlay networks there again");
+        for n in nets {
+            match c.create_network(&cluster_definition(&n)) {
+                Ok(Ok(())) => info!(network = %n.name, "overlay network defined again in the cluster store"),
+                Ok(Err(e)) => info!(network = %n.name, reason = %e, "overlay network not defined again"),
+                Err(e) => warn!(network = %n.name, error = %e, "defining an overlay network again"),
+            }
+        }
     }
 
     /// Applies one change seen by the watch.
@@ -142,8 +174,14 @@ impl Controller {
         }
         let local = self.state.endpoints_of_network(name).count() + self.state.ports_of_network(name).count();
         if local > 0 {
-            warn!(network = %name, local, "overlay network removed from the cluster, but this host still has endpoints on it; disconnect them (it goes with the last)");
-            self.cluster_stale.insert(name.to_string());
+            if self.cluster_stale.insert(name.to_string()) {
+                // Cut off from the other hosts: they no longer carry it, and a network
+                // made again under the same name (and the same name-derived VNI) is
+                // another one, whose endpoints these must not meet.
+                warn!(network = %name, local, "overlay network removed from the cluster (or made again there as another network) while this host still has endpoints on it: kept here, cut off from other hosts, until they are disconnected");
+                self.detach_peers(name);
+                self.refresh_remote();
+            }
             return false;
         }
         self.cluster_stale.remove(name);
@@ -171,7 +209,9 @@ impl Controller {
             // the cluster while it was away) gives way to the current one; a local
             // bridge network of the same name does not.
             if !self.drop_cluster_network(&n.name) {
-                warn!(network = %n.name, "a local network has the name of a cluster network; keeping the local one");
+                if !self.cluster_stale.contains(&n.name) {
+                    warn!(network = %n.name, "a local network has the name of a cluster network; keeping the local one");
+                }
                 return;
             }
         }
@@ -208,7 +248,7 @@ impl Controller {
     fn refresh_remote(&mut self) {
         let mut m = HashMap::new();
         for e in self.remote_eps.values() {
-            if let Some(n) = self.state.networks.get(&e.network) {
+            if let Some(n) = self.live_cluster_network(&e.network) {
                 m.insert((n.net_id, e.mac), e.host);
             }
         }
@@ -216,7 +256,7 @@ impl Controller {
         let subnets = self
             .remote_subnets
             .iter()
-            .filter_map(|((net, c), host)| self.state.networks.get(net).map(|n| (n.net_id, c.network(), c.prefix_len, *host)))
+            .filter_map(|((net, c), host)| self.live_cluster_network(net).map(|n| (n.net_id, c.network(), c.prefix_len, *host)))
             .collect();
         self.dp.set_remote_subnets(subnets);
         self.dp.publish(&self.state);
@@ -233,7 +273,7 @@ impl Controller {
         let Some(c) = &self.cluster else { return };
         let mut conflicted = Vec::new();
         for e in self.state.endpoints.values() {
-            let Some(n) = self.state.networks.get(&e.network) else { continue };
+            let Some(n) = self.live_cluster_network(&e.network) else { continue };
             if n.encap == Some(crate::model::Encap::Mesh) && self.mesh.is_none() {
                 // Started without its mesh options: its frames could not leave.
                 warn!(sandbox = %e.sandbox, network = %e.network, "endpoint on an encrypted network, but this vswitchd is not in a mesh: not published (start it with its mesh options)");
@@ -284,6 +324,97 @@ impl Controller {
         match (&self.opts.cluster, &self.cluster) {
             (Some(url), None) => Err(format!("cluster store: {url} not joined yet (unreachable since the daemon started; retrying)")),
             _ => Ok(()),
+        }
+    }
+
+    /// Refuses to start without `--cluster` when this host's state holds overlay
+    /// networks of a cluster store: changed locally, their address and MAC claims
+    /// would leak or be handed out twice. `--leave-cluster` is the way out (see
+    /// [`Self::leave_cluster`]). A mark left without overlay networks is dropped.
+    pub fn check_cluster_membership(&mut self) -> Result<(), String> {
+        let Some(m) = self.state.cluster.clone() else { return Ok(()) };
+        if self.opts.cluster.is_some() || self.opts.leave_cluster {
+            return Ok(());
+        }
+        let nets: Vec<&str> = self.state.networks.values().filter(|n| n.driver == Driver::Overlay).map(|n| n.name.as_str()).collect();
+        if nets.is_empty() {
+            let mut new = self.state.clone();
+            new.cluster = None;
+            return self.commit(new);
+        }
+        Err(format!(
+            "--cluster: the state directory holds overlay networks of the cluster store {url} ({}); changed without the store, their addresses could be handed out twice — start with --cluster {url} (the host forwards on its saved state while the store is unreachable), or with --leave-cluster to remove them and their endpoints from this host",
+            nets.join(", "),
+            url = m.url
+        ))
+    }
+
+    /// `--leave-cluster`: removes the overlay networks of the cluster store this host
+    /// was in, with their endpoints and ports, from this host only. The store is not
+    /// asked: the addresses they had stay claimed there until the networks are removed
+    /// in the cluster (`network rm --force`).
+    pub fn leave_cluster(&mut self) {
+        let Some(m) = self.state.cluster.clone() else {
+            info!("--leave-cluster: this host is in no cluster store");
+            return;
+        };
+        let nets: Vec<String> = self.state.networks.values().filter(|n| n.driver == Driver::Overlay).map(|n| n.name.clone()).collect();
+        let mut new = self.state.clone();
+        new.cluster = None;
+        if let Err(e) = self.commit(new) {
+            warn!(error = %e, "--leave-cluster: saving the state");
+            return;
+        }
+        for name in &nets {
+            let sandboxes: Vec<String> = self.state.endpoints_of_network(name).map(|e| e.sandbox.clone()).collect();
+            for sb in sandboxes {
+                if let Err(e) = self.disconnect(name, &sb) {
+                    warn!(network = %name, sandbox = %sb, error = %e, "--leave-cluster: disconnecting");
+                }
+            }
+            let ports: Vec<String> = self.state.ports_of_network(name).map(|p| p.ifname.clone()).collect();
+            for p in ports {
+                if let Err(e) = self.port_rm(name, &p) {
+                    warn!(network = %name, port = %p, error = %e, "--leave-cluster: removing a port");
+                }
+            }
+            match self.network_rm(name, true) {
+                Ok(_) => {}
+                Err(e) => warn!(network = %name, error = %e, "--leave-cluster: removing the network"),
+            }
+        }
+        warn!(store = %m.url, networks = ?nets, "left the cluster store: its overlay networks are removed from this host; the addresses their endpoints had stay claimed in the store until the networks are removed there (network rm --force)");
+    }
+
+    /// Network `name`, unless it is a cluster network kept here after the cluster
+    /// removed or replaced it (its endpoints are not published, it meets no remote one).
+    fn live_cluster_network(&self, name: &str) -> Option<&Network> {
+        self.state.networks.get(name).filter(|_| !self.cluster_stale.contains(name))
+    }
+
+    /// Refuses new endpoints and ports on a network kept only for the endpoints it had
+    /// when the cluster removed or replaced it.
+    pub(super) fn check_not_stale(&self, name: &str) -> Result<(), String> {
+        if self.cluster_stale.contains(name) {
+            return Err(format!("network {name}: removed from the cluster (or made again there as another network) while this host was away; kept here only for the endpoints it still has — disconnect them, then use the cluster's network"));
+        }
+        Ok(())
+    }
+
+    /// After the last local endpoint or port of a stale cluster network left: drops it
+    /// and sets up the cluster's current network of that name, if there is one.
+    pub(super) fn drop_stale_network(&mut self, name: &str) {
+        if !self.cluster_stale.contains(name) || !self.drop_cluster_network(name) {
+            return;
+        }
+        let Some(c) = self.cluster.clone() else { return };
+        match c.networks() {
+            Ok(nets) => {
+                if let Some(n) = nets.into_iter().find(|n| n.name == name) {
+                    self.apply_network(n);
+                }
+            }
+            Err(e) => warn!(network = %name, error = %e, "reading the cluster's network (it follows at the next resync)"),
         }
     }
 
@@ -348,7 +479,7 @@ impl Controller {
 
     pub(super) fn cluster_publish(&self, ep: &Endpoint) {
         if let Some(c) = &self.cluster {
-            if self.state.networks.get(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
+            if self.live_cluster_network(&ep.network).is_some_and(|n| n.driver == Driver::Overlay) {
                 match c.put_endpoint(ep) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) | Err(e) => warn!(sandbox = %ep.sandbox, error = %e, "publishing endpoint"),
@@ -397,4 +528,15 @@ where
         used.insert(ip); // taken by another host meanwhile
     }
     Err(format!("network {}: could not claim an address (contention)", net.name))
+}
+
+/// The cluster store's definition of a network as this host keeps it: a routed
+/// overlay's local copy has this host's /24 as its subnet and the whole range aside.
+fn cluster_definition(n: &Network) -> Network {
+    let mut d = n.clone();
+    if let Some(range) = d.range.take() {
+        d.subnet = range;
+        d.gateway = Ipv4Addr::from(u32::from(range.network()) + 1);
+    }
+    d
 }

@@ -452,6 +452,42 @@ fn watch_survives_an_etcd_restart() {
 }
 
 #[test]
+fn watch_resyncs_when_the_store_lost_its_data() {
+    let Some(mut srv) = Server::start("wiped") else { return };
+    let etcd = srv.client();
+    for i in 0..20 {
+        etcd.put(format!("/w/{i}"), "old", None).unwrap();
+    }
+    let (_, rev) = etcd.get_prefix("/w/").unwrap();
+    let w = Watcher::start(&etcd, "/w/", rev + 1);
+    assert!(w.quiet(300));
+    // The member comes back on an empty data directory: revisions start again at 1,
+    // below what the watch already asked for. Waiting for revision rev+1 of the new
+    // store would miss everything written until then.
+    srv.kill9();
+    fs::remove_dir_all(srv.dir.join("data")).unwrap();
+    srv.restart();
+    let r = etcd.put("/w/new", "after", None).unwrap();
+    assert!(r < rev, "the new store starts over ({r} vs {rev})");
+    match w.next(10) {
+        WatchEvent::Resync { kvs, revision } => {
+            assert!(revision < rev);
+            let keys: Vec<&[u8]> = kvs.iter().map(|kv| kv.key.as_slice()).collect();
+            assert!(keys.iter().all(|k| *k == b"/w/new"), "only what the new store holds: {keys:?}");
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    let r2 = etcd.put("/w/later", "x", None).unwrap();
+    // (The resync may have been read before or after /w/new: its put event may follow.)
+    let mut seen = w.next(5);
+    if put_ev(&seen).0 == b"/w/new" {
+        seen = w.next(5);
+    }
+    assert_eq!(put_ev(&seen), (&b"/w/later"[..], &b"x"[..], r2));
+    w.stop();
+}
+
+#[test]
 fn watch_resyncs_after_compaction() {
     let Some(srv) = Server::start("compact") else { return };
     let etcd = srv.client();

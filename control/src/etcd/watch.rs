@@ -46,6 +46,10 @@ enum StreamEnd {
     Stopped,
     /// The history from `next` on is compacted.
     Compacted(i64),
+    /// The store is at a revision below what was already delivered: it lost its data
+    /// (a member started on an empty or older data directory). Its history says
+    /// nothing about what the caller knew: read everything afresh.
+    Reset(i64),
     /// The connection broke or timed out, or the server sent a retryable error: try
     /// again (`progress` if the stream had been established).
     Lost { why: String, progress: bool },
@@ -60,7 +64,9 @@ impl Etcd {
     /// reconnects (to the next endpoint if need be, with back-off up to 2 s) and
     /// resumes after the last revision it delivered, so no event is missed or
     /// repeated. If that history has been compacted away, it reads the prefix afresh
-    /// and delivers it as [`WatchEvent::Resync`]. Only errors retrying cannot fix come
+    /// and delivers it as [`WatchEvent::Resync`]; likewise when the store turns out to
+    /// be behind the revisions already delivered (it lost its data: a member restarted
+    /// on an empty data directory). Only errors retrying cannot fix come
     /// back as `Err` (a malformed answer, the server canceling the watch for another
     /// reason than compaction, a non-retryable server error).
     ///
@@ -80,8 +86,12 @@ impl Etcd {
         while !stop.load(Ordering::Relaxed) {
             match self.watch_stream(prefix, &mut next, stop, &mut f)? {
                 StreamEnd::Stopped => return Ok(()),
-                StreamEnd::Compacted(compact) => {
-                    info!(next, compact, "etcd watch fell behind a compaction: resynchronising");
+                end @ (StreamEnd::Compacted(_) | StreamEnd::Reset(_)) => {
+                    match end {
+                        StreamEnd::Compacted(compact) => info!(next, compact, "etcd watch fell behind a compaction: resynchronising"),
+                        StreamEnd::Reset(now) => warn!(next, store_revision = now, "etcd is behind revisions this watch already saw (its data was lost or replaced): resynchronising"),
+                        _ => {}
+                    }
                     let Some((kvs, revision)) = self.resync_read(prefix, stop)? else { return Ok(()) };
                     next = revision + 1;
                     if !f(WatchEvent::Resync { kvs, revision }) {
@@ -256,6 +266,10 @@ impl Etcd {
                 if *next == 0 {
                     // Watching "from now": now is the revision the watch was created at.
                     *next = r.header.revision + 1;
+                } else if r.header.revision + 1 < *next {
+                    // A revision this watch delivered (or was asked to start after) is
+                    // beyond the store's: its data is not the one the caller knew.
+                    return Ok(Some(StreamEnd::Reset(r.header.revision)));
                 }
             }
             if r.canceled {
