@@ -13,6 +13,10 @@
 //! - Joining by address only: a small hello exchange reveals the member's public key
 //!   (public keys are not secret). Admission is decided by the Noise handshake: a peer
 //!   must be listed by key or prove the password; anyone else is refused and counted.
+//! - A direct link is down after `dead_after` without any message (idle peers), or
+//!   within seconds once data sent on it goes unanswered and so do probes
+//!   (`crate::mesh::liveness`, fed from the sessions' transmit counters on the timer:
+//!   nothing on the workers' path); routes then take relays, and `mesh peers` says so.
 //! - Reachable and lost peers are reported to the controller, which adds and removes
 //!   the workers' ports.
 
@@ -32,7 +36,9 @@ use dataplane::vnet::VnetHdr;
 use serde_json::{json, Value};
 use tracing::{debug, info};
 
-use crate::mesh::{Config as TopoConfig, Event, Mesh, PeerId, RelayAction, RelayHeader};
+use crate::mesh::{
+    Config as TopoConfig, Event, Liveness, LivenessAction, LivenessConfig, Mesh, PathState, PeerId, RelayAction, RelayHeader,
+};
 
 use dataplane::mesh::hello::{self, HelloError, HelloKey, HELLO_REQ, HELLO_RESP};
 const QUEUE: usize = 64;
@@ -115,6 +121,41 @@ struct PeerState {
     reachable: bool,
     /// Last authenticated message from it.
     last_rx: Option<Instant>,
+    /// Whether the direct path carries our data (data sent, nothing back: probed, then
+    /// declared down so that routes take a relay).
+    live: Liveness,
+    /// Control messages the agent sealed for it (not data: they do not arm `live`).
+    ctl_sent: u64,
+    /// The direct link was up at the last timer tick.
+    was_linked: bool,
+    /// The sequence number of its link state last looked at while linked: a newer one
+    /// that does not list us means it has no direct link to us any more.
+    seen_seq: Option<u64>,
+}
+
+impl PeerState {
+    fn new(key: [u8; 32]) -> PeerState {
+        PeerState {
+            key,
+            session: None,
+            addr: None,
+            queue: VecDeque::new(),
+            reachable: false,
+            last_rx: None,
+            live: Liveness::new(LivenessConfig::default(), 0),
+            ctl_sent: 0,
+            was_linked: false,
+            seen_seq: None,
+        }
+    }
+
+    /// Data messages sealed for it on the direct path so far, by the workers and the
+    /// agent: the session's transmit counter (which the workers already keep) less
+    /// keepalives and the agent's control messages. Only compared for change.
+    fn data_sent(&self) -> u64 {
+        let Some(s) = self.session.as_ref().map(|p| p.stats()) else { return 0 };
+        s.tx_packets.wrapping_sub(s.keepalives_sent).wrapping_sub(self.ctl_sent)
+    }
 }
 
 /// A member asked for by address (`--mesh-peer`, `mesh connect`) that has not answered
@@ -390,7 +431,7 @@ impl Agent {
         if s == self.peers.len() {
             self.peers.push(None);
         }
-        self.peers[s] = Some(PeerState { key, session: None, addr: None, queue: VecDeque::new(), reachable: false, last_rx: None });
+        self.peers[s] = Some(PeerState::new(key));
         self.by_key.insert(key, s as u32);
         Some(s as u32)
     }
@@ -438,9 +479,11 @@ impl Agent {
     }
 
     fn mark_alive(&mut self, slot: usize, src: SocketAddr, now: Instant) {
+        let now_ms = self.now_ms(now);
         let Some(Some(st)) = self.peers.get_mut(slot) else { return };
         st.addr = Some(src);
         st.last_rx = Some(now);
+        st.live.on_received(now_ms);
         let key = st.key;
         let up = st.session.as_ref().is_some_and(|p| p.is_up(now));
         let queued = !st.queue.is_empty();
@@ -466,6 +509,7 @@ impl Agent {
                 let key = *init.remote_public();
                 let Some(slot) = self.slot_of(key) else { return };
                 let Some(ps) = PeerSlot::new(slot) else { return };
+                let now_ms = self.now_ms(now);
                 let Some(st) = self.peers[slot as usize].as_mut() else { return };
                 let r = match st.session.as_mut() {
                     Some(p) => p.accept_initiation(init, &mut self.tx, now),
@@ -482,8 +526,9 @@ impl Agent {
                     // (timestamp), so its source is where the peer is now.
                     st.addr = Some(src);
                     st.last_rx = Some(now);
+                    st.live.on_received(now_ms);
                     Self::send_to(&self.sock, src, &self.tx[..len]);
-                    let _ = self.topo.link_up(PeerId(key), src, self.now_ms(now));
+                    let _ = self.topo.link_up(PeerId(key), src, now_ms);
                 }
             }
             wire::Route::Peer { slot, .. } => {
@@ -690,7 +735,12 @@ impl Agent {
         let Some(p) = st.session.as_mut() else { return };
         let off = self.batch.st.len;
         match p.encapsulate(kind, payload, &mut self.batch.buf[off..], now) {
-            Ok(Encapsulated::Data { len }) => self.batch.push(addr, len),
+            Ok(Encapsulated::Data { len }) => {
+                if kind == PayloadKind::Control {
+                    st.ctl_sent += 1;
+                }
+                self.batch.push(addr, len);
+            }
             Ok(Encapsulated::Handshake { len }) => {
                 Self::send_to(&self.sock, SocketAddr::V4(addr), &self.batch.buf[off..off + len]);
                 enqueue(&mut st.queue, kind, payload, &mut self.stats);
@@ -731,7 +781,9 @@ impl Agent {
 
     fn timers(&mut self, now: Instant) {
         let now_ms = self.now_ms(now);
-        // Sessions: handshake retries, rekeys, keepalives; links without news are down.
+        // Sessions: handshake retries, rekeys, keepalives; links without news are down,
+        // and so are direct paths whose data and probes go unanswered.
+        let mut probes = Vec::new();
         for s in 0..self.peers.len() {
             let Some(st) = self.peers[s].as_mut() else { continue };
             let key = st.key;
@@ -750,6 +802,12 @@ impl Agent {
                 info!(peer = %dataplane::mesh::key_to_base64(&key), "mesh link down (no message for {:?})", self.dead_after);
                 self.topo.link_down(&PeerId(key), now_ms);
             }
+            if self.check_path(s, now_ms) {
+                probes.push(PeerId(key));
+            }
+        }
+        for p in &probes {
+            self.topo.probe(p);
         }
         // Topology: link-state floods and syncs, dials.
         self.topo.handle_timeout(now_ms);
@@ -815,6 +873,45 @@ impl Agent {
         }
         self.forget_replaced(now);
         self.publish_routes();
+    }
+
+    /// Runs the direct-path detector of the peer in slot `s` (see `mesh::liveness`):
+    /// samples its data counter, takes a newer link state of it that no longer lists
+    /// this host as a reason to doubt the path, and declares the link down when the
+    /// detector says so. True when the peer should be probed now.
+    fn check_path(&mut self, s: usize, now_ms: u64) -> bool {
+        let me = PeerId(self.me);
+        let Some(st) = self.peers.get_mut(s).and_then(|p| p.as_mut()) else { return false };
+        let id = PeerId(st.key);
+        let sent = st.data_sent();
+        let seq = self.topo.link_state(&id).map(|ls| (ls.seq, ls.has_link(&me)));
+        if !self.topo.is_linked(&id) {
+            st.live.reset(sent, now_ms);
+            st.was_linked = false;
+            return false;
+        }
+        if !st.was_linked {
+            // Just up: whatever its link state said before is no news.
+            st.was_linked = true;
+            st.seen_seq = seq.map(|(n, _)| n);
+        } else if let Some((n, lists_us)) = seq.filter(|(n, _)| Some(*n) != st.seen_seq) {
+            st.seen_seq = Some(n);
+            if !lists_us {
+                debug!(peer = %dataplane::mesh::key_to_base64(&st.key), "mesh peer lists no link to this host: probing the direct path");
+                st.live.doubt(now_ms);
+            }
+        }
+        st.live.on_sample(sent, now_ms);
+        match st.live.poll(now_ms) {
+            Some(LivenessAction::Probe) => true,
+            Some(LivenessAction::Down) => {
+                let waited = st.live.config().down_after_ms;
+                info!(peer = %dataplane::mesh::key_to_base64(&st.key), "mesh direct path down (data sent, no answer to it or to probes for {waited} ms): using relays");
+                self.topo.link_down(&id, now_ms);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Forgets peers whose address now belongs to another key with a live session: the
@@ -930,9 +1027,19 @@ impl Agent {
 
     fn peers_json(&self, now: Instant) -> Value {
         let routes = self.topo.route_table();
+        let now_ms = self.now_ms(now);
         let mut v = Vec::new();
         for st in self.peers.iter().flatten() {
             let id = PeerId(st.key);
+            // The direct path: "up" while it carries traffic, "suspect" while data sent
+            // there is unanswered and probed, "down" once declared down (or never up);
+            // the session counts as up only while its direct path is used.
+            let linked = self.topo.is_linked(&id);
+            let direct = match (linked, st.live.state(now_ms)) {
+                (false, _) => "down",
+                (true, PathState::Alive) => "up",
+                (true, PathState::Suspect { .. }) => "suspect",
+            };
             let route = routes.iter().find(|r| r.dst == id);
             let stats = st.session.as_ref().map(|p| p.stats());
             let path = match route {
@@ -945,7 +1052,9 @@ impl Agent {
                 "address": st.addr.map(|a| a.to_string()),
                 "path": path,
                 "hops": route.map(|r| r.hops),
-                "session_up": st.session.as_ref().is_some_and(|p| p.is_up(now)),
+                "session_up": linked && st.session.as_ref().is_some_and(|p| p.is_up(now)),
+                "direct": direct,
+                "last_message_secs_ago": st.last_rx.map(|t| now.saturating_duration_since(t).as_secs()),
                 "last_handshake_secs_ago": stats.and_then(|s| s.last_handshake).map(|t| now.saturating_duration_since(t).as_secs()),
                 "rx_bytes": stats.map(|s| s.rx_bytes).unwrap_or(0),
                 "tx_bytes": stats.map(|s| s.tx_bytes).unwrap_or(0),

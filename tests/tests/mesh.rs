@@ -198,6 +198,86 @@ fn encrypted_mesh_relays_hides_and_rekeys() {
     assert!(wait_for(Duration::from_secs(20), || ping(&sa, &ipc)), "traffic to C under its new key");
 }
 
+/// A direct path that breaks while traffic flows (every host still reaches B): with the
+/// default 10 s keepalive, silence alone would take 32 s to notice; data sent without
+/// an answer is probed and the path declared down within seconds, so the sandboxes'
+/// pings go through B after a short gap, and `mesh peers` says so.
+#[test]
+fn broken_direct_path_fails_over_to_the_relay() {
+    let Some(mut w) = World::new("meshfail", &["ping", "nft"]) else { return };
+    let hosts = underlay(&w, 3);
+    let args = |h: &(String, String), peer: Option<&str>| {
+        let mut v = vec!["--workers".to_string(), "2".into(), "--advertise".into(), h.1.clone(), "--mesh-password".into(), "pw".into()];
+        if let Some(p) = peer {
+            v.extend(["--mesh-peer".to_string(), p.to_string()]);
+        }
+        v
+    };
+    let start = |w: &mut World, h: &(String, String), peer: Option<&str>| {
+        let v = args(h, peer);
+        w.start_daemon(&h.0, &v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let a = start(&mut w, &hosts[0], None);
+    let b = start(&mut w, &hosts[1], Some("198.19.0.1"));
+    let c = start(&mut w, &hosts[2], Some("198.19.0.1"));
+    let (ka, kb, kc) = (mesh_id(&w, a), mesh_id(&w, b), mesh_id(&w, c));
+    let direct = |v: &Value, k: &str| peer(v, k).is_some_and(|p| p["path"] == "direct" && p["session_up"] == true && p["direct"] == "up");
+    let full = wait_for(Duration::from_secs(30), || {
+        let (va, vb, vc) = (peers(&w, a), peers(&w, b), peers(&w, c));
+        direct(&va, &kb) && direct(&va, &kc) && direct(&vc, &ka) && direct(&vc, &kb) && direct(&vb, &ka) && direct(&vb, &kc)
+    });
+    assert!(full, "a full mesh: {}\n{}", peers(&w, a), peers(&w, c));
+    let (sa, _) = encrypted_sandbox(&w, a, "10.91.0.0/26", "sa");
+    let _ = encrypted_sandbox(&w, b, "10.91.0.64/26", "sb");
+    let (_, ipc) = encrypted_sandbox(&w, c, "10.91.0.128/26", "sc");
+    assert!(ping(&sa, &ipc), "A to C directly{}", w.log_tail(a));
+
+    // 150 pings, one every 0.2 s (30 s); A's namespace drops everything to and from C
+    // after 3 s.
+    let pinger = std::process::Command::new("ip")
+        .args(["netns", "exec", &sa, "ping", "-n", "-i", "0.2", "-c", "150", "-W", "1", &ipc])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_secs(3));
+    block(&hosts[0].0, &hosts[2].1);
+    let out = pinger.wait_with_output().expect("ping output");
+    let out = String::from_utf8_lossy(&out.stdout);
+    let seqs: Vec<u64> = out.lines().filter_map(|l| l.split("icmp_seq=").nth(1)?.split_whitespace().next()?.parse().ok()).collect();
+    // The longest run without an answer, the end of the run included (pings that never
+    // resume count up to the 150th).
+    let gap = seqs.iter().chain(std::iter::once(&151)).collect::<Vec<_>>().windows(2).map(|x| x[1] - x[0]).max().unwrap_or(0);
+    let gap_s = gap as f64 * 0.2;
+    eprintln!("direct path A-C broken: pings resumed through B after a gap of {gap_s:.1} s ({} of 150 answered)", seqs.len());
+    assert!(seqs.last().is_some_and(|l| *l >= 140), "pings resume through B: answered {seqs:?}\n{}\n{}", peers(&w, a), w.log_tail(a));
+    assert!(gap_s <= 12.0, "failover to the relay took {gap_s:.1} s (answered {seqs:?})");
+
+    // Both ends say it: relayed through B, the session to the peer not up, the direct
+    // path down; the table says the same.
+    let relayed = |v: &Value, k: &str| {
+        peer(v, k).is_some_and(|p| p["path"] == format!("via {kb}") && p["session_up"] == false && p["direct"] == "down")
+    };
+    assert!(relayed(&peers(&w, a), &kc), "A lists C relayed: {}", peers(&w, a));
+    assert!(relayed(&peers(&w, c), &ka), "C lists A relayed: {}", peers(&w, c));
+    let table = w.ctl_ok(a, &["mesh", "peers"]);
+    let row = table.lines().find(|l| l.starts_with(&kc)).unwrap_or_default().to_string();
+    assert!(row.contains(&format!("via {kb}")) && row.split_whitespace().any(|x| x == "down"), "{table}");
+    assert!(!row.split_whitespace().any(|x| x == "up"), "{table}");
+    // B stays direct for both.
+    assert!(direct(&peers(&w, a), &kb) && direct(&peers(&w, c), &kb), "{}", peers(&w, a));
+
+    // The path mended: the direct link comes back and is used again.
+    sh_ok(&format!("ip netns exec {} nft delete table inet cut", hosts[0].0));
+    let back = wait_for(Duration::from_secs(45), || direct(&peers(&w, a), &kc) && direct(&peers(&w, c), &ka));
+    assert!(back, "A and C direct again: {}\n{}", peers(&w, a), w.log_tail(a));
+    std::thread::sleep(Duration::from_millis(300));
+    let relayed_before = peers(&w, b)["relayed"].as_u64().unwrap_or(0);
+    assert!(ping(&sa, &ipc), "A to C directly again");
+    in_ns(&sa, &format!("ping -c 5 -i 0.2 {ipc}"));
+    assert_eq!(peers(&w, b)["relayed"].as_u64().unwrap_or(0), relayed_before, "B relays no more");
+}
+
 #[test]
 fn outsiders_are_refused() {
     let Some(mut w) = World::new("meshauth", &["ping", "nft", "python3"]) else { return };

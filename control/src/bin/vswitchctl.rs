@@ -484,7 +484,12 @@ fn main() {
                             s(&p["key"]),
                             s(&p["address"]),
                             s(&p["path"]),
-                            if p["session_up"].as_bool() == Some(true) { "up" } else { "down" }.to_string(),
+                            match (p["session_up"].as_bool(), p["direct"].as_str()) {
+                                (Some(true), Some("suspect")) => "suspect",
+                                (Some(true), _) => "up",
+                                _ => "down",
+                            }
+                            .to_string(),
                             p["last_handshake_secs_ago"].as_u64().map(|t| format!("{t}s ago")).unwrap_or_else(|| "never".into()),
                             s(&p["rx_bytes"]),
                             s(&p["tx_bytes"]),

@@ -101,6 +101,10 @@ struct DialState {
 struct Pending {
     sync: bool,
     digest: bool,
+    /// A [`Message::Probe`] (the direct path is suspect, see [`super::liveness`]).
+    probe: bool,
+    /// A [`Message::ProbeReply`] (the neighbour probed us).
+    probe_reply: bool,
     origins: BTreeSet<PeerId>,
 }
 
@@ -423,8 +427,22 @@ impl Mesh {
                 }
             }
             Message::Digest { have } => self.handle_digest(from, &have, now),
+            Message::Probe => self.pending.entry(*from).or_default().probe_reply = true,
+            // Its arrival was the point (the caller saw a message from `from`).
+            Message::ProbeReply => {}
         }
         Ok(())
+    }
+
+    /// Queues a [`Message::Probe`] for the direct neighbour `peer`, which answers it
+    /// with a [`Message::ProbeReply`]: the caller's path detector wants to hear from it
+    /// (see [`super::liveness`]). False (nothing queued) when `peer` is not linked.
+    pub fn probe(&mut self, peer: &PeerId) -> bool {
+        if !self.links.contains_key(peer) {
+            return false;
+        }
+        self.pending.entry(*peer).or_default().probe = true;
+        true
     }
 
     /// Runs the timers due at `now`: re-originates our link state, schedules digests,
@@ -677,6 +695,13 @@ impl Mesh {
         for (n, p) in pending {
             if !self.links.contains_key(&n) {
                 continue;
+            }
+            // Small and time-sensitive: ahead of the link states.
+            if p.probe {
+                self.ready.push_back((n, Message::Probe.encode()));
+            }
+            if p.probe_reply {
+                self.ready.push_back((n, Message::ProbeReply.encode()));
             }
             if p.sync || !p.origins.is_empty() {
                 let origins: Vec<PeerId> =

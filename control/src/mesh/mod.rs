@@ -16,13 +16,17 @@
 //! - [`gossip`]: [`Mesh`], the state machine the daemon drives: reliable flooding with
 //!   sequence numbers and ages, anti-entropy digests, dial scheduling with backoff,
 //!   routes and events.
+//! - [`liveness`]: [`Liveness`], one direct path's detector: data sent and nothing
+//!   back is probed ([`Mesh::probe`]), and declared down ([`Mesh::link_down`]) when the
+//!   probes go unanswered, so that routes move to relays in seconds.
 //!
 //! # Driving a [`Mesh`] (what the lead's I/O loop does)
 //!
 //! Inputs (`handle_*` and mutators): [`Mesh::add_peer`] for configured members,
 //! [`Mesh::link_up`] / [`Mesh::link_down`] when an encrypted session to a peer comes up
 //! or dies, [`Mesh::handle_message`] for a control message received over a session,
-//! [`Mesh::handle_timeout`] when [`Mesh::poll_timeout`] is reached. After any input,
+//! [`Mesh::handle_timeout`] when [`Mesh::poll_timeout`] is reached, [`Mesh::probe`] when
+//! a neighbour's [`Liveness`] asks for a probe. After any input,
 //! drain the outputs: [`Mesh::poll_transmit`] (control messages for direct
 //! neighbours), [`Mesh::wants_dial`] (sessions to start), [`Mesh::poll_event`]
 //! (membership and route changes). Data travelling through the mesh carries a
@@ -35,6 +39,7 @@
 //! trust model of OSPF inside one area, and of Weave Net.
 
 pub mod gossip;
+pub mod liveness;
 pub mod topology;
 pub mod wire;
 
@@ -48,6 +53,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use gossip::{Mesh, MeshStats, RelayAction, RelayDrop};
+pub use liveness::{Action as LivenessAction, Liveness, LivenessConfig, PathState};
 pub use topology::Hop;
 pub use wire::{Advert, DecodeError, LinkState, Message, RelayHeader, ShortId, WireRelayHeader};
 

@@ -9,7 +9,7 @@
 //! - Relayed data starts with a fixed 17-byte [`RelayHeader`] (origin and destination by
 //!   [`ShortId`], hop limit); the payload after it is opaque here.
 //!
-//! Example update (ids shortened):
+//! Example probe: `{"type":"probe"}`. Example update (ids shortened):
 //! `{"type":"update","adverts":[{"age_ms":120,"state":{"origin":"3f…","seq":4294967301,
 //! "addrs":["192.0.2.1:6784"],"links":["7a…","c0…"],"can_accept_inbound":true}}]}`
 
@@ -94,6 +94,12 @@ pub enum Message {
         /// (origin, seq) pairs.
         have: Vec<(PeerId, u64)>,
     },
+    /// Asks for an answer over the direct session: the sender has sent data there and
+    /// heard nothing back (see [`super::liveness`]). Answered with a [`Message::ProbeReply`].
+    Probe,
+    /// The answer to a [`Message::Probe`]. Any message proves the path; this one only
+    /// exists to be one.
+    ProbeReply,
 }
 
 impl Message {
@@ -127,6 +133,7 @@ impl Message {
                     return Err(DecodeError::NotCanonical);
                 }
             }
+            Message::Probe | Message::ProbeReply => {}
         }
         Ok(msg)
     }

@@ -266,3 +266,31 @@ fn own_state_copies_from_before_a_restart_are_jumped_past() {
     let Ok(Message::Update { adverts }) = Message::decode(&bytes) else { panic!("an update") };
     assert_eq!((to, adverts[0].state.seq), (pid(2), m.own_state().unwrap().seq));
 }
+
+#[test]
+fn a_probe_is_answered_over_the_direct_session_only() {
+    let mut m = core(1);
+    // Not linked: nothing queued.
+    assert!(!m.probe(&pid(2)));
+    m.link_up(pid(2), addr(2), 0).unwrap();
+    while m.poll_transmit(0).is_some() {}
+    assert!(m.probe(&pid(2)));
+    let (to, bytes) = m.poll_transmit(10).unwrap();
+    assert_eq!((to, Message::decode(&bytes)), (pid(2), Ok(Message::Probe)));
+    assert!(m.poll_transmit(10).is_none());
+    // Probed by 2: one answer, to 2, however many probes came in meanwhile.
+    m.handle_message(&pid(2), &Message::Probe.encode(), 20).unwrap();
+    m.handle_message(&pid(2), &Message::Probe.encode(), 21).unwrap();
+    let (to, bytes) = m.poll_transmit(22).unwrap();
+    assert_eq!((to, Message::decode(&bytes)), (pid(2), Ok(Message::ProbeReply)));
+    assert!(m.poll_transmit(22).is_none());
+    // A reply changes nothing and asks for nothing.
+    let seq = m.own_state().unwrap().seq;
+    m.handle_message(&pid(2), &Message::ProbeReply.encode(), 30).unwrap();
+    assert!(m.poll_transmit(30).is_none());
+    assert_eq!(m.own_state().unwrap().seq, seq);
+    // A probe queued for a link that goes down is not sent.
+    assert!(m.probe(&pid(2)));
+    m.link_down(&pid(2), 40);
+    assert!(std::iter::from_fn(|| m.poll_transmit(40)).all(|(to, _)| to != pid(2)));
+}

@@ -25,6 +25,8 @@ fn samples() -> Vec<Message> {
         },
         Message::Digest { have: vec![(pid(1), 3), (pid(2), u64::MAX)] },
         Message::Update { adverts: vec![] },
+        Message::Probe,
+        Message::ProbeReply,
     ]
 }
 
@@ -46,6 +48,8 @@ fn messages_round_trip() {
     }
     let text = String::from_utf8(samples()[0].encode()).unwrap();
     assert!(text.starts_with(r#"{"type":"update","adverts":[{"age_ms":5,"state":{"origin":"015a5a"#), "{text}");
+    assert_eq!(Message::Probe.encode(), br#"{"type":"probe"}"#);
+    assert_eq!(Message::decode(br#"{"type":"probe_reply","later":1}"#), Ok(Message::ProbeReply));
 }
 
 #[test]
