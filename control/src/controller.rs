@@ -367,6 +367,11 @@ impl Controller {
         if !(68..=65535).contains(&mtu) {
             return Err(format!("mtu {mtu}: must be between 68 and 65535"));
         }
+        if let Some(e) = encap.filter(|_| mtu > default_mtu) {
+            // Frames that do not fit the underlay once encapsulated would be lost
+            // silently between hosts.
+            return Err(format!("mtu {mtu}: more than the underlay carries for {e} ({default_mtu}: this host's underlay MTU less the encapsulation)"));
+        }
         let mac_table_size = p.mac_table_size.unwrap_or(DEFAULT_MAC_TABLE_SIZE);
         if !(1..=(1 << 24)).contains(&mac_table_size) {
             return Err(format!("mac-table-size {mac_table_size}: must be between 1 and 16777216"));

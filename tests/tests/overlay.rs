@@ -46,6 +46,12 @@ fn vxlan_and_gre_between_hosts() {
     let (b, bip) = sandbox(&w, d2, "ov", "b");
     // The overlay MTU is the underlay's minus the VXLAN overhead, set automatically.
     assert!(String::from_utf8_lossy(&in_ns(&a, "ip link show eth0").stdout).contains("mtu 1450"));
+    // An MTU the underlay cannot carry once encapsulated is refused (it black-holed
+    // large frames between hosts); one below it is fine.
+    let e = w.ctl_err(d1, &["network", "create", "big", "--driver", "overlay", "--vni", "4301", "--mtu", "1500", "--subnet", "10.89.0.0/24"]);
+    assert!(e.contains("mtu 1500: more than the underlay carries for vxlan (1450"), "{e}");
+    w.ctl_ok(d1, &["network", "create", "small", "--driver", "overlay", "--vni", "4302", "--mtu", "1400", "--subnet", "10.89.0.0/24"]);
+    w.ctl_ok(d1, &["network", "rm", "small"]);
     assert!(ping(&a, &bip), "across hosts over VXLAN{}", w.log_tail(d1));
     assert!(ping(&b, &aip));
     assert!(ping(&a, "10.90.0.1"), "each host's own gateway answers");

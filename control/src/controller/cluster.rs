@@ -232,7 +232,12 @@ impl Controller {
         };
         // The MTU follows this host's underlay.
         if let Some(e) = net.encap {
-            net.mtu = net.mtu.min(self.underlay_mtu().saturating_sub(dataplane::encap::overhead(super::encap_kind(e)) as u32));
+            let overhead = if e == crate::model::Encap::Mesh { super::MESH_OVERHEAD } else { dataplane::encap::overhead(super::encap_kind(e)) as u32 };
+            let fits = self.underlay_mtu().saturating_sub(overhead);
+            if net.mtu > fits {
+                warn!(network = %net.name, mtu = net.mtu, here = fits, "this host's underlay carries less than the network's MTU: its endpoints here get the smaller MTU (TCP adapts; larger datagrams from other hosts are lost)");
+                net.mtu = fits;
+            }
         }
         let mut new = self.state.clone();
         new.networks.insert(net.name.clone(), net.clone());
