@@ -189,14 +189,22 @@ impl Cluster {
     pub fn delete_network(&self, n: &Network, force: bool) -> Result<Result<(), String>, String> {
         let (eps, _) = self.etcd.count_prefix(format!("{PREFIX}endpoints/{}/", n.name)).map_err(err)?;
         if eps > 0 {
-            return Ok(Err(format!("network {} has {eps} endpoints in the cluster; disconnect them first", n.name)));
+            let what = if eps == 1 { "endpoint" } else { "endpoints" };
+            return Ok(Err(format!("network {} has {eps} {what} in the cluster; disconnect them first", n.name)));
         }
         // Endpoints of hosts that are down hold their addresses (not their records).
-        let (held, _) = self.etcd.count_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
-        if held > 0 && !force {
+        let p = format!("{PREFIX}ipam/{}/", n.name);
+        let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
+        if !kvs.is_empty() && !force {
+            let mut ips: Vec<String> = kvs.iter().filter_map(|kv| Some(std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.to_string())).collect();
+            let more = ips.len().saturating_sub(5);
+            ips.truncate(5);
+            let list = if more > 0 { format!("{} and {more} more", ips.join(", ")) } else { ips.join(", ") };
+            let (what, verb) = if kvs.len() == 1 { ("address", "is") } else { ("addresses", "are") };
             return Ok(Err(format!(
-                "network {} has {held} addresses held by endpoints of hosts that are down; start those hosts and disconnect them first, or give them up with --force",
-                n.name
+                "network {}: {} {what} ({list}) {verb} held by endpoints that are not published — their hosts are down, or they are being connected right now; start those hosts and disconnect them first, or give them up with --force",
+                n.name,
+                kvs.len()
             )));
         }
         // No endpoint is published: every claim left is a down host's.

@@ -294,7 +294,7 @@ fn overlay_with_etcd() {
     w.stop_daemon(d3, libc::SIGKILL);
     assert!(wait_for(Duration::from_secs(25), || remote_count(&w, d1, "solo") == 0), "endpoint withdrawn with the lease");
     let e = w.ctl_err(d1, &["network", "rm", "solo"]);
-    assert!(e.contains("has 1 addresses held by endpoints of hosts that are down") && e.contains("--force"), "{e}");
+    assert!(e.contains("network solo: 1 address (10.69.0.2) is held by endpoints that are not published — their hosts are down") && e.contains("--force"), "{e}");
     w.restart_daemon(d3);
     w.ctl_ok(d3, &["disconnect", "solo", &s3]);
     w.ctl_ok(d1, &["network", "rm", "solo"]);
