@@ -193,18 +193,18 @@ impl Cluster {
             return Ok(Err(format!("network {} has {eps} {what} in the cluster; disconnect them first", n.name)));
         }
         // Endpoints of hosts that are down hold their addresses (not their records).
-        let p = format!("{PREFIX}ipam/{}/", n.name);
-        let (kvs, _) = self.etcd.get_prefix(&p).map_err(err)?;
-        if !kvs.is_empty() && !force {
-            let mut ips: Vec<String> = kvs.iter().filter_map(|kv| Some(std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.to_string())).collect();
-            let more = ips.len().saturating_sub(5);
-            ips.truncate(5);
-            let list = if more > 0 { format!("{} and {more} more", ips.join(", ")) } else { ips.join(", ") };
-            let (what, verb) = if kvs.len() == 1 { ("address", "is") } else { ("addresses", "are") };
+        let held: Vec<std::net::IpAddr> = self.used_ips(&n.name)?;
+        if !held.is_empty() && !force {
+            let shown: Vec<String> = held.iter().take(5).map(|ip| ip.to_string()).collect();
+            let list = match held.len().saturating_sub(shown.len()) {
+                0 => shown.join(", "),
+                more => format!("{} and {more} more", shown.join(", ")),
+            };
+            let (what, verb) = if held.len() == 1 { ("address", "is") } else { ("addresses", "are") };
             return Ok(Err(format!(
                 "network {}: {} {what} ({list}) {verb} held by endpoints that are not published — their hosts are down, or they are being connected right now; start those hosts and disconnect them first, or give them up with --force",
                 n.name,
-                kvs.len()
+                held.len()
             )));
         }
         // No endpoint is published: every claim left is a down host's.
@@ -451,15 +451,16 @@ fn endpoint_key(k: &[u8]) -> Option<(String, String)> {
     Some((n.to_string(), id.to_string()))
 }
 
-/// Keeps `c` registered: re-registers (new lease, host key, this host's endpoints via
-/// `republish`) whenever the lease was lost. Runs until `stop`.
-pub fn keeper(c: Arc<Cluster>, stop: Arc<AtomicBool>, republish: impl Fn() + Send + 'static) {
+/// Keeps `c` registered: re-registers (new lease, host key) whenever the lease was
+/// lost, then calls `resync` (the controller's whole sync: networks defined again if the
+/// store lost them, endpoints and claims published again). Runs until `stop`.
+pub fn keeper(c: Arc<Cluster>, stop: Arc<AtomicBool>, resync: impl Fn() + Send + 'static) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_secs(1));
             if c.lease_lost() && c.register().is_ok() {
-                tracing::info!("cluster lease renewed after loss; republishing endpoints");
-                republish();
+                tracing::info!("cluster lease renewed after loss; synchronising again");
+                resync();
             }
         }
     });

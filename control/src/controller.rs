@@ -41,6 +41,14 @@ fn encap_kind(e: crate::model::Encap) -> dataplane::encap::EncapKind {
     }
 }
 
+/// Bytes an overlay network's encapsulation adds to each frame on the underlay.
+fn overlay_overhead(e: crate::model::Encap) -> u32 {
+    match e {
+        crate::model::Encap::Mesh => MESH_OVERHEAD,
+        e => dataplane::encap::overhead(encap_kind(e)) as u32,
+    }
+}
+
 /// Bytes the mesh adds in front of an inner IP packet: outer IPv4 + UDP (28), session
 /// header, kind and tag (33), relay header (65), network id (4), Ethernet (14).
 pub const MESH_OVERHEAD: u32 = 28 + dataplane::mesh::wire::TRANSPORT_OVERHEAD as u32 + crate::mesh::RelayHeader::LEN as u32 + 4 + 14;
@@ -359,8 +367,7 @@ impl Controller {
             }
         };
         let default_mtu = match encap {
-            Some(crate::model::Encap::Mesh) => self.underlay_mtu().saturating_sub(MESH_OVERHEAD),
-            Some(e) => self.underlay_mtu().saturating_sub(dataplane::encap::overhead(encap_kind(e)) as u32),
+            Some(e) => self.underlay_mtu().saturating_sub(overlay_overhead(e)),
             None => DEFAULT_MTU,
         };
         let mtu = p.mtu.unwrap_or(default_mtu);

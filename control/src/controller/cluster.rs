@@ -232,8 +232,7 @@ impl Controller {
         };
         // The MTU follows this host's underlay.
         if let Some(e) = net.encap {
-            let overhead = if e == crate::model::Encap::Mesh { super::MESH_OVERHEAD } else { dataplane::encap::overhead(super::encap_kind(e)) as u32 };
-            let fits = self.underlay_mtu().saturating_sub(overhead);
+            let fits = self.underlay_mtu().saturating_sub(super::overlay_overhead(e));
             if net.mtu > fits {
                 warn!(network = %net.name, mtu = net.mtu, here = fits, "this host's underlay carries less than the network's MTU: its endpoints here get the smaller MTU (TCP adapts; larger datagrams from other hosts are lost)");
                 net.mtu = fits;
@@ -341,7 +340,7 @@ impl Controller {
         if self.opts.cluster.is_some() || self.opts.leave_cluster {
             return Ok(());
         }
-        let nets: Vec<&str> = self.state.networks.values().filter(|n| n.driver == Driver::Overlay).map(|n| n.name.as_str()).collect();
+        let nets = self.overlay_network_names();
         if nets.is_empty() {
             let mut new = self.state.clone();
             new.cluster = None;
@@ -363,7 +362,7 @@ impl Controller {
             info!("--leave-cluster: this host is in no cluster store");
             return;
         };
-        let nets: Vec<String> = self.state.networks.values().filter(|n| n.driver == Driver::Overlay).map(|n| n.name.clone()).collect();
+        let nets = self.overlay_network_names();
         let mut new = self.state.clone();
         new.cluster = None;
         if let Err(e) = self.commit(new) {
@@ -383,12 +382,16 @@ impl Controller {
                     warn!(network = %name, port = %p, error = %e, "--leave-cluster: removing a port");
                 }
             }
-            match self.network_rm(name, true) {
-                Ok(_) => {}
-                Err(e) => warn!(network = %name, error = %e, "--leave-cluster: removing the network"),
+            if let Err(e) = self.network_rm(name, true) {
+                warn!(network = %name, error = %e, "--leave-cluster: removing the network");
             }
         }
         warn!(store = %m.url, networks = ?nets, "left the cluster store: its overlay networks are removed from this host; the addresses their endpoints had stay claimed in the store until the networks are removed there (network rm --force)");
+    }
+
+    /// Names of this host's overlay networks.
+    fn overlay_network_names(&self) -> Vec<String> {
+        self.state.networks.values().filter(|n| n.driver == Driver::Overlay).map(|n| n.name.clone()).collect()
     }
 
     /// Network `name`, unless it is a cluster network kept here after the cluster

@@ -173,9 +173,4 @@ impl Liveness {
             _ => PathState::Alive,
         }
     }
-
-    /// When the last message from the neighbour arrived.
-    pub fn last_received(&self) -> Option<u64> {
-        self.last_rx
-    }
 }
