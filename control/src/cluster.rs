@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::etcd::{Compare, Etcd, KeptLease, Op, Txn};
 use crate::model::{Endpoint, Network};
 
+#[cfg(test)]
+mod tests;
+
 pub const PREFIX: &str = "/vswitchd/";
 /// Seconds a host's registrations outlive its last keep-alive.
 pub const LEASE_TTL: i64 = 10;
@@ -155,7 +158,7 @@ impl Cluster {
     /// checked: two hosts defining overlapping networks at the same moment cannot both
     /// succeed (the loser checks again and is refused).
     pub fn create_network(&self, n: &Network) -> Result<Result<(), String>, String> {
-        let nk = format!("{PREFIX}networks/{}", n.name);
+        let nk = network_key(&n.name);
         let vk = format!("{PREFIX}vni/{}", n.vni.unwrap_or(0));
         let gk = format!("{PREFIX}netdefs");
         for _ in 0..16 {
@@ -185,35 +188,43 @@ impl Cluster {
         Err("network definitions: too much contention in the cluster store; try again".to_string())
     }
 
-    /// Removes a network definition (refused while any host has endpoints on it).
+    /// Removes a network definition (refused while any host has endpoints on it, and
+    /// without `force` while any address is claimed on it). The checks and the deletes
+    /// are one transaction that requires no endpoint (and without `force` no address
+    /// claim) under the network; claims and endpoint records in turn require the
+    /// network's definition ([`Cluster::claim`], [`Cluster::put_endpoint`]). So a
+    /// `connect` on another host and this removal cannot both succeed: whichever lands
+    /// second is refused.
     pub fn delete_network(&self, n: &Network, force: bool) -> Result<Result<(), String>, String> {
-        let (eps, _) = self.etcd.count_prefix(format!("{PREFIX}endpoints/{}/", n.name)).map_err(err)?;
-        if eps > 0 {
-            let what = if eps == 1 { "endpoint" } else { "endpoints" };
-            return Ok(Err(format!("network {} has {eps} {what} in the cluster; disconnect them first", n.name)));
+        let eps_prefix = format!("{PREFIX}endpoints/{}/", n.name);
+        let ipam_prefix = format!("{PREFIX}ipam/{}/", n.name);
+        for _ in 0..16 {
+            let (eps, _) = self.etcd.count_prefix(&eps_prefix).map_err(err)?;
+            if eps > 0 {
+                let what = if eps == 1 { "endpoint" } else { "endpoints" };
+                return Ok(Err(format!("network {} has {eps} {what} in the cluster; disconnect them first", n.name)));
+            }
+            // Endpoints of hosts that are down hold their addresses (not their records).
+            let held: Vec<std::net::IpAddr> = self.used_ips(&n.name)?;
+            if !held.is_empty() && !force {
+                return Ok(Err(held_addresses(&n.name, &held)));
+            }
+            let mut t = Txn::new().when(Compare::none_with_prefix(&eps_prefix));
+            if !force {
+                t = t.when(Compare::none_with_prefix(&ipam_prefix));
+            }
+            let t = t
+                .and_then(Op::DeletePrefix(ipam_prefix.clone().into_bytes()))
+                .and_then(Op::DeletePrefix(format!("{PREFIX}macs/{}/", n.name).into_bytes()))
+                .and_then(Op::delete(network_key(&n.name)))
+                .and_then(Op::delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))))
+                .and_then(Op::DeletePrefix(format!("{PREFIX}subnets/{}/", n.name).into_bytes()));
+            if self.etcd.txn(&t).map_err(err)?.succeeded {
+                return Ok(Ok(()));
+            }
+            // An endpoint was connected (or an address claimed) meanwhile: check again.
         }
-        // Endpoints of hosts that are down hold their addresses (not their records).
-        let held: Vec<std::net::IpAddr> = self.used_ips(&n.name)?;
-        if !held.is_empty() && !force {
-            let shown: Vec<String> = held.iter().take(5).map(|ip| ip.to_string()).collect();
-            let list = match held.len().saturating_sub(shown.len()) {
-                0 => shown.join(", "),
-                more => format!("{} and {more} more", shown.join(", ")),
-            };
-            let (what, verb) = if held.len() == 1 { ("address", "is") } else { ("addresses", "are") };
-            return Ok(Err(format!(
-                "network {}: {} {what} ({list}) {verb} held by endpoints that are not published — their hosts are down, or they are being connected right now; start those hosts and disconnect them first, or give them up with --force",
-                n.name,
-                held.len()
-            )));
-        }
-        // No endpoint is published: every claim left is a down host's.
-        self.etcd.delete_prefix(format!("{PREFIX}ipam/{}/", n.name)).map_err(err)?;
-        self.etcd.delete_prefix(format!("{PREFIX}macs/{}/", n.name)).map_err(err)?;
-        self.etcd.delete(format!("{PREFIX}networks/{}", n.name)).map_err(err)?;
-        self.etcd.delete(format!("{PREFIX}vni/{}", n.vni.unwrap_or(0))).map_err(err)?;
-        self.etcd.delete_prefix(format!("{PREFIX}subnets/{}/", n.name)).map_err(err)?;
-        Ok(Ok(()))
+        Err(format!("network {}: too much contention in the cluster store; try again", n.name))
     }
 
     /// Addresses of one family taken on a network, cluster-wide (`A` is `Ipv4Addr` or
@@ -224,25 +235,35 @@ impl Cluster {
         Ok(kvs.iter().filter_map(|kv| std::str::from_utf8(&kv.key).ok()?.strip_prefix(&p)?.parse().ok()).collect())
     }
 
-    /// Claims key `k` for endpoint `id`: true if it was free, or already this
-    /// endpoint's (a restart re-claims what it holds). No lease: a claim stays while
+    /// Claims key `k` of `network` for endpoint `id`: true if it was free, or already
+    /// this endpoint's (a restart re-claims what it holds). No lease: a claim stays while
     /// its host is down (only the endpoint record goes with the lease), so nobody else
-    /// is handed it meanwhile.
-    fn claim(&self, k: &str, id: &str) -> Result<bool, String> {
-        if let Some(kv) = self.etcd.get(k).map_err(err)? {
-            return Ok(kv.value == id.as_bytes());
+    /// is handed it meanwhile. A new claim requires the network's definition in the same
+    /// transaction: an error if the network was removed from the cluster.
+    fn claim(&self, network: &str, k: &str, id: &str) -> Result<bool, String> {
+        let t = Txn::new()
+            .when(Compare::absent(k))
+            .when(Compare::exists(network_key(network)))
+            .and_then(Op::put(k, id, None))
+            .or_else(Op::get(k));
+        let r = self.etcd.txn(&t).map_err(err)?;
+        if r.succeeded {
+            return Ok(true);
         }
-        self.etcd.create(k, id, None).map_err(err)
+        match r.first_get().first() {
+            Some(kv) => Ok(kv.value == id.as_bytes()),
+            None => Err(network_removed(network)),
+        }
     }
 
     /// Claims `ip` (IPv4 or IPv6) on `network` for endpoint `id` (see [`Cluster::claim`]).
     pub fn claim_ip(&self, network: &str, ip: std::net::IpAddr, id: &str) -> Result<bool, String> {
-        self.claim(&format!("{PREFIX}ipam/{network}/{ip}"), id)
+        self.claim(network, &format!("{PREFIX}ipam/{network}/{ip}"), id)
     }
 
     /// Claims `mac` on `network` for endpoint `id` (see [`Cluster::claim`]).
     pub fn claim_mac(&self, network: &str, mac: dataplane::wire::MacAddr, id: &str) -> Result<bool, String> {
-        self.claim(&format!("{PREFIX}macs/{network}/{mac}"), id)
+        self.claim(network, &format!("{PREFIX}macs/{network}/{mac}"), id)
     }
 
     /// Gives claim `k` back if it is still endpoint `id`'s (one transaction): a claim
@@ -285,10 +306,14 @@ impl Cluster {
         if !self.claim_mac(&ep.network, ep.mac, &ep.id)? {
             return Ok(Err(format!("MAC {} is now claimed by another endpoint of network {} (given out while this host was away or this host ran without the cluster store); not published and detached — disconnect and connect {} again", ep.mac, ep.network, ep.sandbox)));
         }
-        self.etcd
-            .put(format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id), serde_json::to_vec(&r).unwrap_or_default(), lease)
-            .map(|_| Ok(()))
-            .map_err(err)
+        let k = format!("{PREFIX}endpoints/{}/{}", ep.network, ep.id);
+        let t = Txn::new()
+            .when(Compare::exists(network_key(&ep.network)))
+            .and_then(Op::put(k, serde_json::to_vec(&r).unwrap_or_default(), lease));
+        match self.etcd.txn(&t).map_err(err)?.succeeded {
+            true => Ok(Ok(())),
+            false => Ok(Err(format!("{}; endpoint of {} not published", network_removed(&ep.network), ep.sandbox))),
+        }
     }
 
     pub fn delete_endpoint(&self, ep: &Endpoint) -> Result<(), String> {
@@ -425,6 +450,28 @@ enum Key {
     Network(String),
     Endpoint,
     Other,
+}
+
+fn network_key(network: &str) -> String {
+    format!("{PREFIX}networks/{network}")
+}
+
+fn network_removed(network: &str) -> String {
+    format!("network {network}: removed from the cluster (by another host)")
+}
+
+/// The refusal of `network rm` while addresses are claimed on the network.
+fn held_addresses(network: &str, held: &[std::net::IpAddr]) -> String {
+    let shown: Vec<String> = held.iter().take(5).map(|ip| ip.to_string()).collect();
+    let list = match held.len().saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    };
+    let (what, verb) = if held.len() == 1 { ("address", "is") } else { ("addresses", "are") };
+    format!(
+        "network {network}: {} {what} ({list}) {verb} held by endpoints that are not published — their hosts are down, or they are being connected right now; start those hosts and disconnect them first, or give them up with --force",
+        held.len()
+    )
 }
 
 fn parse_key(k: &[u8]) -> Option<Key> {

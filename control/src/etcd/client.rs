@@ -92,12 +92,22 @@ pub struct Compare {
     pub op: CompareOp,
     /// The field and the value compared with.
     pub target: CompareTarget,
+    /// Non-empty: the condition is on every key in `[key, range_end)` and holds when
+    /// each of them satisfies it; over no key at all it is compared with an absent
+    /// key's fields (create revision 0), and a `Value` condition fails.
+    pub range_end: Vec<u8>,
 }
 
 impl Compare {
     /// A condition on `key`.
     pub fn new(key: impl AsRef<[u8]>, target: CompareTarget, op: CompareOp) -> Compare {
-        Compare { key: key.as_ref().to_vec(), op, target }
+        Compare { key: key.as_ref().to_vec(), op, target, range_end: Vec::new() }
+    }
+
+    /// No key starts with `prefix` (etcd 3.3 or newer: a range comparison).
+    pub fn none_with_prefix(prefix: impl AsRef<[u8]>) -> Compare {
+        let (key, range_end) = prefix_range(prefix.as_ref());
+        Compare { key, op: CompareOp::Equal, target: CompareTarget::CreateRevision(0), range_end }
     }
 
     /// `key` does not exist (its create revision is 0).
@@ -127,7 +137,8 @@ impl Compare {
             CompareOp::Less => "LESS",
             CompareOp::Greater => "GREATER",
         };
-        let mut c = wire::CompareRequest { key: self.key.clone(), result, ..Default::default() };
+        let mut c =
+            wire::CompareRequest { key: self.key.clone(), range_end: self.range_end.clone(), result, ..Default::default() };
         match &self.target {
             CompareTarget::Version(v) => (c.target, c.version) = ("VERSION", Some(*v)),
             CompareTarget::CreateRevision(v) => (c.target, c.create_revision) = ("CREATE", Some(*v)),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 /// An etcd member owned by one test.
-struct Server {
+pub(crate) struct Server {
     dir: PathBuf,
     name: String,
     client_port: u16,
@@ -53,7 +53,7 @@ fn etcd_installed() -> bool {
 impl Server {
     /// Starts a fresh single-member cluster, or `None` (test skipped) if there is no
     /// `etcd` and `VSWITCHD_E2E` is not set.
-    fn start(test: &str) -> Option<Server> {
+    pub(crate) fn start(test: &str) -> Option<Server> {
         Server::cluster(test, 1).map(|mut v| v.remove(0))
     }
 
@@ -103,7 +103,7 @@ impl Server {
         panic!("etcd did not start: {last}");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
@@ -337,6 +337,23 @@ fn txn_create_race_has_one_winner() {
         .unwrap();
     assert!(r.succeeded);
     assert_eq!(r.responses, vec![OpResponse::Delete(KEYS as u64), OpResponse::Get(vec![])]);
+}
+
+#[test]
+fn prefix_compare_holds_only_over_no_key() {
+    let Some(srv) = Server::start("prefixcmp") else { return };
+    let etcd = srv.client();
+    // "/p/a" and "/pa" must not count for the prefix "/p/".
+    etcd.put("/pa", "x", None).unwrap();
+    etcd.put("/p", "x", None).unwrap();
+    let guarded = |v: &str| Txn::new().when(Compare::none_with_prefix("/p/")).and_then(Op::put("/guard", v, None));
+    assert!(etcd.txn(&guarded("1")).unwrap().succeeded, "no key under /p/ yet");
+    etcd.put("/p/a/b", "x", None).unwrap();
+    assert!(!etcd.txn(&guarded("2")).unwrap().succeeded, "a key under /p/ must fail the comparison");
+    assert_eq!(etcd.get("/guard").unwrap().unwrap().value, b"1");
+    etcd.delete_prefix("/p/").unwrap();
+    assert!(etcd.txn(&guarded("3")).unwrap().succeeded);
+    assert_eq!(etcd.get("/guard").unwrap().unwrap().value, b"3");
 }
 
 #[test]

@@ -215,6 +215,8 @@ pub(crate) struct DeleteRangeRequest {
 pub(crate) struct CompareRequest {
     #[serde(with = "b64")]
     pub key: Vec<u8>,
+    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub range_end: Vec<u8>,
     /// "VERSION", "CREATE", "MOD", "VALUE" or "LEASE".
     pub target: &'static str,
     /// "EQUAL", "NOT_EQUAL", "LESS" or "GREATER".
