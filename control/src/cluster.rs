@@ -61,6 +61,14 @@ pub struct HostInfo {
     /// The daemon's identity (from its state directory), the same under any address.
     #[serde(default)]
     pub id: String,
+    /// The UDP port its VXLAN socket listens on (`vswitchd --vxlan-port`): other hosts
+    /// send this host's VXLAN traffic there.
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+}
+
+fn default_vxlan_port() -> u16 {
+    crate::controller::VXLAN_PORT
 }
 
 /// What a watch event means to the controller.
@@ -68,7 +76,8 @@ pub struct HostInfo {
 pub enum Change {
     Network(Network),
     NetworkGone(String),
-    Host(Ipv4Addr),
+    /// A host registered (or registered again), with its VXLAN port.
+    Host(Ipv4Addr, u16),
     HostGone(Ipv4Addr),
     Endpoint(RemoteEndpoint),
     EndpointGone { network: String, id: String },
@@ -85,6 +94,8 @@ pub struct Cluster {
     pub host: Ipv4Addr,
     /// This daemon's identity ([`HostInfo::id`]).
     pub host_id: String,
+    /// This daemon's VXLAN port ([`HostInfo::vxlan_port`]).
+    pub vxlan_port: u16,
     lease: std::sync::Mutex<Option<KeptLease>>,
     lost: Arc<AtomicBool>,
 }
@@ -96,7 +107,7 @@ fn err(e: impl std::fmt::Display) -> String {
 impl Cluster {
     /// Connects to etcd (`etcd://HOST:PORT` or `http://HOST:PORT`, comma-separated) and
     /// registers this host.
-    pub fn connect(url: &str, host: Ipv4Addr, host_id: String) -> Result<Cluster, String> {
+    pub fn connect(url: &str, host: Ipv4Addr, host_id: String, vxlan_port: u16) -> Result<Cluster, String> {
         let urls: Vec<String> = url
             .split(',')
             .map(|u| u.trim().replace("etcd://", "http://"))
@@ -104,7 +115,7 @@ impl Cluster {
             .collect();
         let refs: Vec<&str> = urls.iter().map(|s| s.as_str()).collect();
         let etcd = Etcd::connect(&refs).map_err(err)?;
-        let c = Cluster { etcd, host, host_id, lease: std::sync::Mutex::new(None), lost: Arc::new(AtomicBool::new(false)) };
+        let c = Cluster { etcd, host, host_id, vxlan_port, lease: std::sync::Mutex::new(None), lost: Arc::new(AtomicBool::new(false)) };
         c.register()?;
         Ok(c)
     }
@@ -114,7 +125,7 @@ impl Cluster {
         let lost = self.lost.clone();
         let kept = crate::etcd::KeptLease::grant(&self.etcd, LEASE_TTL, move || lost.store(true, Ordering::SeqCst)).map_err(err)?;
         let id = kept.id();
-        let info = HostInfo { advertise: self.host, version: env!("CARGO_PKG_VERSION").into(), id: self.host_id.clone() };
+        let info = HostInfo { advertise: self.host, version: env!("CARGO_PKG_VERSION").into(), id: self.host_id.clone(), vxlan_port: self.vxlan_port };
         self.etcd.put(format!("{PREFIX}hosts/{}", self.host), serde_json::to_vec(&info).unwrap_or_default(), Some(id)).map_err(err)?;
         self.lost.store(false, Ordering::SeqCst);
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
@@ -366,14 +377,14 @@ impl Cluster {
     }
 
     /// The current hosts and endpoints (for a full reload) and the revision to watch from.
-    pub fn snapshot(&self) -> Result<(Vec<Ipv4Addr>, Vec<RemoteEndpoint>, Vec<Network>, i64), String> {
+    pub fn snapshot(&self) -> Result<(Vec<(Ipv4Addr, u16)>, Vec<RemoteEndpoint>, Vec<Network>, i64), String> {
         let (kvs, rev) = self.etcd.get_prefix(PREFIX).map_err(err)?;
         let mut hosts = Vec::new();
         let mut eps = Vec::new();
         let mut nets = Vec::new();
         for kv in &kvs {
             match parse_key(&kv.key) {
-                Some(Key::Host(ip)) => hosts.push(ip),
+                Some(Key::Host(ip)) => hosts.push((ip, host_vxlan_port(&kv.value))),
                 Some(Key::Endpoint) => {
                     if let Ok(e) = serde_json::from_slice::<RemoteEndpoint>(&kv.value) {
                         eps.push(e);
@@ -407,7 +418,7 @@ impl Cluster {
                 use crate::etcd::WatchEvent;
                 match ev {
                     WatchEvent::Put(kv) => match parse_key(&kv.key) {
-                        Some(Key::Host(ip)) => f(Change::Host(ip)),
+                        Some(Key::Host(ip)) => f(Change::Host(ip, host_vxlan_port(&kv.value))),
                         Some(Key::Endpoint) => {
                             if let Ok(e) = serde_json::from_slice::<RemoteEndpoint>(&kv.value) {
                                 f(Change::Endpoint(e));
@@ -450,6 +461,11 @@ enum Key {
     Network(String),
     Endpoint,
     Other,
+}
+
+/// The VXLAN port of a host registration (the default for one that names none).
+fn host_vxlan_port(value: &[u8]) -> u16 {
+    serde_json::from_slice::<HostInfo>(value).map_or(default_vxlan_port(), |h| h.vxlan_port)
 }
 
 fn network_key(network: &str) -> String {

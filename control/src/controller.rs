@@ -133,9 +133,12 @@ pub struct UplinkCfg {
 /// Port number reserved for the uplink.
 pub const UPLINK_PORT: u16 = u16::MAX;
 
+/// The IANA VXLAN port, `vswitchd --vxlan-port`'s default.
+pub const VXLAN_PORT: u16 = 4789;
+
 impl Default for CtlOpts {
     fn default() -> Self {
-        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: 4789, cluster: None, leave_cluster: false }
+        CtlOpts { ephemeral_ports: (49153, 60999), userland_proxy: true, uplink: None, advertise: None, peers: vec![], vxlan_port: VXLAN_PORT, cluster: None, leave_cluster: false }
     }
 }
 
@@ -151,8 +154,8 @@ pub struct Controller {
     /// (network, remote host) → port number.
     peer_ports: std::collections::BTreeMap<(String, Ipv4Addr), u16>,
     cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
-    /// Other hosts registered in the cluster store.
-    cluster_hosts: BTreeSet<Ipv4Addr>,
+    /// Other hosts registered in the cluster store, with their VXLAN ports.
+    cluster_hosts: std::collections::BTreeMap<Ipv4Addr, u16>,
     /// Endpoints of other hosts: (network, endpoint id) → endpoint.
     remote_eps: std::collections::BTreeMap<(String, String), crate::cluster::RemoteEndpoint>,
     /// Routed overlay: other hosts' subnets, (network, subnet) → host.
@@ -183,7 +186,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: BTreeSet::new(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), cluster_stale: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: Default::default(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), cluster_stale: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -1595,13 +1598,15 @@ impl Controller {
             crate::model::Encap::Udp => dataplane::encap::Tunnel::Udp,
             crate::model::Encap::Mesh => return,
         };
-        let peers: BTreeSet<Ipv4Addr> = self.opts.peers.iter().copied().chain(self.cluster_hosts.iter().copied()).collect();
-        for peer in peers {
+        // `--peer` hosts are taken to use this host's VXLAN port; cluster hosts publish theirs.
+        let own = self.opts.vxlan_port;
+        let peers: std::collections::BTreeMap<Ipv4Addr, u16> = self.opts.peers.iter().map(|p| (*p, own)).chain(self.cluster_hosts.iter().map(|(h, p)| (*h, *p))).collect();
+        for (peer, udp_port) in peers {
             if self.peer_ports.contains_key(&(n.name.clone(), peer)) {
                 continue;
             }
             let Ok(id) = self.free_port_id() else { return };
-            match self.dp.attach_peer(id, n.net_id, dataplane::encap::Peer { remote: peer, tunnel }) {
+            match self.dp.attach_peer(id, n.net_id, dataplane::encap::Peer { remote: peer, tunnel }, udp_port) {
                 Ok(()) => {
                     self.peer_ports.insert((n.name.clone(), peer), id);
                 }

@@ -88,7 +88,6 @@ pub struct Dp {
 /// The host's side of the underlay: its address and the workers' raw sockets.
 struct Underlay {
     advertise: std::net::Ipv4Addr,
-    vxlan_port: u16,
     mtu: u16,
     raw_tx: Vec<Arc<std::os::fd::OwnedFd>>,
     udp_tx: Vec<Arc<tunnel::UdpTx>>,
@@ -165,7 +164,7 @@ impl Dp {
             .map(|_| tunnel::TunnelRx::udp(advertise, dataplane::encap::udp::PORT).map(|r| Box::new(r) as Box<dyn Port>))
             .collect::<io::Result<_>>()?;
         self.attach(TUNNEL_RX_UDP, udp)?;
-        self.overlay = Some(Underlay { advertise, vxlan_port, mtu: mtu.min(65535) as u16, raw_tx, udp_tx });
+        self.overlay = Some(Underlay { advertise, mtu: mtu.min(65535) as u16, raw_tx, udp_tx });
         Ok(())
     }
 
@@ -174,8 +173,9 @@ impl Dp {
         self.overlay.as_ref().map(|u| u.advertise)
     }
 
-    /// Adds port `id`: the tunnel to `peer` for network `net_id`.
-    pub fn attach_peer(&mut self, id: PortId, net_id: u16, peer: Peer) -> io::Result<()> {
+    /// Adds port `id`: the tunnel to `peer` for network `net_id`; VXLAN is sent to the
+    /// peer's `vxlan_port` (ignored by the other encapsulations).
+    pub fn attach_peer(&mut self, id: PortId, net_id: u16, peer: Peer, vxlan_port: u16) -> io::Result<()> {
         let Some(u) = &self.overlay else { return Err(io::Error::other("no underlay (vswitchd --advertise)")) };
         let handles: Vec<Box<dyn Port>> = u
             .raw_tx
@@ -188,7 +188,7 @@ impl Dp {
                     Tunnel::Udp => Vtep::udp(u.advertise),
                 };
                 if matches!(peer.tunnel, Tunnel::Vxlan(_)) {
-                    vtep.port = u.vxlan_port;
+                    vtep.port = vxlan_port;
                 }
                 Box::new(tunnel::TunnelPeer::new(fd.clone(), peer, vtep).with_udp(udp.clone(), u.mtu)) as Box<dyn Port>
             })

@@ -96,9 +96,11 @@ fn overlay_with_etcd() {
     let mut etcd = Etcd { ns: ns[3].clone(), dir: w.dir.join("etcd"), child: None };
     etcd.start();
     let cl = format!("etcd://{ETCD}:2379");
+    // h2 listens for VXLAN on another port: the others learn it from its registration.
     let start = |w: &mut World, i: usize| -> usize {
         let ip = format!("198.19.0.{}", i + 1);
-        w.start_daemon(&ns[i], &["--workers", "1", "--advertise", &ip, "--cluster", &cl])
+        let port = if i == 1 { "4790" } else { "4789" };
+        w.start_daemon(&ns[i], &["--workers", "1", "--advertise", &ip, "--cluster", &cl, "--vxlan-port", port])
     };
     let d1 = start(&mut w, 0);
     let d2 = start(&mut w, 1);
@@ -199,6 +201,15 @@ fn overlay_with_etcd() {
     w.restart_daemon(d3);
     assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "h3's endpoint back{}", w.log_tail(d3));
     assert!(ping(&c, &aip), "the returned host works again{}", w.log_tail(d3));
+    // Killed and back at once (its registration still alive) on another VXLAN port:
+    // the others send to the new one.
+    w.stop_daemon(d3, libc::SIGKILL);
+    let args = w.daemon_args_mut(d3);
+    let i = args.iter().position(|a| a == "--vxlan-port").unwrap();
+    args[i + 1] = "4791".into();
+    w.restart_daemon(d3);
+    assert!(wait_for(Duration::from_secs(10), || std::fs::read_to_string(&w.daemon(d1).log).unwrap_or_default().contains("host registered again with another VXLAN port")), "h1 sees h3's new port{}", w.log_tail(d1));
+    assert!(ping(&a, &cip) && ping(&c, &bip), "h3 on its new VXLAN port{}", w.log_tail(d3));
 
     // An internal overlay network spans hosts too.
     w.ctl_ok(d2, &["network", "create", "secret", "--driver", "overlay", "--internal", "--subnet", "10.97.0.0/24"]);

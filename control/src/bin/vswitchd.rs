@@ -76,7 +76,7 @@ struct Args {
     #[arg(long = "peer", value_name = "IP", requires = "advertise")]
     peers: Vec<String>,
     /// UDP port of VXLAN.
-    #[arg(long, default_value_t = 4789)]
+    #[arg(long, default_value_t = control::controller::VXLAN_PORT)]
     vxlan_port: u16,
     /// Cluster store: etcd://HOST:PORT[,HOST:PORT…]. Overlay networks, cluster-wide
     /// IPAM, hosts and endpoints live there; needs --advertise.

@@ -19,7 +19,7 @@ fn network(name: &str, vni: u32) -> Network {
 }
 
 fn host(srv: &Server, n: u8) -> Cluster {
-    Cluster::connect(&srv.url(), Ipv4Addr::new(192, 0, 2, n), format!("host{n}")).expect("connect")
+    Cluster::connect(&srv.url(), Ipv4Addr::new(192, 0, 2, n), format!("host{n}"), crate::controller::VXLAN_PORT).expect("connect")
 }
 
 fn ip(n: u8) -> IpAddr {

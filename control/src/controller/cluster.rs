@@ -17,7 +17,7 @@ impl Controller {
     pub fn join_cluster(&mut self, url: &str) -> Result<(Arc<Cluster>, i64), String> {
         let host = self.dp.advertise().ok_or("--cluster needs --advertise IP (and the underlay up)")?;
         let host_id = self.store.host_id().map_err(|e| format!("host id in the state directory: {e}"))?;
-        let c = Arc::new(Cluster::connect(url, host, host_id)?);
+        let c = Arc::new(Cluster::connect(url, host, host_id, self.opts.vxlan_port)?);
         self.cluster = Some(c.clone());
         let rev = match self.cluster_sync() {
             Ok(r) => r,
@@ -60,7 +60,13 @@ impl Controller {
             }
         }
         self.remote_subnets = c.subnets()?.into_iter().filter(|(_, _, h)| *h != me).map(|(n, s, h)| ((n, s), h)).collect();
-        self.cluster_hosts = hosts.into_iter().filter(|h| *h != me).collect();
+        let hosts: std::collections::BTreeMap<Ipv4Addr, u16> = hosts.into_iter().filter(|(h, _)| *h != me).collect();
+        // Tunnels to hosts gone meanwhile, or to a VXLAN port a host no longer uses.
+        let changed: Vec<Ipv4Addr> = self.cluster_hosts.iter().filter(|(h, p)| hosts.get(h) != Some(p)).map(|(h, _)| *h).collect();
+        for h in changed {
+            self.detach_tunnels_to(h, hosts.contains_key(&h));
+        }
+        self.cluster_hosts = hosts;
         self.remote_eps = eps.into_iter().filter(|e| e.host != me).map(|e| ((e.network.clone(), e.id.clone()), e)).collect();
         let nets: Vec<Network> = self.state.networks.values().cloned().collect();
         for n in &nets {
@@ -77,6 +83,25 @@ impl Controller {
             }
         }
         Ok(rev)
+    }
+
+    /// Takes the tunnel ports to cluster host `h` away (and the MACs learnt behind them):
+    /// it left, or (`again`) registered with another VXLAN port and gets new ones. A
+    /// host that is also a `--peer` keeps its tunnels when it leaves.
+    fn detach_tunnels_to(&mut self, h: Ipv4Addr, again: bool) {
+        if !again && self.opts.peers.contains(&h) {
+            return;
+        }
+        let gone: Vec<(String, Ipv4Addr)> = self.peer_ports.keys().filter(|(_, p)| *p == h).cloned().collect();
+        for k in gone {
+            if let Some(id) = self.peer_ports.remove(&k) {
+                let net = self.state.networks.get(&k.0).map(|n| n.net_id);
+                self.dp.detach_peer(id);
+                if let Some(net) = net {
+                    self.dp.flush_port(net, id);
+                }
+            }
+        }
     }
 
     /// The cluster store is not the one this host synchronised with last (it lost its
@@ -109,9 +134,20 @@ impl Controller {
             Change::NetworkGone(name) => {
                 self.drop_cluster_network(&name);
             }
-            Change::Host(h) if Some(h) != me => {
-                if self.cluster_hosts.insert(h) {
-                    info!(host = %h, "host joined");
+            Change::Host(h, vxlan_port) if Some(h) != me => {
+                let changed = match self.cluster_hosts.insert(h, vxlan_port) {
+                    None => {
+                        info!(host = %h, vxlan_port, "host joined");
+                        true
+                    }
+                    Some(old) if old != vxlan_port => {
+                        info!(host = %h, old, vxlan_port, "host registered again with another VXLAN port");
+                        self.detach_tunnels_to(h, true);
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if changed {
                     let nets: Vec<Network> = self.state.networks.values().cloned().collect();
                     for n in &nets {
                         self.attach_peers(n);
@@ -120,21 +156,10 @@ impl Controller {
                 }
             }
             Change::HostGone(h) if Some(h) != me => {
-                if self.cluster_hosts.remove(&h) {
+                if self.cluster_hosts.remove(&h).is_some() {
                     info!(host = %h, "host left (lease expired or shut down): withdrawing its endpoints");
                     self.remote_eps.retain(|_, e| e.host != h);
-                    if !self.opts.peers.contains(&h) {
-                        let gone: Vec<(String, Ipv4Addr)> = self.peer_ports.keys().filter(|(_, p)| *p == h).cloned().collect();
-                        for k in gone {
-                            if let Some(id) = self.peer_ports.remove(&k) {
-                                let net = self.state.networks.get(&k.0).map(|n| n.net_id);
-                                self.dp.detach_peer(id);
-                                if let Some(net) = net {
-                                    self.dp.flush_port(net, id);
-                                }
-                            }
-                        }
-                    }
+                    self.detach_tunnels_to(h, false);
                     self.refresh_remote();
                 }
             }
