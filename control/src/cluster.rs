@@ -277,6 +277,29 @@ impl Cluster {
         self.claim(network, &format!("{PREFIX}macs/{network}/{mac}"), id)
     }
 
+    /// Who holds claim `k` of `network`, for a refusal: the sandbox and host of its
+    /// published endpoint, or an endpoint of a host that is down (claims outlive their
+    /// host's lease).
+    fn holder(&self, network: &str, k: &str) -> Result<String, String> {
+        let Some(claim) = self.etcd.get(k).map_err(err)? else { return Ok("no endpoint any more; try again".into()) };
+        let id = String::from_utf8_lossy(&claim.value).into_owned();
+        let ep = self.etcd.get(format!("{PREFIX}endpoints/{network}/{id}")).map_err(err)?;
+        Ok(match ep.and_then(|kv| serde_json::from_slice::<RemoteEndpoint>(&kv.value).ok()) {
+            Some(e) => format!("by sandbox {} on host {}", e.sandbox, e.host),
+            None => format!("held by an endpoint of a host that is down: endpoint id {}", id.get(..12).unwrap_or(&id)),
+        })
+    }
+
+    /// [`Cluster::holder`] of address `ip` on `network`.
+    pub fn ip_holder(&self, network: &str, ip: std::net::IpAddr) -> Result<String, String> {
+        self.holder(network, &format!("{PREFIX}ipam/{network}/{ip}"))
+    }
+
+    /// [`Cluster::holder`] of `mac` on `network`.
+    pub fn mac_holder(&self, network: &str, mac: dataplane::wire::MacAddr) -> Result<String, String> {
+        self.holder(network, &format!("{PREFIX}macs/{network}/{mac}"))
+    }
+
     /// Gives claim `k` back if it is still endpoint `id`'s (one transaction): a claim
     /// that went to another endpoint meanwhile (given out while this host was away)
     /// is left alone; deleting it handed a live address out twice.

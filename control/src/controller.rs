@@ -537,6 +537,8 @@ impl Controller {
                 .collect::<Vec<_>>(),
             "created": n.created,
             "subnet": n.subnet.to_string(),
+            "range": n.range.map(|r| r.to_string()),
+            "host_subnets": self.routed_shares(n),
             "gateway": n.gateway.to_string(),
             "gateway_mac": n.gateway_mac.to_string(),
             "ip_range": n.ip_range.map(|r| r.to_string()),
@@ -554,6 +556,17 @@ impl Controller {
                 .collect::<Vec<_>>(),
             "ports": ports,
         })
+    }
+
+    /// A routed overlay's /24 per host, this host's first (empty for other networks).
+    fn routed_shares(&self, n: &Network) -> Vec<Value> {
+        if n.range.is_none() {
+            return Vec::new();
+        }
+        let here = self.dp.advertise().map(|a| a.to_string()).unwrap_or_default();
+        std::iter::once(json!({"host": here, "subnet": n.subnet.to_string()}))
+            .chain(self.remote_subnets.iter().filter(|((net, _), _)| net == &n.name).map(|((_, s), h)| json!({"host": h.to_string(), "subnet": s.to_string()})))
+            .collect()
     }
 
     fn endpoint_json(&self, e: &Endpoint, n: &Network) -> Value {
@@ -583,6 +596,7 @@ impl Controller {
                 .map(|n| {
                     json!({
                         "name": n.name, "id": n.id, "driver": n.driver, "subnet": n.subnet.to_string(),
+                        "range": n.range.map(|r| r.to_string()),
                         "gateway": n.gateway.to_string(),
                         "ipv6": n.subnet6.is_some(),
                         "subnet6": n.subnet6.map(|c| c.to_string()),
@@ -855,7 +869,10 @@ impl Controller {
         }
         match self.cluster_mac(&net, mac, &ep_id)? {
             Some(true) => claimed.macs.push(mac),
-            Some(false) => return Err(format!("--mac {mac}: already in use on network {} (held by an endpoint of a host that is down)", net.name)),
+            Some(false) => {
+                let holder = self.cluster.as_ref().map(|c| c.mac_holder(&net.name, mac)).transpose()?.unwrap_or_default();
+                return Err(format!("--mac {mac}: already in use on network {} ({holder})", net.name));
+            }
             None => {}
         }
         let specs: Vec<crate::publish::PublishSpec> = c.publish.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;

@@ -197,6 +197,11 @@ fn overlay_with_etcd() {
     w.ctl_ok(d1, &["sandbox", "create", &n2]);
     let e = w.ctl_err(d1, &["connect", "ov", &n2, "--mac", &cmac]);
     assert!(e.contains("held by an endpoint of a host that is down"), "{e}");
+    let e = w.ctl_err(d1, &["connect", "ov", &n2, "--ip", &cip]);
+    assert!(e.contains(&format!("--ip {cip}: already in use on network ov (held by an endpoint of a host that is down: endpoint id ")), "{e}");
+    // The holder of an address on another host that is up is named.
+    let e = w.ctl_err(d1, &["connect", "ov", &n2, "--ip", &bip]);
+    assert!(e.contains(&format!("--ip {bip}: already in use on network ov (by sandbox {b} on host 198.19.0.2)")), "{e}");
     // It returns: its endpoint comes back and traffic flows again.
     w.restart_daemon(d3);
     assert!(wait_for(Duration::from_secs(15), || remote_count(&w, d1, "ov") == 3), "h3's endpoint back{}", w.log_tail(d3));
@@ -262,7 +267,7 @@ fn overlay_with_etcd() {
     }
     assert_ne!(v6[0].1, v6[1].1, "distinct IPv6 addresses across hosts");
     let e = w.ctl_err(d3, &["connect", "ov6", &m, "--ip6", &v6[0].1]);
-    assert!(e.contains("already in use on network ov6 (cluster)"), "{e}");
+    assert!(e.contains(&format!("already in use on network ov6 (by sandbox {} on host 198.19.0.1)", v6[0].0)), "{e}");
     assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov6") == 1));
     assert!(ping(&v6[0].0, &v6[1].1), "IPv6 across hosts{}", w.log_tail(d1));
 
@@ -437,6 +442,14 @@ fn routed_overlay_with_per_host_subnets() {
     }
     let (s1, s2) = (sub(&w, d1), sub(&w, d2));
     assert!(s1.ends_with("/24") && s2.ends_with("/24") && s1 != s2, "each host leases its own /24: {s1} {s2}");
+    // Listings show the whole range, this host's share, and every host's.
+    let ls = w.ctl_ok(d1, &["network", "ls"]);
+    assert!(ls.contains(&format!("10.100.0.0/16 (here {s1})")), "{ls}");
+    let shares = || w.ctl_json(d1, &["network", "inspect", "flat"])[0]["host_subnets"].clone();
+    assert!(wait_for(Duration::from_secs(10), || shares().as_array().is_some_and(|v| v.len() == 2)), "{}", shares());
+    let v = shares();
+    assert_eq!((v[0]["host"].as_str(), v[0]["subnet"].as_str()), (Some("198.19.0.1"), Some(s1.as_str())), "{v}");
+    assert_eq!((v[1]["host"].as_str(), v[1]["subnet"].as_str()), (Some("198.19.0.2"), Some(s2.as_str())), "{v}");
     let (a, aip) = sandbox(&w, d1, "flat", "a");
     let (b, bip) = sandbox(&w, d2, "flat", "b");
     assert!(String::from_utf8_lossy(&in_ns(&a, "ip link show eth0").stdout).contains("mtu 1472"), "IP-in-UDP: 28 bytes");

@@ -335,7 +335,11 @@ fn main() {
                             short(&n["id"]),
                             s(&n["name"]),
                             s(&n["driver"]),
-                            dual(&n["subnet"], &n["subnet6"]),
+                            match n["range"].as_str() {
+                                // A routed overlay: the cluster's range, this host's share.
+                                Some(r) => format!("{r} (here {})", s(&n["subnet"])),
+                                None => dual(&n["subnet"], &n["subnet6"]),
+                            },
                             dual(&n["gateway"], &n["gateway6"]),
                             s(&n["endpoints"]),
                             s(&n["ports"]),

@@ -549,7 +549,10 @@ where
     A: Copy + Ord + std::fmt::Display + std::str::FromStr + Into<std::net::IpAddr>,
 {
     if let Some(ip) = requested {
-        return if c.claim_ip(&net.name, ip.into(), id)? { Ok(ip) } else { Err(format!("{flag} {ip}: already in use on network {} (cluster)", net.name)) };
+        return match c.claim_ip(&net.name, ip.into(), id)? {
+            true => Ok(ip),
+            false => Err(format!("{flag} {ip}: already in use on network {} ({})", net.name, c.ip_holder(&net.name, ip.into())?)),
+        };
     }
     let mut used: std::collections::BTreeSet<A> = c.used_ips::<A>(&net.name)?.into_iter().collect();
     used.extend(local);
