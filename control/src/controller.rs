@@ -1368,12 +1368,17 @@ impl Controller {
         Ok(json!({"removed": ifname}))
     }
 
-    fn port_ls(&self) -> Value {
+    /// Ports with their link's carrier (a TAP has none while no VM holds it open; null
+    /// when the interface is not in the daemon's namespace).
+    fn port_ls(&mut self) -> Value {
+        let ports: Vec<crate::model::AttachedPort> = self.state.ports.values().cloned().collect();
         Value::Array(
-            self.state
-                .ports
-                .values()
-                .map(|p| json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id)}))
+            ports
+                .iter()
+                .map(|p| {
+                    let carrier = self.nl.link_by_name(&p.ifname).ok().flatten().map(|l| l.oper_up);
+                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier})
+                })
                 .collect(),
         )
     }

@@ -95,6 +95,14 @@ impl FromStr for PublishSpec {
             Some((_, p)) => return Err(format!("-p {spec:?}: protocol {p:?} is not tcp or udp")),
             None => (spec, Proto::Tcp),
         };
+        // Docker's IPv6 form: [ADDR]:HOST_PORT:CONTAINER_PORT.
+        if let Some(rest) = body.strip_prefix('[') {
+            let addr = rest.split_once(']').map_or(rest, |(a, _)| a);
+            return Err(match addr.parse::<std::net::Ipv6Addr>() {
+                Ok(_) => format!("-p {spec:?}: IPv6 host addresses are not published (the uplink and NAT are IPv4); give an IPv4 address or none"),
+                Err(_) => format!("-p {spec:?}: {addr:?} is not an IPv6 address"),
+            });
+        }
         let parts: Vec<&str> = body.split(':').collect();
         let (host_ip, host, container) = match parts.as_slice() {
             [c] => (None, None, *c),
@@ -200,6 +208,11 @@ mod tests {
             assert!(bad.parse::<PublishSpec>().is_err(), "{bad:?} accepted");
         }
         assert!("80/sctp".parse::<PublishSpec>().unwrap_err().contains("protocol"));
+        let e = "[::]:8080:80".parse::<PublishSpec>().unwrap_err();
+        assert!(e.contains("IPv6 host addresses are not published"), "{e}");
+        let e = "[::1]::80/udp".parse::<PublishSpec>().unwrap_err();
+        assert!(e.contains("IPv6 host addresses are not published"), "{e}");
+        assert!("[zz]:80:80".parse::<PublishSpec>().unwrap_err().contains("\"zz\" is not an IPv6 address"));
     }
 
     #[test]

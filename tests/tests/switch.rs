@@ -395,6 +395,16 @@ fn port_add_attaches_an_existing_interface() {
     assert!(ping(&vm, "10.70.0.2"));
     assert!(ping(&vm, "10.70.0.1"));
     assert!(w.ctl_err(0, &["port", "add", "lan", "ext0"]).contains("already a port"));
+    // A VM's TAP whose VM is not running (nobody holds the TAP open): attached, no carrier.
+    sh_ok(&format!("ip -n {host} tuntap add dev vmq0 mode tap && ip -n {host} link set vmq0 up"));
+    w.ctl_ok(0, &["port", "add", "lan", "vmq0"]);
+    let row = w.ctl_ok(0, &["port", "ls"]).lines().find(|l| l.contains("vmq0")).unwrap_or_default().to_string();
+    assert!(row.contains("no-carrier"), "{row}");
+    let j = w.ctl_json(0, &["port", "ls"]);
+    let carrier = |name: &str| j.as_array().unwrap().iter().find(|p| p["interface"] == name).map(|p| p["carrier"].clone());
+    assert_eq!((carrier("vmq0"), carrier("ext0")), (Some(serde_json::json!(false)), Some(serde_json::json!(true))));
+    w.ctl_ok(0, &["port", "rm", "lan", "vmq0"]);
+    sh_ok(&format!("ip -n {host} link del vmq0"));
     // Interfaces that must not become bridge ports are refused, and nothing changes: the
     // loopback (every frame flooded to it comes back in, so every MAC would move to it),
     // a member of a kernel bridge.

@@ -442,7 +442,11 @@ fn main() {
                 table(
                     &["PORT", "INTERFACE", "TYPE", "NETWORK", "STATE"],
                     rows(v).iter().map(|p| {
-                        let st = if p["attached"].as_bool() == Some(true) { "up" } else { "down" };
+                        let st = match (p["attached"].as_bool(), p["carrier"].as_bool()) {
+                            (Some(true), Some(false)) => "no-carrier",
+                            (Some(true), _) => "up",
+                            _ => "down",
+                        };
                         vec![s(&p["port_id"]), s(&p["interface"]), s(&p["type"]), s(&p["network"]), st.to_string()]
                     }),
                 )
