@@ -163,7 +163,8 @@ pub fn reply(req: &[u8], gw: &GatewayV4, lease: &DhcpLease, out: &mut [u8]) -> R
             _ => Answer::Nak,
         },
         INFORM => Answer::Ack,
-        // RELEASE, DECLINE (the binding is control's) and types a server does not take.
+        // The binding is control's: RELEASE and DECLINE change nothing.
+        RELEASE | DECLINE => return Err(NoReply::Ignored),
         _ => return Err(NoReply::Ignored),
     };
     let inform = r.msg == INFORM;
