@@ -303,7 +303,7 @@ impl Dp {
         let mut t = Tables::default();
         let mut members: HashMap<u16, Vec<(PortId, String)>> = HashMap::new();
         let mut add_port = |t: &mut Tables, net: u16, id: PortId, name: String, offload: bool| {
-            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false, tunnel_l3: false });
+            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false, tunnel_l3: false, dhcp: None });
             members.entry(net).or_default().push((id, name));
         };
         for ep in state.endpoints.values() {

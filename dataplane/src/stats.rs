@@ -74,6 +74,9 @@ named_enum! {
         NeighborFailed => "neighbor_failed",
         /// Not IPv4/ARP where only those are routed (IPv6 routing comes later).
         NotIpv4 => "not_ipv4",
+        /// A DHCP message the gateway does not answer (RELEASE, DECLINE, a REQUEST
+        /// for another server) from a port it serves by DHCP.
+        DhcpIgnored => "dhcp_ignored",
         /// Addressed to the switch but no local service answers it.
         LocalUnhandled => "local_unhandled",
         /// A tunnel packet from a host or for a network this host does not know.
@@ -109,6 +112,10 @@ named_enum! {
         /// worker whose they were.
         Rollover => "rollover",
         Wakeups => "wakeups",
+        /// DHCP answers of the gateway to ports with `--dhcp`.
+        DhcpOffer => "dhcp_offer",
+        DhcpAck => "dhcp_ack",
+        DhcpNak => "dhcp_nak",
     }
 }
 

@@ -42,6 +42,9 @@ pub struct PortEntry {
     /// An IP-in-UDP tunnel (routed overlay): frames arrive without Ethernet header and
     /// are routed to a local endpoint.
     pub tunnel_l3: bool,
+    /// The address the gateway hands out by DHCP to whatever is behind this port
+    /// (`port add --dhcp`); `None`: DHCP requests from it are switched like any frame.
+    pub dhcp: Option<crate::router::dhcp::DhcpLease>,
 }
 
 /// The gateway address the switch owns on a network.

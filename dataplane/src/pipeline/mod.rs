@@ -11,6 +11,7 @@
 
 use crate::bridge::fdb::Learn;
 use crate::buf::{Batch, BufPool, PktId, PortId, BATCH_MAX};
+use crate::router::dhcp;
 use crate::router::local::{self, Local};
 use crate::router::local6::{self, GatewayV6, Local6};
 use crate::stats::{bump, DropReason, Event, WorkerStats};
@@ -29,6 +30,9 @@ pub enum Next {
     Local,
     /// Both: a broadcast the gateway may answer (ARP) and that is flooded.
     FloodLocal,
+    /// A DHCP request from a port the gateway serves by DHCP: answered, never flooded
+    /// (the switch is that port's DHCP server, as OVN's native DHCP).
+    Dhcp,
     Drop(DropReason),
 }
 
@@ -118,6 +122,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
                 local_broadcast(cx, pool, net, in_port, id, out);
                 flood(cx, pool, net, in_port, id, out);
             }
+            Next::Dhcp => dhcp_reply(cx, pool, net, in_port, id, out),
             Next::Drop(r) => {
                 cx.stats.count_drop(r, 1);
                 pool.release(id);
@@ -140,9 +145,10 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         return Next::Drop(DropReason::Truncated);
     }
     let src = eth::src(f);
+    let pe = cx.tables.port(in_port);
     // From another host's tunnel: plain L2. That host's own gateway (same address, same
     // MAC on every host) has answered its sandboxes; we must not answer them too.
-    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
+    let from_tunnel = pe.is_some_and(|p| p.tunnel);
     // A port claiming the gateway's MAC is spoofing it (a Linux bridge drops frames
     // from its own address too): never learnt.
     if !src.is_unicast() || (!from_tunnel && net.gateway.is_some_and(|g| g.mac == src)) {
@@ -163,6 +169,11 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
             return Next::Flood;
         }
     } else if let Some(gw) = &net.gateway {
+        // DHCP from a port with an address reserved for it: broadcast (DISCOVER,
+        // REQUEST, REBINDING) or to the gateway (RENEWING, INFORM).
+        if (dst.is_broadcast() || dst == gw.mac) && pe.is_some_and(|p| p.dhcp.is_some()) && dhcp::is_request(f) {
+            return Next::Dhcp;
+        }
         if dst == gw.mac {
             return Next::Local;
         }
@@ -280,6 +291,35 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPo
         }
     };
     emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
+}
+
+/// Answers a DHCP request from `in_port` (which has a binding) in place.
+fn dhcp_reply<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
+    let (Some(gw), Some(lease)) = (net.gateway, cx.tables.port(in_port).and_then(|p| p.dhcp)) else {
+        cx.stats.count_drop(DropReason::BadLocal, 1);
+        pool.release(id);
+        return;
+    };
+    let (req, n) = request_head::<{ dhcp::REQUEST_MAX }>(pool, id);
+    let off = pool.meta(id).off as usize;
+    match dhcp::reply(&req[..n], &gw, &lease, &mut pool.raw_mut(id)[off..off + dhcp::REPLY_LEN]) {
+        Ok((len, answer)) => {
+            cx.stats.event(
+                match answer {
+                    dhcp::Answer::Offer => Event::DhcpOffer,
+                    dhcp::Answer::Ack => Event::DhcpAck,
+                    dhcp::Answer::Nak => Event::DhcpNak,
+                },
+                1,
+            );
+            emit_in_place_reply(cx, pool, in_port, id, Some(len), out);
+        }
+        Err(dhcp::NoReply::Malformed) => emit_in_place_reply(cx, pool, in_port, id, None, out),
+        Err(dhcp::NoReply::Ignored) => {
+            cx.stats.count_drop(DropReason::DhcpIgnored, 1);
+            pool.release(id);
+        }
+    }
 }
 
 /// IPv6 to the gateway's MAC: neighbour solicitations (unicast, for reachability)

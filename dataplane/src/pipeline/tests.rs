@@ -31,7 +31,7 @@ fn world(fdb_cap: u32) -> Tables {
     let nets: [(NetId, &[PortId]); 2] = [(1, &[1, 2, 3]), (2, &[4, 5])];
     for (nid, ports) in nets {
         for &p in ports {
-            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false });
+            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
         }
         t.set_network(NetworkEntry {
             id: nid,
@@ -248,4 +248,52 @@ fn random_garbage_never_panics_and_returns_buffers() {
             .collect();
         h.send(1 + (round % 5) as PortId, &frames);
     }
+}
+
+/// A port with a DHCP binding gets the gateway's answers to its DHCP requests (never
+/// flooded); the same request from a port without one is switched like any broadcast.
+#[test]
+fn dhcp_requests_answered_for_ports_with_a_binding_only() {
+    use crate::router::dhcp::tests::{request, CLIENT};
+    use crate::router::dhcp::{DhcpLease, REPLY_LEN};
+    use std::net::Ipv4Addr;
+    let mut h = Harness::new(1024);
+    let lease = DhcpLease { ip: Ipv4Addr::new(10, 10, 1, 50), dns: [Ipv4Addr::UNSPECIFIED; 3], dns_len: 0, lease_secs: 3600, router: true, mtu: 1500 };
+    let mut pe = h.t.port(1).unwrap().clone();
+    pe.dhcp = Some(lease);
+    h.t.set_port(pe);
+    // DISCOVER (53=1), broadcast.
+    let discover = request(Ipv4Addr::UNSPECIFIED, true, &[53, 1, 1]);
+    let out = h.send(1, &[discover.clone()]);
+    assert_eq!(Harness::ports_of(&out), vec![1], "answered on the ingress port only, not flooded");
+    let r = &out[0].1;
+    assert_eq!(r.len(), REPLY_LEN);
+    assert_eq!(&r[6..12], &GW_MAC.0, "from the gateway");
+    assert_eq!(&r[42 + 16..42 + 20], &[10, 10, 1, 50], "yiaddr is the port's address");
+    assert_eq!(h.stats.events(Event::DhcpOffer), 1);
+    // A renewal unicast to the gateway's MAC and address is acked.
+    let to_gw = |opts: &[u8]| {
+        let mut f = request(Ipv4Addr::new(10, 10, 1, 50), false, opts);
+        f[0..6].copy_from_slice(&GW_MAC.0);
+        f[30..34].copy_from_slice(&[10, 10, 1, 1]);
+        f
+    };
+    let out = h.send(1, &[to_gw(&[53, 1, 3])]);
+    assert_eq!(Harness::ports_of(&out), vec![1]);
+    assert_eq!(&out[0].1[0..6], &CLIENT, "to the client");
+    assert_eq!(h.stats.events(Event::DhcpAck), 1);
+    // RELEASE: no reply, counted.
+    let out = h.send(1, &[to_gw(&[53, 1, 7])]);
+    assert!(out.is_empty());
+    assert_eq!(h.stats.drops(DropReason::DhcpIgnored), 1);
+    // A request cut short: dropped as malformed.
+    let out = h.send(1, &[discover[..100].to_vec()]);
+    assert!(out.is_empty());
+    assert_eq!(h.stats.drops(DropReason::BadLocal), 1);
+    // The same DISCOVER from a port without a binding: flooded, no answer.
+    let mut other = discover.clone();
+    other[6..12].copy_from_slice(&mac(9).0);
+    let out = h.send(2, &[other]);
+    assert_eq!(Harness::ports_of(&out), vec![1, 3]);
+    assert_eq!(h.stats.events(Event::DhcpOffer), 1);
 }

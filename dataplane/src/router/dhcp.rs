@@ -35,9 +35,10 @@ pub const CLIENT_PORT: u16 = 68;
 /// A reply frame's length: Ethernet + IPv4 + UDP + a 300-byte BOOTP message (the
 /// minimum size, which every reply fits).
 pub const REPLY_LEN: usize = eth::HDR_LEN + 20 + 8 + BOOTP_LEN;
-/// How much of a request the server reads (RFC 2131's default maximum message, with
-/// the Ethernet, IPv4 and UDP headers).
-pub const REQUEST_MAX: usize = eth::HDR_LEN + 60 + 8 + 576;
+/// How much of a request the server reads: a whole 1500-byte IP packet with its Ethernet
+/// header (clients send at most 576 bytes unless they advertise a larger maximum, and a
+/// request is never fragmented).
+pub const REQUEST_MAX: usize = eth::HDR_LEN + 1500;
 
 const BOOTP_LEN: usize = 300;
 const OPTIONS_OFF: usize = 240;
@@ -272,4 +273,4 @@ impl Opts<'_> {
 
 #[cfg(test)]
 #[path = "tests_dhcp.rs"]
-mod tests;
+pub(crate) mod tests;

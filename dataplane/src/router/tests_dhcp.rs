@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 use super::*;
 use crate::wire::smol::{IpAddress, Ipv4Packet, UdpPacket};
 
-const CLIENT: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+pub(crate) const CLIENT: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
 fn gw() -> GatewayV4 {
     GatewayV4 { ip: Ipv4Addr::new(10, 70, 0, 1), prefix_len: 24, mac: MacAddr([2, 0x42, 10, 70, 0, 1]) }
@@ -21,7 +21,7 @@ fn lease() -> DhcpLease {
 }
 
 /// A client's request frame: `opts` are raw options (the end mark is added).
-fn request(ciaddr: Ipv4Addr, broadcast: bool, opts: &[u8]) -> Vec<u8> {
+pub(crate) fn request(ciaddr: Ipv4Addr, broadcast: bool, opts: &[u8]) -> Vec<u8> {
     let mut bootp = vec![0u8; 240];
     bootp[0] = 1;
     bootp[1] = 1;
