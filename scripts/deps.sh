@@ -3,7 +3,7 @@
 # the Rust toolchain (if cargo is missing) and the tools the end-to-end tests drive.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 iputils-ping iputils-tracepath traceroute iperf3 ethtool python3 procps util-linux curl netcat-openbsd dnsutils dnsmasq-base tshark tcpdump etcd-server nftables ca-certificates gcc libc6-dev)
+pkgs=(iproute2 iputils-ping iputils-tracepath traceroute iperf3 ethtool python3 procps util-linux curl netcat-openbsd dnsutils dnsmasq-base udhcpc tshark tcpdump etcd-server nftables ca-certificates gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # tshark asks whether non-root users may capture: answer no, without a prompt.

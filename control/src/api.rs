@@ -61,6 +61,24 @@ pub struct NetworkCreate {
 }
 
 /// Parameters of `connect`.
+/// `port add`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortAdd {
+    pub network: String,
+    pub ifname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Serve the machine behind the port by DHCP from the gateway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
+    /// With `dhcp`: the address handed out (else the next free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// With `dhcp`: DNS servers handed out (else the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Connect {
     pub network: String,
@@ -115,7 +133,7 @@ pub enum Request {
     SandboxLs,
     Connect(Connect),
     Disconnect { network: String, sandbox: String },
-    PortAdd { network: String, ifname: String, #[serde(default, skip_serializing_if = "Option::is_none")] kind: Option<String> },
+    PortAdd(PortAdd),
     PortRm { network: String, ifname: String },
     PortLs,
     FdbShow { network: String },

@@ -213,7 +213,7 @@ impl Controller {
             Request::SandboxLs => Ok(self.sandbox_ls()),
             Request::Connect(c) => self.connect(c),
             Request::Disconnect { network, sandbox } => self.disconnect(&network, &sandbox),
-            Request::PortAdd { network, ifname, kind } => self.port_add(&network, &ifname, kind.as_deref()),
+            Request::PortAdd(p) => self.port_add(p),
             Request::PortRm { network, ifname } => self.port_rm(&network, &ifname),
             Request::PortLs => Ok(self.port_ls()),
             Request::FdbShow { network } => self.fdb_show(&network),
@@ -518,7 +518,7 @@ impl Controller {
         let ports: Vec<Value> = self
             .state
             .ports_of_network(&n.name)
-            .map(|p| json!({"interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id)}))
+            .map(|p| json!({"interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)}))
             .collect();
         json!({
             "name": n.name,
@@ -801,7 +801,7 @@ impl Controller {
             Some(k) => k.parse().map_err(|e| format!("port-kind: {e}"))?,
             None => EndpointKind::Veth,
         };
-        let used_ips: BTreeSet<Ipv4Addr> = self.state.endpoints_of_network(&net.name).map(|e| e.ip).collect();
+        let used_ips: BTreeSet<Ipv4Addr> = self.state.used_ipv4(&net.name);
         let ep_id = model::random_id();
         claimed.id = ep_id.clone();
         let ip = match &c.ip {
@@ -1266,7 +1266,8 @@ impl Controller {
 
     // ---- attached ports -------------------------------------------------------------
 
-    fn port_add(&mut self, network: &str, ifname: &str, kind: Option<&str>) -> R<Value> {
+    fn port_add(&mut self, req: crate::api::PortAdd) -> R<Value> {
+        let (network, ifname, kind) = (req.network.as_str(), req.ifname.as_str(), req.kind.as_deref());
         model::validate_ifname(ifname)?;
         let net = self.state.networks.get(network).ok_or_else(|| format!("network {network} not found"))?.clone();
         self.check_not_stale(network)?;
@@ -1290,7 +1291,8 @@ impl Controller {
                 }
             }
         }
-        let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()? };
+        let dhcp = self.port_dhcp(&req, &net)?;
+        let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()?, dhcp };
         self.realise_port(&p, &net, true)?;
         let mut new = self.state.clone();
         new.ports.insert(ifname.to_string(), p.clone());
@@ -1299,8 +1301,51 @@ impl Controller {
             return Err(e);
         }
         self.dp.publish(&self.state);
-        info!(network, ifname, kind = %kind, "port added");
-        Ok(json!({"network": network, "interface": ifname, "type": kind, "port_id": p.port_id}))
+        info!(network, ifname, kind = %kind, dhcp = ?p.dhcp.as_ref().map(|d| d.ip), "port added");
+        Ok(json!({"network": network, "interface": ifname, "type": kind, "port_id": p.port_id, "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)}))
+    }
+
+    /// The DHCP binding `port add` asked for (`--dhcp [--ip IP] [--dns IP]…`): the
+    /// address is taken from the network's IPAM like a `connect`'s.
+    fn port_dhcp(&self, req: &crate::api::PortAdd, net: &Network) -> R<Option<model::PortDhcp>> {
+        if !req.dhcp {
+            if req.ip.is_some() {
+                return Err("--ip: only with --dhcp (the address the gateway hands out to the port)".into());
+            }
+            if !req.dns.is_empty() {
+                return Err("--dns: only with --dhcp (the servers the gateway hands out to the port)".into());
+            }
+            return Ok(None);
+        }
+        // On an overlay network of a cluster, addresses are claimed in the store for
+        // endpoints (routed overlays excepted: each host has its own /24).
+        if self.opts.cluster.is_some() && net.driver == crate::model::Driver::Overlay && net.range.is_none() {
+            return Err(format!(
+                "--dhcp: network {} is an overlay network of the cluster, where addresses are claimed in the cluster store for sandboxes only; connect a sandbox instead, or use a local or routed network",
+                net.name
+            ));
+        }
+        let used = self.state.used_ipv4(&net.name);
+        let ip = match &req.ip {
+            Some(s) => {
+                let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
+                ipam::check_requested(net, ip, &used)?;
+                ip
+            }
+            None => ipam::allocate(net, &used)?,
+        };
+        if req.dns.len() > dataplane::router::dhcp::DNS_MAX {
+            return Err(format!("--dns: at most {} servers are handed out by DHCP, {} given", dataplane::router::dhcp::DNS_MAX, req.dns.len()));
+        }
+        let dns = req
+            .dns
+            .iter()
+            .map(|d| d.parse::<Ipv4Addr>().map_err(|_| format!("--dns {d:?}: not an IPv4 address")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(d) = dns.iter().find(|d| d.is_unspecified() || d.is_broadcast() || d.is_multicast()) {
+            return Err(format!("--dns {d}: not the address of a server"));
+        }
+        Ok(Some(model::PortDhcp { ip, dns }))
     }
 
     fn realise_port(&mut self, p: &AttachedPort, net: &Network, fresh: bool) -> R<()> {
@@ -1377,7 +1422,7 @@ impl Controller {
                 .iter()
                 .map(|p| {
                     let carrier = self.nl.link_by_name(&p.ifname).ok().flatten().map(|l| l.oper_up);
-                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier})
+                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier, "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)})
                 })
                 .collect(),
         )

@@ -342,6 +342,9 @@ impl Dp {
             if self.attached.contains(&p.port_id) {
                 let off = self.offload.get(&p.port_id).copied().unwrap_or(true);
                 add_port(&mut t, net.net_id, p.port_id, p.ifname.clone(), off);
+                if let (Some(d), Some(Some(e))) = (&p.dhcp, t.ports.get_mut(p.port_id as usize)) {
+                    e.dhcp = Some(dhcp_lease(d, net));
+                }
             }
         }
         let mut live = BTreeSet::new();
@@ -487,4 +490,53 @@ impl Dp {
             w.stop();
         }
     }
+}
+
+/// Lease time handed out to `--dhcp` ports: renewal every half hour, so a changed
+/// binding (the port removed and added again with another address) reaches the machine
+/// soon; the address never changes while the port exists.
+pub const DHCP_LEASE_SECS: u32 = 3600;
+
+/// The DNS servers a `--dhcp` port gets: its `--dns`, else the host's IPv4 name servers
+/// that are reachable from a network (loopback ones, such as systemd-resolved's stub,
+/// are left out: on the machine behind the port they would be its own), read once.
+pub fn dhcp_dns(d: &crate::model::PortDhcp) -> Vec<std::net::Ipv4Addr> {
+    static HOST: std::sync::OnceLock<Vec<std::net::Ipv4Addr>> = std::sync::OnceLock::new();
+    if !d.dns.is_empty() {
+        return d.dns.clone();
+    }
+    HOST.get_or_init(|| {
+        let mut v: Vec<std::net::Ipv4Addr> = crate::dns::upstream::host_upstreams()
+            .iter()
+            .filter_map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+                _ => None,
+            })
+            .collect();
+        v.truncate(dataplane::router::dhcp::DNS_MAX);
+        v
+    })
+    .clone()
+}
+
+/// What the gateway hands out to a `--dhcp` port of `net`.
+pub fn dhcp_lease(d: &crate::model::PortDhcp, net: &crate::model::Network) -> dataplane::router::dhcp::DhcpLease {
+    let mut dns = [std::net::Ipv4Addr::UNSPECIFIED; dataplane::router::dhcp::DNS_MAX];
+    let servers = dhcp_dns(d);
+    for (slot, a) in dns.iter_mut().zip(&servers) {
+        *slot = *a;
+    }
+    dataplane::router::dhcp::DhcpLease {
+        ip: d.ip,
+        dns,
+        dns_len: servers.len().min(dns.len()) as u8,
+        lease_secs: DHCP_LEASE_SECS,
+        router: !net.internal,
+        mtu: u16::try_from(net.mtu).unwrap_or(u16::MAX),
+    }
+}
+
+/// A port's DHCP binding for listings: the address, and the DNS servers handed out.
+pub fn dhcp_json(d: &crate::model::PortDhcp) -> serde_json::Value {
+    serde_json::json!({"ip": d.ip, "dns": dhcp_dns(d)})
 }

@@ -456,6 +456,19 @@ pub struct AttachedPort {
     pub ifname: String,
     pub kind: PortKind,
     pub port_id: u16,
+    /// `--dhcp`: the gateway hands this address out by DHCP to what is behind the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<PortDhcp>,
+}
+
+/// A port's DHCP binding: the address is reserved in the network's IPAM like an
+/// endpoint's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortDhcp {
+    pub ip: Ipv4Addr,
+    /// DNS servers handed out (`--dns`); empty: the host's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// Everything vswitchd keeps across restarts.
@@ -497,6 +510,11 @@ impl State {
 
     pub fn ports_of_network<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a AttachedPort> + 'a {
         self.ports.values().filter(move |p| p.network == net)
+    }
+
+    /// IPv4 addresses taken on a network: its endpoints' and its DHCP ports'.
+    pub fn used_ipv4(&self, net: &str) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.endpoints_of_network(net).map(|e| e.ip).chain(self.ports_of_network(net).filter_map(|p| p.dhcp.as_ref().map(|d| d.ip))).collect()
     }
 
     pub fn endpoint(&self, net: &str, sb: &str) -> Option<&Endpoint> {

@@ -411,3 +411,116 @@ fn nat_and_published_ports_survive_restart() {
     let _ = squat.kill();
     let _ = squat.wait();
 }
+
+/// Runs busybox udhcpc on `iface` in `ns` until it has a lease (or gives up after a few
+/// seconds), with a script that configures the interface as a DHCP client's OS would
+/// (address, MTU, default route) and records what it got. Returns the record
+/// ("ip=… mask=… router=… dns=… mtu=… lease=… serverid=…"), empty when no lease.
+fn dhcp_client(w: &World, ns: &str, iface: &str, extra: &str) -> String {
+    let dir = w.name("dhcp");
+    let script = format!("/tmp/{dir}-{ns}.sh");
+    let record = format!("/tmp/{dir}-{ns}.lease");
+    let _ = std::fs::remove_file(&record);
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; done
+    echo "ip=$ip mask=$mask router=$router dns=$dns mtu=$mtu lease=$lease serverid=$serverid" > {record}
+    ;;
+esac
+exit 0
+"#
+        ),
+    )
+    .unwrap();
+    sh_ok(&format!("chmod +x {script}"));
+    in_ns(ns, &format!("timeout 20 udhcpc -i {iface} -f -q -n -t 4 -T 1 -s {script} {extra}"));
+    let r = std::fs::read_to_string(&record).unwrap_or_default().trim().to_string();
+    let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&record);
+    r
+}
+
+/// VMs behind `port add --dhcp` ports (a veth and a TAP) get their reserved address,
+/// the gateway as router, DNS and the MTU from the gateway, and reach sandboxes, each
+/// other and the outside; the address is reserved in IPAM, kept across a restart, and
+/// freed with the port.
+#[test]
+fn vms_get_their_address_by_dhcp() {
+    let Some(Net { mut w, host, ext }) = world("dhcp", &[], &["ping", "udhcpc"]) else { return };
+    w.ctl_ok(0, &["network", "create", "lan", "--subnet", "10.71.0.0/24", "--mtu", "1400"]);
+    let (c1, c1_ip) = sandbox(&w, "lan", "c1", &[]);
+    assert_eq!(c1_ip, "10.71.0.2");
+    // A VM on someone else's veth, and a VM on a TAP the switch made.
+    let vm1 = w.netns("vm1");
+    sh_ok(&format!("ip -n {host} link add vm1p type veth peer name eth0 netns {vm1} && ip -n {vm1} link set eth0 up"));
+    let out = w.ctl_ok(0, &["port", "add", "lan", "vm1p", "--dhcp", "--dns", "192.0.2.53", "--dns", "192.0.2.54"]);
+    assert_eq!(out.trim(), "vm1p 10.71.0.3", "the next free address is reserved");
+    let vm2 = w.netns("vm2");
+    w.ctl_ok(0, &["port", "add", "lan", "vmtap2", "--type", "tap", "--dhcp", "--ip", "10.71.0.50"]);
+    sh_ok(&format!("ip -n {host} link set vmtap2 netns {vm2} && ip -n {vm2} link set vmtap2 up"));
+
+    let got = dhcp_client(&w, &vm1, "eth0", "");
+    assert_eq!(got, "ip=10.71.0.3 mask=24 router=10.71.0.1 dns=192.0.2.53 192.0.2.54 mtu=1400 lease=3600 serverid=10.71.0.1", "{}", w.log_tail(0));
+    let got2 = dhcp_client(&w, &vm2, "vmtap2", "");
+    assert!(got2.starts_with("ip=10.71.0.50 mask=24 router=10.71.0.1 "), "{got2}");
+    // Asking for another address (INIT-REBOOT style): still its own.
+    assert!(dhcp_client(&w, &vm1, "eth0", "-r 10.71.0.77").starts_with("ip=10.71.0.3 "));
+    // Configured that way, the VMs reach the gateway, a sandbox, each other and the
+    // outside (through the default route the lease gave and masquerade).
+    assert!(ping(&vm1, "10.71.0.1"));
+    assert!(ping(&vm1, &c1_ip));
+    assert!(ping(&c1, "10.71.0.3"));
+    assert!(ping(&vm2, "10.71.0.3"));
+    assert!(ping(&vm1, EXT_IP), "out through the uplink{}", w.log_tail(0));
+    let mtu = in_ns(&vm1, "cat /sys/class/net/eth0/mtu");
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1400");
+    let st = w.ctl_json(0, &["stats"]);
+    assert!(st["events"]["dhcp_offer"].as_u64().unwrap_or(0) >= 3 && st["events"]["dhcp_ack"].as_u64().unwrap_or(0) >= 3, "{}", st["events"]);
+    // A DISCOVER from a port without --dhcp is switched like any broadcast: nobody
+    // answers it here (no DHCP server on the network).
+    let vm3 = w.netns("vm3");
+    sh_ok(&format!("ip -n {host} link add vm3p type veth peer name eth0 netns {vm3} && ip -n {vm3} link set eth0 up"));
+    w.ctl_ok(0, &["port", "add", "lan", "vm3p"]);
+    assert_eq!(dhcp_client(&w, &vm3, "eth0", ""), "", "no lease for a port without --dhcp");
+
+    // Listings, and the address reserved in IPAM.
+    let row = w.ctl_ok(0, &["port", "ls"]).lines().find(|l| l.contains("vm1p")).unwrap_or_default().to_string();
+    assert!(row.contains("10.71.0.3"), "{row}");
+    let j = w.ctl_json(0, &["port", "ls"]);
+    let vm1p = j.as_array().unwrap().iter().find(|p| p["interface"] == "vm1p").cloned().unwrap();
+    assert_eq!(vm1p["dhcp"], serde_json::json!({"ip": "10.71.0.3", "dns": ["192.0.2.53", "192.0.2.54"]}));
+    let ins = w.ctl_json(0, &["network", "inspect", "lan"]);
+    assert!(ins.to_string().contains("10.71.0.50"), "inspect shows the TAP's address: {ins}");
+    let c2 = w.name("c2");
+    w.ctl_ok(0, &["sandbox", "create", &c2]);
+    let e = w.ctl_err(0, &["connect", "lan", &c2, "--ip", "10.71.0.3"]);
+    assert!(e.contains("--ip 10.71.0.3: already in use on network lan"), "{e}");
+    let out = w.ctl_ok(0, &["connect", "lan", &c2]);
+    assert!(out.contains(" 10.71.0.4/"), "the next automatic address skips the reserved ones: {out}");
+
+    // Bad input: one line naming the field, nothing changes.
+    let e = w.ctl_err(0, &["port", "add", "lan", "vm3x", "--ip", "10.71.0.9"]);
+    assert!(e.contains("--ip: only with --dhcp"), "{e}");
+    let e = w.ctl_err(0, &["port", "add", "lan", "vm3x", "--type", "tap", "--dhcp", "--ip", "10.71.0.2"]);
+    assert!(e.contains("--ip 10.71.0.2: already in use on network lan"), "{e}");
+    let e = w.ctl_err(0, &["port", "add", "lan", "vm3x", "--type", "tap", "--dhcp", "--dns", "resolver"]);
+    assert!(e.contains("--dns \"resolver\": not an IPv4 address"), "{e}");
+    assert!(!w.ctl_ok(0, &["port", "ls"]).contains("vm3x"));
+
+    // The binding survives a restart (the state file keeps it).
+    w.restart_daemon(0);
+    assert!(wait_for(Duration::from_secs(10), || dhcp_client(&w, &vm1, "eth0", "").starts_with("ip=10.71.0.3 ")), "lease after restart{}", w.log_tail(0));
+    // Removing the port frees its address.
+    w.ctl_ok(0, &["port", "rm", "lan", "vm1p"]);
+    w.ctl_ok(0, &["disconnect", "lan", &c2]);
+    let out = w.ctl_ok(0, &["connect", "lan", &c2, "--ip", "10.71.0.3"]);
+    assert!(out.contains(" 10.71.0.3/"), "{out}");
+    let _ = ext;
+}

@@ -222,6 +222,16 @@ enum PortCmd {
         /// system (default: read an existing interface with AF_PACKET) or tap.
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Serve what is behind the port (a VM) by DHCP from the gateway: an address
+        /// reserved in the network's IPAM, the gateway as router, DNS, the MTU.
+        #[arg(long)]
+        dhcp: bool,
+        /// With --dhcp: the address handed out (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// With --dhcp: a DNS server handed out (repeatable, up to 3; default: the host's).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
     },
     /// Detach an interface from a network.
     Rm { network: String, iface: String },
@@ -429,9 +439,12 @@ fn main() {
             eprintln!("Error: port: give a SANDBOX, or one of add, rm, ls");
             std::process::exit(2);
         }
-        Cmd::Port(PortArgs { cmd: Some(PortCmd::Add { network, iface, kind }), .. }) => {
-            let v = go(Request::PortAdd { network, ifname: iface, kind });
-            print_or(json, &v, |v| println!("{}", s(&v["interface"])));
+        Cmd::Port(PortArgs { cmd: Some(PortCmd::Add { network, iface, kind, dhcp, ip, dns }), .. }) => {
+            let v = go(Request::PortAdd(control::api::PortAdd { network, ifname: iface, kind, dhcp, ip, dns }));
+            print_or(json, &v, |v| match v["dhcp"]["ip"].as_str() {
+                Some(ip) => println!("{} {ip}", s(&v["interface"])),
+                None => println!("{}", s(&v["interface"])),
+            });
         }
         Cmd::Port(PortArgs { cmd: Some(PortCmd::Rm { network, iface }), .. }) => {
             go(Request::PortRm { network, ifname: iface });
@@ -440,14 +453,15 @@ fn main() {
             let v = go(Request::PortLs);
             print_or(json, &v, |v| {
                 table(
-                    &["PORT", "INTERFACE", "TYPE", "NETWORK", "STATE"],
+                    &["PORT", "INTERFACE", "TYPE", "NETWORK", "STATE", "DHCP ADDRESS"],
                     rows(v).iter().map(|p| {
                         let st = match (p["attached"].as_bool(), p["carrier"].as_bool()) {
                             (Some(true), Some(false)) => "no-carrier",
                             (Some(true), _) => "up",
                             _ => "down",
                         };
-                        vec![s(&p["port_id"]), s(&p["interface"]), s(&p["type"]), s(&p["network"]), st.to_string()]
+                        let addr = p["dhcp"]["ip"].as_str().unwrap_or("-").to_string();
+                        vec![s(&p["port_id"]), s(&p["interface"]), s(&p["type"]), s(&p["network"]), st.to_string(), addr]
                     }),
                 )
             });

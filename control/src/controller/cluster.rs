@@ -464,7 +464,7 @@ impl Controller {
         if net.driver != Driver::Overlay || net.range.is_some() {
             return Ok(None);
         }
-        let local = self.state.endpoints_of_network(&net.name).map(|e| e.ip);
+        let local = self.state.used_ipv4(&net.name).into_iter();
         claim_free(c, net, requested, local, |used| crate::ipam::allocate(net, used), "--ip", id).map(Some)
     }
 

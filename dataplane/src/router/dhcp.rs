@@ -14,13 +14,16 @@ use crate::wire::eth::{self, ETHERTYPE_IPV4};
 use crate::wire::smol::{IpProtocol, Ipv4Packet, UdpPacket};
 use crate::wire::MacAddr;
 
+/// DNS servers a lease can carry.
+pub const DNS_MAX: usize = 3;
+
 /// What control reserved for the machine behind one port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DhcpLease {
     /// The address it gets.
     pub ip: Ipv4Addr,
     /// DNS servers handed out (the first `dns_len`).
-    pub dns: [Ipv4Addr; 3],
+    pub dns: [Ipv4Addr; DNS_MAX],
     pub dns_len: u8,
     /// Lease time in seconds (renewal at half, rebinding at 7/8).
     pub lease_secs: u32,
@@ -236,7 +239,7 @@ pub fn reply(req: &[u8], gw: &GatewayV4, lease: &DhcpLease, out: &mut [u8]) -> R
         if lease.router {
             o.put(3, &gw.ip.octets());
         }
-        let n = usize::from(lease.dns_len.min(3));
+        let n = usize::from(lease.dns_len).min(DNS_MAX);
         if n > 0 {
             let mut d = [0u8; 12];
             for (i, a) in lease.dns[..n].iter().enumerate() {
