@@ -20,7 +20,7 @@ pub fn tables(ports: PortId, fdb_cap: u32) -> Tables {
     let mut t = Tables::default();
     let ids: Vec<PortId> = (1..=ports).collect();
     for &p in &ids {
-        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
+        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: false });
     }
     t.set_network(NetworkEntry {
         id: 1,
@@ -63,7 +63,7 @@ pub fn routed_tables(up_mac: MacAddr, up_ip: Ipv4Addr, sb_mac: MacAddr, sb_ip: I
     use dataplane::router::fib::{Egress, FibBuilder, NextHop};
     use dataplane::router::neigh::NeighCache;
     let mut t = tables(1, 1024);
-    t.set_port(PortEntry { id: 9, net: 0, name: "uplink".into(), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
+    t.set_port(PortEntry { id: 9, net: 0, name: "uplink".into(), offload: true, tunnel: false, tunnel_l3: false, dhcp: false });
     t.uplink = Some(UplinkEntry { port: 9, ip: up_ip, prefix_len: 24, mac: up_mac, gateway: Some(Ipv4Addr::new(198, 51, 100, 1)), mtu: 1500 });
     let mut fib = FibBuilder::new();
     fib.add([10, 0, 0, 0], 24, NextHop::Connected { net: 1 }).expect("route");

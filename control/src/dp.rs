@@ -303,7 +303,7 @@ impl Dp {
         let mut t = Tables::default();
         let mut members: HashMap<u16, Vec<(PortId, String)>> = HashMap::new();
         let mut add_port = |t: &mut Tables, net: u16, id: PortId, name: String, offload: bool| {
-            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false, tunnel_l3: false, dhcp: None });
+            t.set_port(PortEntry { id, net, name: name.clone(), offload, tunnel: false, tunnel_l3: false, dhcp: false });
             members.entry(net).or_default().push((id, name));
         };
         for ep in state.endpoints.values() {
@@ -342,8 +342,8 @@ impl Dp {
             if self.attached.contains(&p.port_id) {
                 let off = self.offload.get(&p.port_id).copied().unwrap_or(true);
                 add_port(&mut t, net.net_id, p.port_id, p.ifname.clone(), off);
-                if let (Some(d), Some(Some(e))) = (&p.dhcp, t.ports.get_mut(p.port_id as usize)) {
-                    e.dhcp = Some(dhcp_lease(d, net));
+                if let Some(d) = &p.dhcp {
+                    t.set_dhcp(p.port_id, dhcp_lease(d, net));
                 }
             }
         }

@@ -42,9 +42,10 @@ pub struct PortEntry {
     /// An IP-in-UDP tunnel (routed overlay): frames arrive without Ethernet header and
     /// are routed to a local endpoint.
     pub tunnel_l3: bool,
-    /// The address the gateway hands out by DHCP to whatever is behind this port
-    /// (`port add --dhcp`); `None`: DHCP requests from it are switched like any frame.
-    pub dhcp: Option<crate::router::dhcp::DhcpLease>,
+    /// The gateway serves this port by DHCP (`port add --dhcp`; the lease is in
+    /// `Tables::dhcp`, out of this entry, which the forwarding path reads for every
+    /// frame and is kept small); false: DHCP requests from it are switched like any frame.
+    pub dhcp: bool,
 }
 
 /// The gateway address the switch owns on a network.
@@ -138,6 +139,8 @@ pub struct Tables {
     /// → the tunnel port of their host. Consulted when the MAC table has no entry, so
     /// known endpoints are reached without flooding.
     pub remote_macs: FastMap<(NetId, MacAddr), PortId>,
+    /// DHCP bindings of the ports marked `dhcp`.
+    pub dhcp: FastMap<PortId, crate::router::dhcp::DhcpLease>,
 }
 
 impl Tables {
@@ -165,6 +168,14 @@ impl Tables {
             self.ports.resize(i + 1, None);
         }
         self.ports[i] = Some(p);
+    }
+
+    /// Gives port `id` (already set) a DHCP binding.
+    pub fn set_dhcp(&mut self, id: PortId, lease: crate::router::dhcp::DhcpLease) {
+        if let Some(Some(p)) = self.ports.get_mut(id as usize) {
+            p.dhcp = true;
+            self.dhcp.insert(id, lease);
+        }
     }
 
     /// Adds or replaces a network entry.

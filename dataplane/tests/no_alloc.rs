@@ -77,7 +77,7 @@ fn forwarding_allocates_nothing() {
     let gw = MacAddr([2, 0, 0, 0, 0, 1]);
     let mut t = Tables::default();
     for p in 1..=4 {
-        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: p != 4, tunnel: false, tunnel_l3: false, dhcp: None });
+        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: p != 4, tunnel: false, tunnel_l3: false, dhcp: false });
     }
     t.set_network(NetworkEntry {
         id: 1,

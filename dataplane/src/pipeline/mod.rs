@@ -145,10 +145,9 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         return Next::Drop(DropReason::Truncated);
     }
     let src = eth::src(f);
-    let pe = cx.tables.port(in_port);
     // From another host's tunnel: plain L2. That host's own gateway (same address, same
     // MAC on every host) has answered its sandboxes; we must not answer them too.
-    let from_tunnel = pe.is_some_and(|p| p.tunnel);
+    let from_tunnel = cx.tables.port(in_port).is_some_and(|p| p.tunnel);
     // A port claiming the gateway's MAC is spoofing it (a Linux bridge drops frames
     // from its own address too): never learnt.
     if !src.is_unicast() || (!from_tunnel && net.gateway.is_some_and(|g| g.mac == src)) {
@@ -169,16 +168,18 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
             return Next::Flood;
         }
     } else if let Some(gw) = &net.gateway {
-        // DHCP from a port with an address reserved for it: broadcast (DISCOVER,
-        // REQUEST, REBINDING) or to the gateway (RENEWING, INFORM).
-        if (dst.is_broadcast() || dst == gw.mac) && pe.is_some_and(|p| p.dhcp.is_some()) && dhcp::is_request(f) {
-            return Next::Dhcp;
-        }
+        // DHCP from a port with an address reserved for it: to the gateway (RENEWING,
+        // INFORM) or broadcast (DISCOVER, REQUEST, REBINDING).
         if dst == gw.mac {
-            return Next::Local;
+            return if dhcp_request(cx, in_port, f) { Next::Dhcp } else { Next::Local };
         }
-        if dst.is_broadcast() && eth::ethertype(f) == ETHERTYPE_ARP {
-            return Next::FloodLocal;
+        if dst.is_broadcast() {
+            if eth::ethertype(f) == ETHERTYPE_ARP {
+                return Next::FloodLocal;
+            }
+            if dhcp_request(cx, in_port, f) {
+                return Next::Dhcp;
+            }
         }
     }
     // IPv6 neighbour and router solicitations are multicast: flooded, and answered by
@@ -293,9 +294,19 @@ fn local_unicast<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPo
     emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 
+/// Whether `f` is a DHCP request from a port the gateway serves by DHCP. Out of line:
+/// only frames to the gateway and broadcasts get here, and the bridging path stays as
+/// small as it was.
+#[inline(never)]
+fn dhcp_request(cx: &Ctx<'_>, in_port: PortId, f: &[u8]) -> bool {
+    cx.tables.port(in_port).is_some_and(|p| p.dhcp) && dhcp::is_request(f)
+}
+
 /// Answers a DHCP request from `in_port` (which has a binding) in place.
+#[cold]
+#[inline(never)]
 fn dhcp_reply<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, net: &NetworkEntry, in_port: PortId, id: PktId, out: &mut O) {
-    let (Some(gw), Some(lease)) = (net.gateway, cx.tables.port(in_port).and_then(|p| p.dhcp)) else {
+    let (Some(gw), Some(&lease)) = (net.gateway, cx.tables.dhcp.get(&in_port)) else {
         cx.stats.count_drop(DropReason::BadLocal, 1);
         pool.release(id);
         return;

@@ -31,7 +31,7 @@ fn world(fdb_cap: u32) -> Tables {
     let nets: [(NetId, &[PortId]); 2] = [(1, &[1, 2, 3]), (2, &[4, 5])];
     for (nid, ports) in nets {
         for &p in ports {
-            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
+            t.set_port(PortEntry { id: p, net: nid, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: false });
         }
         t.set_network(NetworkEntry {
             id: nid,
@@ -259,9 +259,7 @@ fn dhcp_requests_answered_for_ports_with_a_binding_only() {
     use std::net::Ipv4Addr;
     let mut h = Harness::new(1024);
     let lease = DhcpLease { ip: Ipv4Addr::new(10, 10, 1, 50), dns: [Ipv4Addr::UNSPECIFIED; 3], dns_len: 0, lease_secs: 3600, router: true, mtu: 1500 };
-    let mut pe = h.t.port(1).unwrap().clone();
-    pe.dhcp = Some(lease);
-    h.t.set_port(pe);
+    h.t.set_dhcp(1, lease);
     // DISCOVER (53=1), broadcast.
     let discover = request(Ipv4Addr::UNSPECIFIED, true, &[53, 1, 1]);
     let out = h.send(1, &[discover.clone()]);

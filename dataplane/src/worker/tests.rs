@@ -21,7 +21,7 @@ fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
 fn tables(fdb: &Arc<Fdb>, ports: &[PortId]) -> Tables {
     let mut t = Tables::default();
     for &p in ports {
-        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
+        t.set_port(PortEntry { id: p, net: 1, name: format!("p{p}"), offload: true, tunnel: false, tunnel_l3: false, dhcp: false });
     }
     t.set_network(NetworkEntry { id: 1, name: "n".into(), fdb: fdb.clone(), ports: ports.to_vec(), gateway: None, mtu: 1500, internal: false, icc: true, gateway6: None });
     t
@@ -82,7 +82,7 @@ fn emitting_to_unknown_port_counts_port_down() {
     let (th, w, peers, fdb) = setup(2);
     // Tables know port 9, the worker does not have it.
     let mut t = tables(&fdb, &[1, 2, 9]);
-    t.set_port(PortEntry { id: 9, net: 1, name: "p9".into(), offload: true, tunnel: false, tunnel_l3: false, dhcp: None });
+    t.set_port(PortEntry { id: 9, net: 1, name: "p9".into(), offload: true, tunnel: false, tunnel_l3: false, dhcp: false });
     th.publish(t);
     peers[0].send(&frame([0xff; 6], [2, 0, 0, 0, 0, 1]));
     assert!(peers[1].recv(T).is_some());
@@ -136,7 +136,7 @@ fn software_segmentation_for_ports_without_offload() {
     w.add_port(2, Box::new(p2)).unwrap();
     w.add_port(3, Box::new(p3)).unwrap();
     let mut t = tables(&fdb, &[1, 2, 3]);
-    t.set_port(PortEntry { id: 2, net: 1, name: "p2".into(), offload: false, tunnel: false, tunnel_l3: false, dhcp: None });
+    t.set_port(PortEntry { id: 2, net: 1, name: "p2".into(), offload: false, tunnel: false, tunnel_l3: false, dhcp: false });
     th.publish(t);
 
     let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
