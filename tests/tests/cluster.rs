@@ -109,6 +109,9 @@ fn overlay_with_etcd() {
     w.ctl_ok(d1, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.95.0.0/24"]);
     assert!(wait_for(Duration::from_secs(10), || w.ctl_ok(d2, &["network", "ls"]).contains("ov")), "h2 learns the network{}", w.log_tail(d2));
     assert!(w.ctl_err(d2, &["network", "create", "ov", "--driver", "overlay", "--subnet", "10.96.0.0/24"]).contains("already exists"));
+    // Addresses there are claimed in the store per endpoint: a DHCP port is refused.
+    let e = w.ctl_err(d2, &["port", "add", "ov", "vmd0", "--type", "tap", "--dhcp"]);
+    assert!(e.contains("--dhcp: network ov is an overlay network of the cluster"), "{e}");
     // Two hosts defining overlapping networks at the same moment: exactly one wins.
     for k in 1..=3 {
         let run = |d: usize, name: String| {
