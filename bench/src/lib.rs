@@ -83,6 +83,7 @@ pub fn routed_tables(up_mac: MacAddr, up_ip: Ipv4Addr, sb_mac: MacAddr, sb_ip: I
         conntrack: Arc::new(ConnTable::new(NatConfig::default())),
         neigh: Arc::new(NeighCache::default()),
         overlay_routes: Vec::new(),
+        min_mtu: 1500,
     }));
     t
 }

@@ -436,7 +436,8 @@ impl Dp {
                 Some((pfx, len, net, id))
             })
             .collect();
-        RouterTables { fib: fib.build(), dnat, hosts, local, conntrack: self.conntrack.clone(), neigh: self.neigh.clone(), overlay_routes }
+        let min_mtu = state.networks.values().map(|n| n.mtu).chain(uplink.map(|u| u.mtu)).min().unwrap_or(u32::MAX);
+        RouterTables { fib: fib.build(), dnat, hosts, local, conntrack: self.conntrack.clone(), neigh: self.neigh.clone(), overlay_routes, min_mtu }
     }
 
     pub fn conntrack(&self) -> &Arc<ConnTable> {

@@ -58,7 +58,8 @@ named_enum! {
         Isolated => "isolated",
         /// TTL ran out (an ICMP time exceeded was sent, rate permitting).
         TtlExceeded => "ttl_exceeded",
-        /// Larger than the egress MTU with DF set (fragmentation needed was sent).
+        /// Larger than the egress MTU with DF set (fragmentation needed was sent), or
+        /// without DF and impossible to fragment.
         TooBig => "too_big",
         /// The connection table is full: new flow refused.
         ConntrackFull => "conntrack_full",
@@ -112,6 +113,8 @@ named_enum! {
         /// worker whose they were.
         Rollover => "rollover",
         Wakeups => "wakeups",
+        /// Routed packets larger than the egress MTU without DF, sent as fragments.
+        Fragmented => "fragmented",
         /// DHCP answers of the gateway to ports with `--dhcp`.
         DhcpOffer => "dhcp_offer",
         DhcpAck => "dhcp_ack",

@@ -101,6 +101,10 @@ pub struct RouterTables {
     pub neigh: Arc<NeighCache>,
     /// Routed overlay (IP-in-UDP): other hosts' subnets → (network, tunnel port).
     pub overlay_routes: Vec<(Ipv4Addr, u8, NetId, PortId)>,
+    /// The smallest MTU of the networks and the uplink: a packet no larger fits every
+    /// egress (the router keeps the sender's header of larger ones it routes only after
+    /// translation, for the ICMP error it may need).
+    pub min_mtu: u32,
 }
 
 /// One network (L2 segment).

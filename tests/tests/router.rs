@@ -348,6 +348,39 @@ fn path_mtu_discovery_and_ttl() {
     let o = in_ns(&c1, &format!("ping -c 1 -W 2 -t 1 {EXT_IP}"));
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(text.contains("10.40.0.1") && text.to_lowercase().contains("time to live exceeded"), "{text}");
+
+    // Without DF, a packet bigger than the egress MTU is fragmented (not dropped): a
+    // fresh sandbox (no cached path MTU) pings with 1428-byte packets.
+    let (c2, _) = sandbox(w, "web", "c2", &[]);
+    assert!(in_ns(&c2, &format!("ping -c 2 -W 2 -M dont -s 1400 {EXT_IP}")).status.success(), "fragmented towards the uplink{}", w.log_tail(0));
+    // Inbound, routed only after translation (a published port on a network whose
+    // MTU is below the uplink's): DF clear -> fragmented; DF set -> "fragmentation
+    // needed" that quotes what the outside sent (to the uplink address and published
+    // port), so the sender's kernel learns the path MTU.
+    w.ctl_ok(0, &["network", "create", "small", "--subnet", "10.41.0.0/24", "--mtu", "1200"]);
+    let (c3, _) = sandbox(w, "small", "c3", &["-p", "7000:7000/udp"]);
+    who_am_i_servers(&c3, 7000);
+    let send = |pmtudisc: u8| -> String {
+        let py = format!(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP, 10, {pmtudisc})\ns.settimeout(3)\n\
+             s.sendto(b'a' * 1250, ('{UPLINK_IP}', 7000))\ntry:\n    print(len(s.recv(65535)))\nexcept Exception as e:\n    print('no reply', e)\n"
+        );
+        let f = format!("/tmp/{}-send.py", w.name("pmtu"));
+        std::fs::write(&f, py).unwrap();
+        let o = in_ns(&n.ext, &format!("python3 {f}"));
+        let _ = std::fs::remove_file(&f);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // IP_PMTUDISC_DONT (0): DF clear. The echo is "peer=IP:PORT " + the 1250 bytes.
+    let got = send(0);
+    assert!(got.parse::<usize>().is_ok_and(|n| n > 1250), "fragmented into the network: {got}{}", w.log_tail(0));
+    // IP_PMTUDISC_DO (2): DF set; dropped with an ICMP error the sender matches.
+    let got = send(2);
+    assert!(got.starts_with("no reply"), "{got}");
+    let rt = String::from_utf8_lossy(&in_ns(&n.ext, &format!("ip route get {UPLINK_IP}")).stdout).into_owned();
+    assert!(rt.contains("mtu 1200"), "the outside learnt the path MTU: {rt}");
+    let st = w.ctl_json(0, &["stats"]);
+    assert!(st["events"]["fragmented"].as_u64().unwrap_or(0) >= 2, "{}", st["events"]);
 }
 
 #[test]

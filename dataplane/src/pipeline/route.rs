@@ -33,16 +33,35 @@ use crate::wire::MacAddr;
 use super::{Ctx, Output};
 
 /// Per-worker router state (never shared).
-#[derive(Default)]
 pub struct RouterState {
     /// Packets waiting for ARP.
     pub pending: PendingQueue,
     /// ICMP errors per second.
     pub icmp: RateLimiter,
     last_claim_ms: u64,
+    /// The start of the packet being routed as its sender sent it (IPv4 header and
+    /// the 8 bytes after it: ports, ICMP id), kept for packets routed only after
+    /// translation that may turn out too big: what "fragmentation needed" quotes so the
+    /// sender can match it.
+    sent_head: [u8; 68],
+}
+
+impl Default for RouterState {
+    fn default() -> RouterState {
+        RouterState { pending: PendingQueue::default(), icmp: RateLimiter::default(), last_claim_ms: 0, sent_head: [0; 68] }
+    }
 }
 
 impl RouterState {
+    /// Keeps the start of the packet `f` (see `sent_head`); returns its length.
+    #[cold]
+    #[inline(never)]
+    fn save_head(&mut self, f: &[u8], ip: &Ip) -> usize {
+        let n = (ip.ihl + 8).min(ip.total).min(self.sent_head.len());
+        self.sent_head[..n].copy_from_slice(&f[ip.l3..ip.l3 + n]);
+        n
+    }
+
     /// Milliseconds until the worker must call `poll_pending` again (ARP retransmits,
     /// expiry), if anything is pending.
     pub fn next_deadline_ms(&self) -> Option<u64> {
@@ -258,12 +277,23 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
     if pool.frame(id)[l3 + 8] <= 1 {
         return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TtlExceeded, Some(IcmpError::TimeExceeded), out);
     }
+    // Too big without DF: fragmented after translation (NAT needs the whole packet).
+    let mut split_mtu = None;
     if let Some(e) = routed_before {
         let mtu = egress_mtu(t, e);
-        if ip.df && too_big(pool, id, &ip, mtu) {
-            return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
+        if too_big(pool, id, &ip, mtu) {
+            if ip.df {
+                return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
+            }
+            if !pool.meta(id).vnet.is_gso() {
+                split_mtu = Some(mtu);
+            }
         }
     }
+    // Routed only after translation and larger than some egress: the sender's header
+    // (and the first 8 bytes after it, which hold the ports) as it sent them, for a
+    // "fragmentation needed" it can match to its socket.
+    let head_len = if routed_before.is_none() && ip.total as u32 > rt.min_mtu { rs.save_head(pool.frame(id), &ip) } else { 0 };
 
     // 4. Connection tracking and NAT.
     let masq = match (ing, routed_before) {
@@ -331,9 +361,96 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
         }
     };
 
+    if head_len > 0 {
+        match late_mtu_check(cx, rs, pool, id, &ip, &ip2, head_len, egress, ing, in_port, out) {
+            Some(Ok(mtu)) => split_mtu = Some(mtu),
+            Some(Err(())) => return,
+            None => {}
+        }
+    }
+
     // 5./6. Neighbour, MAC rewrite, output.
     cx.stats.event(Event::Routed, 1);
-    send_routed(cx, rs, pool, id, ip2.dst, egress, out);
+    match split_mtu {
+        Some(mtu) => send_fragments(cx, rs, pool, id, l3, mtu, ip2.dst, egress, out),
+        None => send_routed(cx, rs, pool, id, ip2.dst, egress, out),
+    }
+}
+
+/// The MTU check of a packet routed only after translation (`ip` as it came, `ip2` as
+/// translated; the start of what its sender sent is in `rs`): `None` when it fits,
+/// `Some(Ok(mtu))` when it is to be fragmented, `Some(Err(()))` when it was refused
+/// (DF set: "fragmentation needed" quoting what the sender sent). Out of line: only
+/// packets larger than some network's MTU get here.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
+fn late_mtu_check<O: Output>(
+    cx: &Ctx<'_>,
+    rs: &mut RouterState,
+    pool: &mut BufPool,
+    id: PktId,
+    ip: &Ip,
+    ip2: &Ip,
+    head_len: usize,
+    egress: Egress,
+    ing: Ingress<'_>,
+    in_port: PortId,
+    out: &mut O,
+) -> Option<Result<u32, ()>> {
+    let mtu = egress_mtu(cx.tables, egress);
+    if !too_big(pool, id, ip2, mtu) {
+        return None;
+    }
+    if ip2.df {
+        let l3 = ip.l3;
+        pool.frame_mut(id)[l3..l3 + head_len].copy_from_slice(&rs.sent_head[..head_len]);
+        reject(cx, rs, pool, id, ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
+        return Some(Err(()));
+    }
+    if pool.meta(id).vnet.is_gso() {
+        return None;
+    }
+    Some(Ok(mtu))
+}
+
+/// Sends packet `id` (larger than `mtu`, DF clear) as fragments, each routed like a
+/// packet of its own (RFC 1812 5.2.6); a partial checksum is completed first, since
+/// no fragment holds the whole datagram.
+#[allow(clippy::too_many_arguments)]
+#[cold]
+fn send_fragments<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id: PktId, l3: usize, mtu: u32, dst: Ipv4Addr, egress: Egress, out: &mut O) {
+    let vh = pool.meta(id).vnet;
+    if vh.needs_csum() {
+        if crate::offload::complete_checksum(pool.frame_mut(id), &vh).is_err() {
+            return discard(cx, pool, id, DropReason::OffloadFailed);
+        }
+        pool.meta_mut(id).vnet = VnetHdr::default();
+    }
+    let plan = match crate::router::frag::plan(pool.frame(id), l3, mtu as usize) {
+        Ok(p) => p,
+        Err(_) => return discard(cx, pool, id, DropReason::TooBig),
+    };
+    let (off, len) = (pool.meta(id).off as usize, pool.meta(id).len as usize);
+    for k in 0..plan.count {
+        let Some(e) = pool.alloc() else { return discard(cx, pool, id, DropReason::NoBuffer) };
+        // SAFETY: `id` is held until the end of this function and `e` is another
+        // buffer, so the original is neither freed nor written while it is read.
+        let orig = unsafe { std::slice::from_raw_parts(pool.base_ptr(id).add(off), len) };
+        let buf = &mut pool.raw_mut(e)[HEADROOM..HEADROOM + plan.max_frame_len()];
+        match crate::router::frag::write(orig, &plan, k, buf) {
+            Ok(n) => {
+                pool.meta_mut(e).len = n as u32;
+                send_routed(cx, rs, pool, e, dst, egress, out);
+            }
+            Err(_) => {
+                pool.release(e);
+                return discard(cx, pool, id, DropReason::TooBig);
+            }
+        }
+    }
+    cx.stats.event(Event::Fragmented, 1);
+    pool.release(id);
 }
 
 /// Route lookup plus the Docker isolation rules for traffic from network `from`.
