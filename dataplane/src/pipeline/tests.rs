@@ -262,7 +262,7 @@ fn dhcp_requests_answered_for_ports_with_a_binding_only() {
     h.t.set_dhcp(1, lease);
     // DISCOVER (53=1), broadcast.
     let discover = request(Ipv4Addr::UNSPECIFIED, true, &[53, 1, 1]);
-    let out = h.send(1, &[discover.clone()]);
+    let out = h.send(1, std::slice::from_ref(&discover));
     assert_eq!(Harness::ports_of(&out), vec![1], "answered on the ingress port only, not flooded");
     let r = &out[0].1;
     assert_eq!(r.len(), REPLY_LEN);
