@@ -109,8 +109,9 @@ pub struct CtlOpts {
     pub uplink: Option<UplinkCfg>,
     /// This host's underlay address (tunnels to other hosts start here).
     pub advertise: Option<Ipv4Addr>,
-    /// Other hosts (without a cluster store): every overlay network is carried to each.
-    pub peers: Vec<Ipv4Addr>,
+    /// Other hosts (without a cluster store), with their VXLAN port: every overlay
+    /// network is carried to each.
+    pub peers: Vec<(Ipv4Addr, u16)>,
     /// UDP port of VXLAN.
     pub vxlan_port: u16,
     /// The cluster store (`etcd://HOST:PORT`).
@@ -1665,9 +1666,9 @@ impl Controller {
             crate::model::Encap::Udp => dataplane::encap::Tunnel::Udp,
             crate::model::Encap::Mesh => return,
         };
-        // `--peer` hosts are taken to use this host's VXLAN port; cluster hosts publish theirs.
-        let own = self.opts.vxlan_port;
-        let peers: std::collections::BTreeMap<Ipv4Addr, u16> = self.opts.peers.iter().map(|p| (*p, own)).chain(self.cluster_hosts.iter().map(|(h, p)| (*h, *p))).collect();
+        // `--peer IP[:PORT]` hosts use the port given (else this host's); cluster hosts
+        // publish theirs.
+        let peers: std::collections::BTreeMap<Ipv4Addr, u16> = self.opts.peers.iter().copied().chain(self.cluster_hosts.iter().map(|(h, p)| (*h, *p))).collect();
         for (peer, udp_port) in peers {
             if self.peer_ports.contains_key(&(n.name.clone(), peer)) {
                 continue;

@@ -192,3 +192,40 @@ fn restarting_one_host_does_not_disturb_the_others() {
     assert!(received >= 58, "traffic between the other hosts was disturbed: {received}/60");
     assert!(ping(&sbs[2].0, &sbs[0].1), "the restarted host is back{}", w.log_tail(ds[2]));
 }
+
+/// `--peer IP:PORT`: hosts on different VXLAN ports (`--vxlan-port`) reach each other
+/// when each names the other's port; a bad or repeated `--peer` is refused at start.
+#[test]
+fn peers_on_their_own_vxlan_ports() {
+    let Some(mut w) = World::new("peerport", &["ping"]) else { return };
+    let hosts = underlay(&w, 2);
+    let (ip1, ip2) = (hosts[0].1.clone(), hosts[1].1.clone());
+    let d1 = w.start_daemon(&hosts[0].0, &["--workers", "2", "--advertise", &ip1, "--peer", &format!("{ip2}:4790")]);
+    let d2 = w.start_daemon(&hosts[1].0, &["--workers", "2", "--advertise", &ip2, "--vxlan-port", "4790", "--peer", &format!("{ip1}:4789")]);
+    overlay_net(&w, d1, "ov", "vxlan", "10.90.0.0/25");
+    overlay_net(&w, d2, "ov", "vxlan", "10.90.0.128/25");
+    let (a, aip) = sandbox(&w, d1, "ov", "a");
+    let (b, bip) = sandbox(&w, d2, "ov", "b");
+    assert!(ping(&a, &bip), "h1 -> h2 on 4790{}", w.log_tail(d1));
+    assert!(ping(&b, &aip), "h2 -> h1 on 4789{}", w.log_tail(d2));
+    // Refused as command-line errors (exit status 2, one line naming --peer).
+    let bare = w.netns("bare");
+    let refuse = |args: &[&str]| -> String {
+        let o = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{bare}"))
+            .arg(bin_dir().join("vswitchd"))
+            .args(["--state-dir", &w.dir.join("bare-state").display().to_string(), "--socket", &w.dir.join("bare.sock").display().to_string()])
+            .args(["--advertise", "198.19.9.9"])
+            .args(args)
+            .output()
+            .expect("vswitchd");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = refuse(&["--peer", "198.19.9.10:0"]);
+    assert!(e.contains("--peer 198.19.9.10:0: port 0"), "{e}");
+    let e = refuse(&["--peer", "198.19.9.10:4790", "--peer", "198.19.9.10"]);
+    assert!(e.contains("198.19.9.10 is given twice"), "{e}");
+    let e = refuse(&["--peer", "host-b:4790"]);
+    assert!(e.contains("--peer \"host-b:4790\": not an IPv4 address or IP:PORT"), "{e}");
+}

@@ -72,8 +72,9 @@ struct Args {
     #[arg(long, value_name = "IP")]
     advertise: Option<String>,
     /// Another host carrying the overlay networks (repeatable; without a cluster store,
-    /// MACs are learned by flooding over the tunnels).
-    #[arg(long = "peer", value_name = "IP", requires = "advertise")]
+    /// MACs are learned by flooding over the tunnels). PORT: that host's --vxlan-port
+    /// (default: this host's).
+    #[arg(long = "peer", value_name = "IP[:PORT]", requires = "advertise")]
     peers: Vec<String>,
     /// UDP port of VXLAN.
     #[arg(long, default_value_t = control::controller::VXLAN_PORT)]
@@ -179,20 +180,26 @@ fn main() {
         .filter(|(x, y)| *x >= 1 && x <= y)
         .unwrap_or_else(|| fail(format!("--ephemeral-ports {:?}: want FIRST-LAST, e.g. 49153-60999", a.ephemeral_ports)));
     let advertise = a.advertise.as_ref().map(|s| s.parse::<std::net::Ipv4Addr>().unwrap_or_else(|_| fail(format!("--advertise {s:?}: not an IPv4 address"))));
-    let peers: Vec<std::net::Ipv4Addr> = a
-        .peers
-        .iter()
-        .map(|s| {
-            let ip: std::net::Ipv4Addr = s.parse().unwrap_or_else(|_| fail(format!("--peer {s:?}: not an IPv4 address")));
-            if let Err(e) = control::controller::check_unicast(ip) {
-                fail(format!("--peer {ip}: {e}"));
-            }
-            if Some(ip) == advertise {
-                fail(format!("--peer {ip}: is this host's own --advertise address"));
-            }
-            ip
-        })
-        .collect();
+    let mut peers: Vec<(std::net::Ipv4Addr, u16)> = Vec::new();
+    for s in &a.peers {
+        let (ip, port) = match s.parse::<std::net::SocketAddrV4>() {
+            Ok(sa) => (*sa.ip(), sa.port()),
+            Err(_) => (s.parse().unwrap_or_else(|_| fail(format!("--peer {s:?}: not an IPv4 address or IP:PORT"))), a.vxlan_port),
+        };
+        if let Err(e) = control::controller::check_unicast(ip) {
+            fail(format!("--peer {s}: {e}"));
+        }
+        if port == 0 {
+            fail(format!("--peer {s}: port 0 is not a port a host listens on"));
+        }
+        if Some(ip) == advertise {
+            fail(format!("--peer {s}: is this host's own --advertise address"));
+        }
+        if let Some((_, p)) = peers.iter().find(|(i, _)| *i == ip) {
+            fail(format!("--peer {s}: {ip} is given twice (also with VXLAN port {p})"));
+        }
+        peers.push((ip, port));
+    }
     let ctl = control::controller::CtlOpts {
         ephemeral_ports: eph,
         userland_proxy: a.userland_proxy,

@@ -89,7 +89,7 @@ impl Controller {
     /// it left, or (`again`) registered with another VXLAN port and gets new ones. A
     /// host that is also a `--peer` keeps its tunnels when it leaves.
     fn detach_tunnels_to(&mut self, h: Ipv4Addr, again: bool) {
-        if !again && self.opts.peers.contains(&h) {
+        if !again && self.opts.peers.iter().any(|(p, _)| *p == h) {
             return;
         }
         let gone: Vec<(String, Ipv4Addr)> = self.peer_ports.keys().filter(|(_, p)| *p == h).cloned().collect();
