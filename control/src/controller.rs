@@ -519,7 +519,7 @@ impl Controller {
         let ports: Vec<Value> = self
             .state
             .ports_of_network(&n.name)
-            .map(|p| json!({"interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)}))
+            .map(|p| json!({"interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "dhcp": p.dhcp.as_ref().map(|d| crate::dp::dhcp_json(d, self.state.networks.get(&p.network)))}))
             .collect();
         json!({
             "name": n.name,
@@ -1273,7 +1273,7 @@ impl Controller {
         let net = self.state.networks.get(network).ok_or_else(|| format!("network {network} not found"))?.clone();
         self.check_not_stale(network)?;
         let kind: PortKind = match kind {
-            Some(k) => k.parse().map_err(|e| format!("type: {e}"))?,
+            Some(k) => k.parse().map_err(|e| format!("--type: {e}"))?,
             None => PortKind::System,
         };
         if let Some(p) = self.state.ports.get(ifname) {
@@ -1303,7 +1303,7 @@ impl Controller {
         }
         self.dp.publish(&self.state);
         info!(network, ifname, kind = %kind, dhcp = ?p.dhcp.as_ref().map(|d| d.ip), "port added");
-        Ok(json!({"network": network, "interface": ifname, "type": kind, "port_id": p.port_id, "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)}))
+        Ok(json!({"network": network, "interface": ifname, "type": kind, "port_id": p.port_id, "dhcp": p.dhcp.as_ref().map(|d| crate::dp::dhcp_json(d, self.state.networks.get(&p.network)))}))
     }
 
     /// The DHCP binding `port add` asked for (`--dhcp [--ip IP] [--dns IP]…`): the
@@ -1343,8 +1343,8 @@ impl Controller {
             .iter()
             .map(|d| d.parse::<Ipv4Addr>().map_err(|_| format!("--dns {d:?}: not an IPv4 address")))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(d) = dns.iter().find(|d| d.is_unspecified() || d.is_broadcast() || d.is_multicast()) {
-            return Err(format!("--dns {d}: not the address of a server"));
+        if let Some(d) = dns.iter().find(|d| d.is_unspecified() || d.is_broadcast() || d.is_multicast() || d.is_loopback()) {
+            return Err(format!("--dns {d}: not the address of a server the machine behind the port can reach"));
         }
         Ok(Some(model::PortDhcp { ip, dns }))
     }
@@ -1423,7 +1423,7 @@ impl Controller {
                 .iter()
                 .map(|p| {
                     let carrier = self.nl.link_by_name(&p.ifname).ok().flatten().map(|l| l.oper_up);
-                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier, "dhcp": p.dhcp.as_ref().map(crate::dp::dhcp_json)})
+                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier, "dhcp": p.dhcp.as_ref().map(|d| crate::dp::dhcp_json(d, self.state.networks.get(&p.network)))})
                 })
                 .collect(),
         )

@@ -501,10 +501,15 @@ pub const DHCP_LEASE_SECS: u32 = 3600;
 /// The DNS servers a `--dhcp` port gets: its `--dns`, else the host's IPv4 name servers
 /// that are reachable from a network (loopback ones, such as systemd-resolved's stub,
 /// are left out: on the machine behind the port they would be its own), read once.
-pub fn dhcp_dns(d: &crate::model::PortDhcp) -> Vec<std::net::Ipv4Addr> {
+/// On an `--internal` network nothing is handed out without `--dns` (the host's
+/// servers are out of reach from there).
+pub fn dhcp_dns(d: &crate::model::PortDhcp, net: &crate::model::Network) -> Vec<std::net::Ipv4Addr> {
     static HOST: std::sync::OnceLock<Vec<std::net::Ipv4Addr>> = std::sync::OnceLock::new();
     if !d.dns.is_empty() {
         return d.dns.clone();
+    }
+    if net.internal {
+        return Vec::new();
     }
     HOST.get_or_init(|| {
         let mut v: Vec<std::net::Ipv4Addr> = crate::dns::upstream::host_upstreams()
@@ -523,7 +528,7 @@ pub fn dhcp_dns(d: &crate::model::PortDhcp) -> Vec<std::net::Ipv4Addr> {
 /// What the gateway hands out to a `--dhcp` port of `net`.
 pub fn dhcp_lease(d: &crate::model::PortDhcp, net: &crate::model::Network) -> dataplane::router::dhcp::DhcpLease {
     let mut dns = [std::net::Ipv4Addr::UNSPECIFIED; dataplane::router::dhcp::DNS_MAX];
-    let servers = dhcp_dns(d);
+    let servers = dhcp_dns(d, net);
     for (slot, a) in dns.iter_mut().zip(&servers) {
         *slot = *a;
     }
@@ -538,6 +543,10 @@ pub fn dhcp_lease(d: &crate::model::PortDhcp, net: &crate::model::Network) -> da
 }
 
 /// A port's DHCP binding for listings: the address, and the DNS servers handed out.
-pub fn dhcp_json(d: &crate::model::PortDhcp) -> serde_json::Value {
-    serde_json::json!({"ip": d.ip, "dns": dhcp_dns(d)})
+pub fn dhcp_json(d: &crate::model::PortDhcp, net: Option<&crate::model::Network>) -> serde_json::Value {
+    let dns = match net {
+        Some(n) => dhcp_dns(d, n),
+        None => d.dns.clone(),
+    };
+    serde_json::json!({"ip": d.ip, "dns": dns})
 }

@@ -545,7 +545,17 @@ fn vms_get_their_address_by_dhcp() {
     assert!(e.contains("--ip 10.71.0.2: already in use on network lan"), "{e}");
     let e = w.ctl_err(0, &["port", "add", "lan", "vm3x", "--type", "tap", "--dhcp", "--dns", "resolver"]);
     assert!(e.contains("--dns \"resolver\": not an IPv4 address"), "{e}");
+    let e = w.ctl_err(0, &["port", "add", "lan", "vm3x", "--type", "tap", "--dhcp", "--dns", "127.0.0.1"]);
+    assert!(e.contains("--dns 127.0.0.1: not the address of a server"), "{e}");
     assert!(!w.ctl_ok(0, &["port", "ls"]).contains("vm3x"));
+    // On an --internal network: no router, and no DNS servers unless given (the
+    // host's are out of reach from there).
+    w.ctl_ok(0, &["network", "create", "iso", "--subnet", "10.72.0.0/24", "--internal"]);
+    let vm4 = w.netns("vm4");
+    sh_ok(&format!("ip -n {host} link add vm4p type veth peer name eth0 netns {vm4} && ip -n {vm4} link set eth0 up"));
+    w.ctl_ok(0, &["port", "add", "iso", "vm4p", "--dhcp"]);
+    let got = dhcp_client(&w, &vm4, "eth0", "");
+    assert!(got.starts_with("ip=10.72.0.2 mask=24 router= dns= mtu=1500 "), "{got}");
 
     // The binding survives a restart (the state file keeps it).
     w.restart_daemon(0);

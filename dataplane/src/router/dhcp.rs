@@ -214,7 +214,10 @@ pub fn reply(req: &[u8], gw: &GatewayV4, lease: &DhcpLease, out: &mut [u8]) -> R
     b[2] = 6;
     b[4..8].copy_from_slice(&r.xid);
     b[10..12].copy_from_slice(&r.flags);
-    b[12..16].copy_from_slice(&r.ciaddr.octets());
+    // RFC 2131 table 3: a NAK's ciaddr is 0.
+    if answer != Answer::Nak {
+        b[12..16].copy_from_slice(&r.ciaddr.octets());
+    }
     if answer != Answer::Nak && !inform {
         b[16..20].copy_from_slice(&lease.ip.octets());
     }

@@ -129,9 +129,11 @@ fn request_for_the_address_is_acked_and_for_another_naked() {
     let (r, a) = answer(&req).unwrap();
     assert_eq!(a, Answer::Ack);
     assert_eq!((&r[0..6], &r[30..34]), (&CLIENT[..], &[10, 70, 0, 50][..]));
-    // ... from another address: NAK.
+    // ... from another address: NAK, with ciaddr 0 (RFC 2131 table 3).
     let req = request(Ipv4Addr::new(10, 70, 0, 51), false, &[53, 1, REQUEST]);
-    assert_eq!(answer(&req).unwrap().1, Answer::Nak);
+    let (r, a) = answer(&req).unwrap();
+    assert_eq!(a, Answer::Nak);
+    assert_eq!(&r[42 + 12..42 + 16], &[0, 0, 0, 0]);
 }
 
 #[test]
