@@ -55,6 +55,9 @@ const FANOUT_FLAG_UNIQUEID: u16 = 0x2000;
 /// A frame whose worker's ring is nearly full goes to another worker instead of being
 /// dropped: a flow stays on its worker unless that worker is overloaded.
 const FANOUT_FLAG_ROLLOVER: u16 = 0x1000;
+/// The group ignores frames the host itself sends on the interface (Linux 6.9+; the
+/// sockets' own PACKET_IGNORE_OUTGOING does not apply once they are in a group).
+const FANOUT_FLAG_IGNORE_OUTGOING: u16 = 0x4000;
 
 /// Default receive ring: 1024 slots of 2 KiB, 2 MiB of kernel memory per port and
 /// worker.
@@ -259,13 +262,22 @@ impl AfPacket {
         }
         if n > 1 {
             // The first socket gets a fresh group id from the kernel; the others join it.
+            // Without FANOUT_FLAG_IGNORE_OUTGOING, what the host's own stack sends on the
+            // interface (IPv6 router solicitations, MLD, its traffic on a NIC with an
+            // address) would be switched into the network. Kernels before 6.9 refuse
+            // the flag; there they still are.
             let first = socks[0].fd.as_raw_fd();
-            let v: u32 = ((FANOUT_HASH | FANOUT_FLAG_ROLLOVER | FANOUT_FLAG_UNIQUEID) as u32) << 16;
-            setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
+            let mut flags = FANOUT_HASH | FANOUT_FLAG_ROLLOVER | FANOUT_FLAG_IGNORE_OUTGOING;
+            let v: u32 = ((flags | FANOUT_FLAG_UNIQUEID) as u32) << 16;
+            if setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v).is_err() {
+                flags &= !FANOUT_FLAG_IGNORE_OUTGOING;
+                let v: u32 = ((flags | FANOUT_FLAG_UNIQUEID) as u32) << 16;
+                setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
+            }
             let got: u32 = getsockopt(first, SOL_PACKET, PACKET_FANOUT)?;
             let id = got & 0xffff;
             for s in &socks[1..] {
-                let v: u32 = id | (((FANOUT_HASH | FANOUT_FLAG_ROLLOVER) as u32) << 16);
+                let v: u32 = id | ((flags as u32) << 16);
                 setsockopt(s.fd.as_raw_fd(), SOL_PACKET, PACKET_FANOUT, &v)?;
             }
         }
