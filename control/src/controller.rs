@@ -2021,6 +2021,16 @@ impl Controller {
                         }
                         changed = true;
                     }
+                    // Its MTU changed (`ip link set … mtu`): the router's MTU checks and
+                    // fragmentation follow (they used the value read at start).
+                    Some(l) => {
+                        if let Some(mut e) = self.dp.uplink().filter(|e| e.mtu != l.mtu) {
+                            info!(uplink = %u.ifname, from = e.mtu, to = l.mtu, "uplink MTU changed");
+                            e.mtu = l.mtu;
+                            self.dp.set_uplink(Some(e));
+                            changed = true;
+                        }
+                    }
                     _ => {}
                 }
             }
