@@ -166,6 +166,9 @@ pub struct Controller {
     /// The ifindex each attached system port's socket is bound to (to notice an
     /// interface deleted and made again under the same name).
     port_ifindex: std::collections::HashMap<String, u32>,
+    /// Switch-made TAP ports gone from this namespace and looked for in the others
+    /// once (not found: not searched again every second).
+    tap_searched: BTreeSet<String>,
     /// Endpoints whose interface was deleted behind the daemon's back and could not be
     /// made again yet (warned once; retried every second).
     heal_failed: BTreeSet<u16>,
@@ -187,7 +190,7 @@ mod cluster;
 
 impl Controller {
     pub fn new(store: FileStore, dp: Dp, state: State) -> std::io::Result<Controller> {
-        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: Default::default(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), cluster_stale: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
+        Ok(Controller { state, store, dp, nl: Netlink::open()?, opts: CtlOpts::default(), proxy: crate::proxy::Proxy::new(), dns: None, peer_ports: Default::default(), cluster: None, cluster_hosts: Default::default(), remote_eps: Default::default(), remote_subnets: Default::default(), port_ifindex: Default::default(), tap_searched: BTreeSet::new(), heal_failed: BTreeSet::new(), heal_failed_ns: BTreeSet::new(), cluster_stale: BTreeSet::new(), gone_addrs: Vec::new(), mesh: None, mesh_up: Default::default(), mesh_ports: Default::default() })
     }
 
     /// Persists `new` and makes it the current state.
@@ -1293,7 +1296,7 @@ impl Controller {
             }
         }
         let dhcp = self.port_dhcp(&req, &net)?;
-        let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()?, dhcp };
+        let p = AttachedPort { network: network.to_string(), ifname: ifname.to_string(), kind, port_id: self.free_port_id()?, dhcp, netns: None };
         self.realise_port(&p, &net, true)?;
         let mut new = self.state.clone();
         new.ports.insert(ifname.to_string(), p.clone());
@@ -1362,6 +1365,16 @@ impl Controller {
                 Ok(())
             }
             PortKind::Tap => {
+                // Moved into another namespace by hand (noticed by `check_ports`): at a
+                // restart it is reopened there, not made again here.
+                if let Some(ns) = p.netns.as_deref().filter(|_| !fresh).and_then(|n| Netns::open_named(n).ok()) {
+                    let there = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(&p.ifname)).ok().flatten();
+                    if there.is_some_and(|l| l.kind.as_deref() == Some("tun")) {
+                        let (name, n, opts) = (p.ifname.clone(), self.dp.worker_count(), self.dp.cfg.tap);
+                        let qs = ns.run_in(move || dataplane::port::tap::TapQueue::open_queues(&name, n, &opts))??;
+                        return self.dp.attach_tap(p.port_id, qs);
+                    }
+                }
                 if let Some(l) = self.nl.link_by_name(&p.ifname)? {
                     if l.kind.as_deref() != Some("tun") {
                         return Err(std::io::Error::new(
@@ -1375,6 +1388,7 @@ impl Controller {
                 if let Some(l) = self.nl.link_by_name(&p.ifname)? {
                     let _ = self.nl.set_mtu(l.index, net.mtu);
                     self.nl.set_up(l.index, true)?;
+                    self.port_ifindex.insert(p.ifname.clone(), l.index);
                 }
                 self.dp.attach_tap(p.port_id, qs)
             }
@@ -1407,8 +1421,11 @@ impl Controller {
         if p.kind == PortKind::Tap {
             if let Ok(Some(l)) = self.nl.link_by_name(ifname) {
                 let _ = self.nl.delete_link(l.index);
+            } else if let Some(ns) = p.netns.as_deref().and_then(|n| Netns::open_named(n).ok()) {
+                endpoint::delete_in_sandbox(&ns, ifname);
             }
         }
+        self.tap_searched.remove(ifname);
         info!(network, ifname, "port removed");
         self.drop_stale_network(network);
         Ok(json!({"removed": ifname}))
@@ -1423,7 +1440,7 @@ impl Controller {
                 .iter()
                 .map(|p| {
                     let carrier = self.nl.link_by_name(&p.ifname).ok().flatten().map(|l| l.oper_up);
-                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier, "dhcp": p.dhcp.as_ref().map(|d| crate::dp::dhcp_json(d, self.state.networks.get(&p.network)))})
+                    json!({"network": p.network, "interface": p.ifname, "type": p.kind, "port_id": p.port_id, "attached": self.dp.is_attached(p.port_id), "carrier": carrier, "netns": p.netns, "dhcp": p.dhcp.as_ref().map(|d| crate::dp::dhcp_json(d, self.state.networks.get(&p.network)))})
                 })
                 .collect(),
         )
@@ -1952,6 +1969,50 @@ impl Controller {
         Ok(())
     }
 
+    /// Notices a switch-made TAP port moved into another named namespace by hand (as a
+    /// VM manager does) and records the namespace, so a restart reopens the TAP there
+    /// instead of making a new one here; moved back, the record goes. The TAP is known
+    /// by name, kind and interface index (a move keeps the index unless it is taken).
+    fn follow_moved_tap(&mut self, p: &AttachedPort) {
+        if !self.dp.is_attached(p.port_id) || self.dp.port_totals(p.port_id).gone > 0 {
+            return;
+        }
+        let here = self.nl.link_by_name(&p.ifname).ok().flatten();
+        if here.is_some() {
+            self.tap_searched.remove(&p.ifname);
+        }
+        let found = match (&here, &p.netns) {
+            (Some(l), Some(_)) if l.kind.as_deref() == Some("tun") => None,
+            (Some(_), _) | (None, Some(_)) => return,
+            (None, None) => {
+                let Some(&idx) = self.port_ifindex.get(&p.ifname) else { return };
+                if !self.tap_searched.insert(p.ifname.clone()) {
+                    return;
+                }
+                let hit = netns::list_named().unwrap_or_default().into_iter().find(|n| {
+                    let Ok(ns) = Netns::open_named(n) else { return false };
+                    let l = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(&p.ifname)).ok().flatten();
+                    l.is_some_and(|l| l.kind.as_deref() == Some("tun") && l.index == idx)
+                });
+                match hit {
+                    Some(n) => Some(n),
+                    None => return,
+                }
+            }
+        };
+        let mut new = self.state.clone();
+        if let Some(q) = new.ports.get_mut(&p.ifname) {
+            q.netns = found.clone();
+        }
+        if self.commit(new).is_ok() {
+            self.tap_searched.remove(&p.ifname);
+            match found {
+                Some(n) => info!(interface = %p.ifname, netns = %n, "TAP port moved to another namespace; reopened there at a restart"),
+                None => info!(interface = %p.ifname, "TAP port back in the daemon's namespace"),
+            }
+        }
+    }
+
     /// The shared connection and neighbour tables, for the housekeeping sweeps.
     pub fn router_tables(&self) -> (std::sync::Arc<dataplane::nat::ConnTable>, std::sync::Arc<dataplane::router::neigh::NeighCache>) {
         (self.dp.conntrack().clone(), self.dp.neigh().clone())
@@ -2039,6 +2100,9 @@ impl Controller {
         // OVS shows a port whose interface failed; a restart or `port rm` + `port add`
         // makes it again.
         let taps: Vec<AttachedPort> = self.state.ports.values().filter(|p| p.kind == PortKind::Tap).cloned().collect();
+        for p in &taps {
+            self.follow_moved_tap(p);
+        }
         for p in taps {
             if self.dp.is_attached(p.port_id) && self.dp.port_totals(p.port_id).gone > 0 {
                 self.dp.detach(p.port_id);

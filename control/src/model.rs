@@ -459,6 +459,10 @@ pub struct AttachedPort {
     /// `--dhcp`: the gateway hands this address out by DHCP to what is behind the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dhcp: Option<PortDhcp>,
+    /// A switch-made TAP moved into this named namespace by hand (a VM manager's
+    /// doing), noticed while running: reopened there at a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// A port's DHCP binding: the address is reserved in the network's IPAM like an

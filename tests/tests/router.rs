@@ -556,9 +556,17 @@ fn vms_get_their_address_by_dhcp() {
     let got = dhcp_client(&w, &vm4, "eth0", "");
     assert!(got.starts_with("ip=10.72.0.2 mask=24 router= dns= mtu=1500 "), "{got}");
 
-    // The binding survives a restart (the state file keeps it).
+    // The binding survives a restart (the state file keeps it), also for the TAP moved
+    // into vm2 by hand: the daemon noticed the move and reopens it there (it used to make
+    // a new TAP of that name in its own namespace and leave vm2's cut off).
+    let tap_ns = |w: &World| w.ctl_json(0, &["port", "ls"]).as_array().unwrap().iter().find(|p| p["interface"] == "vmtap2").map(|p| p["netns"].clone());
+    assert!(wait_for(Duration::from_secs(5), || tap_ns(&w) == Some(serde_json::json!(vm2))), "move noticed: {:?}", tap_ns(&w));
+    w.stop_daemon(0, libc::SIGTERM);
     w.restart_daemon(0);
     assert!(wait_for(Duration::from_secs(10), || dhcp_client(&w, &vm1, "eth0", "").starts_with("ip=10.71.0.3 ")), "lease after restart{}", w.log_tail(0));
+    assert!(dhcp_client(&w, &vm2, "vmtap2", "").starts_with("ip=10.71.0.50 "), "the moved TAP after restart{}", w.log_tail(0));
+    assert!(sh(&format!("ip -n {host} link show vmtap2")).status.code() != Some(0), "no second TAP made in the daemon's namespace");
+    assert!(ping(&vm2, "10.71.0.3"));
     // Removing the port frees its address.
     w.ctl_ok(0, &["port", "rm", "lan", "vm1p"]);
     w.ctl_ok(0, &["disconnect", "lan", &c2]);
