@@ -808,14 +808,7 @@ impl Controller {
         let used_ips: BTreeSet<Ipv4Addr> = self.state.used_ipv4(&net.name);
         let ep_id = model::random_id();
         claimed.id = ep_id.clone();
-        let ip = match &c.ip {
-            Some(s) => {
-                let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
-                ipam::check_requested(&net, ip, &used_ips)?;
-                ip
-            }
-            None => ipam::allocate(&net, &used_ips)?,
-        };
+        let ip = ipam::choose(&net, c.ip.as_deref(), &used_ips)?;
         // Overlay networks in a cluster: the address is claimed in the store (unique
         // across hosts), never taken from a local counter.
         let ip = match self.cluster_ip(&net, c.ip.as_ref().map(|_| ip), &ep_id)? {
@@ -1050,7 +1043,7 @@ impl Controller {
                 self.dp.attach_system(ep.port_id, &ep.host_ifname)
             }
             EndpointKind::Tap => {
-                let reopened = if fresh { None } else { endpoint::reopen_tap(sb, ep, workers, &tap_opts)? };
+                let reopened = if fresh { None } else { endpoint::reopen_tap(sb, &ep.ifname, workers, &tap_opts)? };
                 let qs = match reopened {
                     Some(qs) => {
                         endpoint::configure_sandbox_side(sb, ep, net)?;
@@ -1329,15 +1322,7 @@ impl Controller {
                 net.name
             ));
         }
-        let used = self.state.used_ipv4(&net.name);
-        let ip = match &req.ip {
-            Some(s) => {
-                let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
-                ipam::check_requested(net, ip, &used)?;
-                ip
-            }
-            None => ipam::allocate(net, &used)?,
-        };
+        let ip = ipam::choose(net, req.ip.as_deref(), &self.state.used_ipv4(&net.name))?;
         if req.dns.len() > dataplane::router::dhcp::DNS_MAX {
             return Err(format!("--dns: at most {} servers are handed out by DHCP, {} given", dataplane::router::dhcp::DNS_MAX, req.dns.len()));
         }
@@ -1368,10 +1353,7 @@ impl Controller {
                 // Moved into another namespace by hand (noticed by `check_ports`): at a
                 // restart it is reopened there, not made again here.
                 if let Some(ns) = p.netns.as_deref().filter(|_| !fresh).and_then(|n| Netns::open_named(n).ok()) {
-                    let there = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(&p.ifname)).ok().flatten();
-                    if there.is_some_and(|l| l.kind.as_deref() == Some("tun")) {
-                        let (name, n, opts) = (p.ifname.clone(), self.dp.worker_count(), self.dp.cfg.tap);
-                        let qs = ns.run_in(move || dataplane::port::tap::TapQueue::open_queues(&name, n, &opts))??;
+                    if let Some(qs) = endpoint::reopen_tap(&ns, &p.ifname, self.dp.worker_count(), &self.dp.cfg.tap)? {
                         return self.dp.attach_tap(p.port_id, qs);
                     }
                 }
@@ -1990,9 +1972,7 @@ impl Controller {
                     return;
                 }
                 let hit = netns::list_named().unwrap_or_default().into_iter().find(|n| {
-                    let Ok(ns) = Netns::open_named(n) else { return false };
-                    let l = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(&p.ifname)).ok().flatten();
-                    l.is_some_and(|l| l.kind.as_deref() == Some("tun") && l.index == idx)
+                    Netns::open_named(n).ok().and_then(|ns| endpoint::tap_in(&ns, &p.ifname)).is_some_and(|l| l.index == idx)
                 });
                 match hit {
                     Some(n) => Some(n),

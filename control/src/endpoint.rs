@@ -139,15 +139,21 @@ pub fn create_tap(nl: &mut Netlink, sb: &Netns, ep: &Endpoint, net: &Network, qu
     Ok(qs)
 }
 
-/// Reattaches to the persistent TAP of an endpoint that already lives in its sandbox
-/// (after a daemon restart). `None` if it is not there (or is not a TAP).
-pub fn reopen_tap(sb: &Netns, ep: &Endpoint, queues: usize, opts: &TapOpts) -> io::Result<Option<Vec<TapQueue>>> {
+/// The TAP (tun) link `name` in namespace `ns`, if there is one.
+pub fn tap_in(ns: &Netns, name: &str) -> Option<crate::netlink::LinkInfo> {
+    Netlink::open_in(ns).and_then(|mut nl| nl.link_by_name(name)).ok().flatten().filter(|l| l.kind.as_deref() == Some("tun"))
+}
+
+/// Reattaches to the persistent TAP `name` that already lives in namespace `sb` (an
+/// endpoint's in its sandbox, a TAP port moved by hand; after a daemon restart). `None`
+/// if it is not there (or is not a TAP).
+pub fn reopen_tap(sb: &Netns, name: &str, queues: usize, opts: &TapOpts) -> io::Result<Option<Vec<TapQueue>>> {
     let mut nl = Netlink::open_in(sb)?;
-    match nl.link_by_name(&ep.ifname)? {
+    match nl.link_by_name(name)? {
         Some(l) if l.kind.as_deref() == Some("tun") => {}
         _ => return Ok(None),
     }
-    let name = ep.ifname.clone();
+    let name = name.to_string();
     let opts = *opts;
     let qs = sb.run_in(move || TapQueue::open_queues(&name, queues, &opts))??;
     Ok(Some(qs))

@@ -37,6 +37,18 @@ pub fn allocate(net: &Network, used: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, St
         .ok_or_else(|| format!("network {}: no free address left in {range}", net.name))
 }
 
+/// The address for `--ip` if given (`requested`, checked), else the lowest free one.
+pub fn choose(net: &Network, requested: Option<&str>, used: &BTreeSet<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+    match requested {
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| format!("--ip {s:?}: not an IPv4 address"))?;
+            check_requested(net, ip, used)?;
+            Ok(ip)
+        }
+        None => allocate(net, used),
+    }
+}
+
 /// Checks an address asked for with `--ip`.
 pub fn check_requested(net: &Network, ip: Ipv4Addr, used: &BTreeSet<Ipv4Addr>) -> Result<(), String> {
     if !net.subnet.contains(ip) {

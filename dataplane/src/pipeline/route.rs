@@ -281,12 +281,11 @@ fn forward<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool, id
     let mut split_mtu = None;
     if let Some(e) = routed_before {
         let mtu = egress_mtu(t, e);
-        if too_big(pool, id, &ip, mtu) {
-            if ip.df {
+        match mtu_fit(pool, id, &ip, mtu) {
+            MtuFit::Fits => {}
+            MtuFit::Split => split_mtu = Some(mtu),
+            MtuFit::Refuse => {
                 return reject(cx, rs, pool, id, &ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
-            }
-            if !pool.meta(id).vnet.is_gso() {
-                split_mtu = Some(mtu);
             }
         }
     }
@@ -399,19 +398,39 @@ fn late_mtu_check<O: Output>(
     out: &mut O,
 ) -> Option<Result<u32, ()>> {
     let mtu = egress_mtu(cx.tables, egress);
-    if !too_big(pool, id, ip2, mtu) {
-        return None;
+    match mtu_fit(pool, id, ip2, mtu) {
+        MtuFit::Fits => None,
+        MtuFit::Split => Some(Ok(mtu)),
+        MtuFit::Refuse => {
+            let l3 = ip.l3;
+            pool.frame_mut(id)[l3..l3 + head_len].copy_from_slice(&rs.sent_head[..head_len]);
+            reject(cx, rs, pool, id, ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
+            Some(Err(()))
+        }
     }
-    if ip2.df {
-        let l3 = ip.l3;
-        pool.frame_mut(id)[l3..l3 + head_len].copy_from_slice(&rs.sent_head[..head_len]);
-        reject(cx, rs, pool, id, ip, ing, in_port, DropReason::TooBig, Some(IcmpError::FragNeeded { mtu: mtu as u16 }), out);
-        return Some(Err(()));
+}
+
+/// What an egress MTU means for a routed packet.
+enum MtuFit {
+    /// It fits (or is a GSO frame without DF, left to segmentation).
+    Fits,
+    /// Too big without DF: fragmented.
+    Split,
+    /// Too big with DF: refused with "fragmentation needed".
+    Refuse,
+}
+
+#[inline]
+fn mtu_fit(pool: &BufPool, id: PktId, ip: &Ip, mtu: u32) -> MtuFit {
+    if !too_big(pool, id, ip, mtu) {
+        MtuFit::Fits
+    } else if ip.df {
+        MtuFit::Refuse
+    } else if pool.meta(id).vnet.is_gso() {
+        MtuFit::Fits
+    } else {
+        MtuFit::Split
     }
-    if pool.meta(id).vnet.is_gso() {
-        return None;
-    }
-    Some(Ok(mtu))
 }
 
 /// Sends packet `id` (larger than `mtu`, DF clear) as fragments, each routed like a

@@ -268,11 +268,10 @@ impl AfPacket {
             // the flag; there they still are.
             let first = socks[0].fd.as_raw_fd();
             let mut flags = FANOUT_HASH | FANOUT_FLAG_ROLLOVER | FANOUT_FLAG_IGNORE_OUTGOING;
-            let v: u32 = ((flags | FANOUT_FLAG_UNIQUEID) as u32) << 16;
-            if setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v).is_err() {
+            let new_group = |flags: u16| setsockopt(first, SOL_PACKET, PACKET_FANOUT, &(((flags | FANOUT_FLAG_UNIQUEID) as u32) << 16));
+            if new_group(flags).is_err() {
                 flags &= !FANOUT_FLAG_IGNORE_OUTGOING;
-                let v: u32 = ((flags | FANOUT_FLAG_UNIQUEID) as u32) << 16;
-                setsockopt(first, SOL_PACKET, PACKET_FANOUT, &v)?;
+                new_group(flags)?;
             }
             let got: u32 = getsockopt(first, SOL_PACKET, PACKET_FANOUT)?;
             let id = got & 0xffff;
