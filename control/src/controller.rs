@@ -1112,7 +1112,7 @@ impl Controller {
             let hnet = &self.state.networks[&h.network];
             let r = Netlink::open_in(sb).and_then(|mut nl| {
                 let l = nl.link_by_name(&h.ifname)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
-                endpoint::set_default_route(&mut nl, hnet.gateway, l.index)
+                endpoint::set_default_routes(&mut nl, hnet, l.index)
             });
             if let Err(e) = r {
                 warn!(sandbox, error = %e, "moving the default route");
@@ -1438,7 +1438,7 @@ impl Controller {
                 "proto": match c.orig.proto { 6 => "tcp".to_string(), 17 => "udp".to_string(), 1 => "icmp".to_string(), p => p.to_string() },
                 "orig": c.orig.to_string(),
                 "reply": c.reply.to_string(),
-                "state": format!("{:?}", c.state),
+                "state": c.state.name(),
                 "snat": c.snat,
                 "dnat": c.dnat,
                 "age": now.saturating_sub(c.created),
@@ -1523,11 +1523,16 @@ impl Controller {
             Some(q) => {
                 let v: Vec<_> = all
                     .iter()
-                    .filter(|p| p.1 == q || host_names.iter().any(|h| h.0 == p.0 && h.1 == q) || p.0.to_string() == q)
+                    .filter(|p| {
+                        p.1 == q
+                            || host_names.iter().any(|h| h.0 == p.0 && h.1 == q)
+                            || p.0.to_string() == q
+                            || (p.0 == UPLINK_PORT && p.1.strip_prefix("uplink:") == Some(q))
+                    })
                     .cloned()
                     .collect();
                 if v.is_empty() {
-                    return Err(format!("port {q} not found"));
+                    return Err(format!("--port: port {q:?} not found"));
                 }
                 v
             }

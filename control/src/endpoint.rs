@@ -63,11 +63,7 @@ pub fn configure_sandbox_side(sb: &Netns, ep: &Endpoint, net: &Network) -> io::R
             .map_err(|e| ctx(e, format!("address {a}/{} on {} in {}", c.prefix_len, ep.ifname, ep.sandbox)))?;
     }
     if ep.default_route {
-        set_default_route(&mut nl, net.gateway, link.index).map_err(|e| ctx(e, format!("default route in {}", ep.sandbox)))?;
-        if let Some(g6) = net.gateway6 {
-            nl.replace_route(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0, Some(IpAddr::V6(g6)), Some(link.index))
-                .map_err(|e| ctx(e, format!("IPv6 default route in {}", ep.sandbox)))?;
-        }
+        set_default_routes(&mut nl, net, link.index).map_err(|e| ctx(e, format!("default route in {}", ep.sandbox)))?;
     }
     Ok(())
 }
@@ -86,6 +82,17 @@ fn disable_ipv6(sb: &Netns, ifname: &str) -> io::Result<()> {
 /// Points the sandbox's default route at `gw` through `oif`.
 pub fn set_default_route(nl: &mut Netlink, gw: Ipv4Addr, oif: u32) -> io::Result<()> {
     nl.replace_route(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, Some(IpAddr::V4(gw)), Some(oif))
+}
+
+/// The sandbox's default routes through `net`'s gateways on interface `oif`: IPv4, and
+/// IPv6 when the network has an IPv6 gateway (a static route, as Docker sets; the
+/// gateway's router advertisements add a link-local one beside it).
+pub fn set_default_routes(nl: &mut Netlink, net: &Network, oif: u32) -> io::Result<()> {
+    set_default_route(nl, net.gateway, oif)?;
+    if let Some(g6) = net.gateway6 {
+        nl.replace_route(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0, Some(IpAddr::V6(g6)), Some(oif))?;
+    }
+    Ok(())
 }
 
 /// Creates the veth pair of a veth endpoint: the switch end in the daemon's namespace,

@@ -57,4 +57,13 @@ fn dual_stack_network() {
     assert!(w.ctl_err(0, &["network", "create", "x", "--subnet", "fd00:99::/64"]).contains("--ipv6"));
     assert!(w.ctl_err(0, &["network", "create", "x", "--ipv6", "--subnet", "fd00:80:0:0:1::/80"]).contains("overlaps"));
     assert!(w.ctl_err(0, &["connect", "other", &c1, "--ip6", "fd00:80::5"]).contains("not in the subnet"));
+    // Disconnected from its first network, a sandbox's default routes move to its next
+    // one: the IPv6 one too (not only what router advertisements give).
+    w.ctl_ok(0, &["connect", "other", &c1]);
+    w.ctl_ok(0, &["disconnect", "dual", &c1]);
+    let r4 = String::from_utf8_lossy(&in_ns(&c1, "ip route show default").stdout).into_owned();
+    assert!(r4.contains("via 10.81.0.1"), "{r4}");
+    let r6 = String::from_utf8_lossy(&in_ns(&c1, "ip -6 route show default").stdout).into_owned();
+    assert!(r6.contains("via fd00:81::1"), "IPv6 default route moved: {r6}");
+    assert!(ping(&c1, "fd00:81::2"), "v6 on the next network");
 }

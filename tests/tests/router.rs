@@ -102,6 +102,9 @@ fn masquerade_to_the_outside() {
     // The uplink has its row in the stats.
     let st = w.ctl_json(0, &["stats", "--port", "uplink:up0"]);
     assert!(st["ports"][0]["rx_packets"].as_u64() > Some(0) && st["ports"][0]["type"] == "uplink", "{st}");
+    // Also by the uplink's interface name.
+    let st = w.ctl_json(0, &["stats", "--port", "up0"]);
+    assert_eq!(st["ports"][0]["type"], "uplink", "{st}");
     // ICMP echo through NAT.
     assert!(ping(&c1, EXT_IP), "sandbox pings the outside{}", w.log_tail(0));
     // Fragments of a NATed flow are not blackholed: a 3000-byte echo leaves as three
@@ -120,6 +123,9 @@ fn masquerade_to_the_outside() {
     // The connection table shows them.
     let ct = w.ctl_json(0, &["conntrack", "ls"]);
     assert!(ct.as_array().map(|a| !a.is_empty()).unwrap_or(false), "{ct}");
+    // States as `conntrack -L` names them, in the JSON too.
+    let states: Vec<&str> = ct.as_array().unwrap().iter().filter_map(|c| c["state"].as_str()).collect();
+    assert!(states.iter().all(|s| s.chars().all(|c| c.is_ascii_uppercase() || c == '_')) && !states.is_empty(), "{ct}");
     w.ctl_ok(0, &["conntrack", "flush"]);
     // traceroute shows the gateway hop first.
     if in_ns(&c1, "which traceroute").status.success() {
@@ -561,6 +567,8 @@ fn vms_get_their_address_by_dhcp() {
     // a new TAP of that name in its own namespace and leave vm2's cut off).
     let tap_ns = |w: &World| w.ctl_json(0, &["port", "ls"]).as_array().unwrap().iter().find(|p| p["interface"] == "vmtap2").map(|p| p["netns"].clone());
     assert!(wait_for(Duration::from_secs(5), || tap_ns(&w) == Some(serde_json::json!(vm2))), "move noticed: {:?}", tap_ns(&w));
+    let table = w.ctl_ok(0, &["port", "ls"]);
+    assert!(table.lines().any(|l| l.contains("vmtap2") && l.trim_end().ends_with(vm2.as_str())), "NETNS column: {table}");
     w.stop_daemon(0, libc::SIGTERM);
     w.restart_daemon(0);
     assert!(wait_for(Duration::from_secs(10), || dhcp_client(&w, &vm1, "eth0", "").starts_with("ip=10.71.0.3 ")), "lease after restart{}", w.log_tail(0));

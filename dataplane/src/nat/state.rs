@@ -166,6 +166,32 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// The state as `conntrack -L` spells it (`ESTABLISHED`, `TIME_WAIT`, …), and
+    /// `REPLIED` / `UNREPLIED` for the protocols without states.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnState::Tcp(t) => match t {
+                TcpState::None => "NONE",
+                TcpState::SynSent => "SYN_SENT",
+                TcpState::SynRecv => "SYN_RECV",
+                TcpState::Established => "ESTABLISHED",
+                TcpState::FinWait => "FIN_WAIT",
+                TcpState::CloseWait => "CLOSE_WAIT",
+                TcpState::LastAck => "LAST_ACK",
+                TcpState::TimeWait => "TIME_WAIT",
+                TcpState::Close => "CLOSE",
+                TcpState::SynSent2 => "SYN_SENT2",
+            },
+            ConnState::Udp { replied } | ConnState::Icmp { replied } | ConnState::Other { replied } => {
+                if *replied {
+                    "REPLIED"
+                } else {
+                    "UNREPLIED"
+                }
+            }
+        }
+    }
+
     pub(crate) fn from_meta(m: u64) -> ConnState {
         let replied = m & meta::SEEN_REPLY != 0;
         match meta::proto(m) {
@@ -348,6 +374,17 @@ pub(crate) fn tcp_step(dir: Dir, flags: u8, old: TcpState) -> TcpStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_are_named_as_conntrack_l_names_them() {
+        assert_eq!(ConnState::Tcp(TcpState::TimeWait).name(), "TIME_WAIT");
+        assert_eq!(ConnState::Tcp(TcpState::SynSent2).name(), "SYN_SENT2");
+        assert_eq!(ConnState::Udp { replied: false }.name(), "UNREPLIED");
+        assert_eq!(ConnState::Icmp { replied: true }.name(), "REPLIED");
+        for t in TcpState::ALL {
+            assert!(ConnState::Tcp(t).name().chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'));
+        }
+    }
 
     #[test]
     fn handshake_and_close() {
