@@ -33,6 +33,8 @@ pub struct DpConfig {
     /// Pin worker i to CPU `pin[i % len]`.
     pub pin: Vec<usize>,
     pub busy_poll: bool,
+    /// Workers keep polling this long after work before sleeping (`--poll-spin-us`).
+    pub poll_spin_us: u32,
     pub afpacket: AfPacketOpts,
     pub tap: TapOpts,
     /// Most connections tracked at once (`--conntrack-max`).
@@ -50,6 +52,7 @@ impl Default for DpConfig {
             pool_buffers: 1024,
             pin: Vec::new(),
             busy_poll: false,
+            poll_spin_us: 0,
             afpacket: AfPacketOpts::default(),
             tap: TapOpts::default(),
             conntrack_max: 262_144,
@@ -115,6 +118,7 @@ impl Dp {
                 pool_buffers: cfg.pool_buffers,
                 cpu: if cfg.pin.is_empty() { None } else { Some(cfg.pin[i % cfg.pin.len()]) },
                 busy_poll: cfg.busy_poll,
+                poll_spin_us: cfg.poll_spin_us,
             };
             workers.push(WorkerHandle::spawn(wc, tables.clone())?);
         }

@@ -39,11 +39,14 @@ pub struct WorkerConfig {
     pub cpu: Option<usize>,
     /// Spin instead of sleeping in epoll (costs a whole core; off by default).
     pub busy_poll: bool,
+    /// Keep polling this many microseconds after a turn that found work before sleeping
+    /// (0: sleep at once).
+    pub poll_spin_us: u32,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { index: 0, rx_batch: 32, pool_buffers: 1024, cpu: None, busy_poll: false }
+        WorkerConfig { index: 0, rx_batch: 32, pool_buffers: 1024, cpu: None, busy_poll: false, poll_spin_us: 0 }
     }
 }
 
@@ -242,10 +245,13 @@ impl Worker {
         if let Some(cpu) = self.cfg.cpu {
             pin_to_cpu(cpu);
         }
+        let spin = Duration::from_micros(self.cfg.poll_spin_us as u64);
+        let mut spin_until: Option<std::time::Instant> = None;
         loop {
             // Wake at least once a second for housekeeping (kernel drop counters), and
             // sooner while packets wait for ARP.
-            let timeout = if self.cfg.busy_poll {
+            let spinning = spin_until.is_some_and(|t| std::time::Instant::now() < t);
+            let timeout = if self.cfg.busy_poll || spinning {
                 0
             } else {
                 self.router.next_deadline_ms().map(|ms| ms as i32).unwrap_or(1000)
@@ -257,6 +263,9 @@ impl Worker {
                     0
                 }
             };
+            if n > 0 && !spin.is_zero() {
+                spin_until = Some(std::time::Instant::now() + spin);
+            }
             // After the wait: a snapshot published while we slept is used at once.
             self.view.refresh();
             let now = clock::now_secs();

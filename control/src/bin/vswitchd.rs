@@ -33,6 +33,10 @@ struct Args {
     /// Workers spin instead of sleeping (lower latency, burns one core per worker).
     #[arg(long)]
     busy_poll: bool,
+    /// Workers keep polling this many microseconds after a turn that found packets
+    /// before they sleep (0 = sleep at once; costs CPU only while traffic flows).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    poll_spin_us: u32,
     /// Frames read from a port per poll-loop turn.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
     rx_batch: u16,
@@ -144,6 +148,7 @@ fn main() {
         pool_buffers: a.pool_buffers,
         pin: if !a.no_pin_cpus && workers <= ncpu { (0..ncpu).collect() } else { Vec::new() },
         busy_poll: a.busy_poll,
+        poll_spin_us: a.poll_spin_us,
         afpacket: AfPacketOpts { vnet, rx_ring: a.rx_ring as usize, ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
         conntrack_max: a.conntrack_max,

@@ -28,8 +28,12 @@ fn tables(fdb: &Arc<Fdb>, ports: &[PortId]) -> Tables {
 }
 
 fn setup(n: usize) -> (Arc<TablesHandle>, WorkerHandle, Vec<MemPeer>, Arc<Fdb>) {
+    setup_with(n, WorkerConfig { pool_buffers: 256, ..Default::default() })
+}
+
+fn setup_with(n: usize, cfg: WorkerConfig) -> (Arc<TablesHandle>, WorkerHandle, Vec<MemPeer>, Arc<Fdb>) {
     let th = Arc::new(TablesHandle::new());
-    let w = WorkerHandle::spawn(WorkerConfig { pool_buffers: 256, ..Default::default() }, th.clone()).unwrap();
+    let w = WorkerHandle::spawn(cfg, th.clone()).unwrap();
     let fdb = Arc::new(Fdb::new(1024));
     let mut peers = Vec::new();
     let ids: Vec<PortId> = (1..=n as PortId).collect();
@@ -59,6 +63,24 @@ fn forwards_floods_and_learns() {
     assert!(wait_until(T, || s.port_totals(1).tx_packets == 1));
     assert_eq!(s.port_totals(1).rx_packets, 1);
     assert_eq!(s.port_totals(2).tx_packets, 1);
+    w.stop();
+}
+
+/// A worker that keeps polling after work (`--poll-spin-us`) forwards frames that arrive
+/// while it spins and after it went back to sleep, and stops.
+#[test]
+fn spinning_after_work_forwards_and_sleeps_again() {
+    let (_th, w, peers, _fdb) = setup_with(2, WorkerConfig { pool_buffers: 256, poll_spin_us: 200, ..Default::default() });
+    let a = [2, 0, 0, 0, 0, 0xa];
+    let b = [2, 0, 0, 0, 0, 0xb];
+    for i in 0..50u64 {
+        peers[0].send(&frame(b, a));
+        assert_eq!(peers[1].recv(T).unwrap().0, frame(b, a));
+        if i % 10 == 9 {
+            // Long enough for the spin to end: the next frame must wake it from epoll.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
     w.stop();
 }
 
