@@ -1457,7 +1457,8 @@ impl Controller {
             .endpoints_of_sandbox(sandbox)
             .flat_map(|e| e.published.iter().map(move |m| (*m, e.network.clone())))
             .collect();
-        v.sort();
+        // By container port first, as `docker port` lists them.
+        v.sort_by_key(|(m, net)| (m.container_port, m.proto, m.host_ip, m.host_port, net.clone()));
         Ok(Value::Array(
             v.into_iter()
                 .map(|(m, net)| {

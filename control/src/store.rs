@@ -36,14 +36,21 @@ impl FileStore {
     /// Opens (creating) `dir` and takes its lock. Fails if another daemon holds it.
     pub fn open(dir: &Path) -> io::Result<FileStore> {
         fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+        let mut lock = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(dir.join(LOCK_FILE))?;
         // SAFETY: flock on an open file.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "in use by another vswitchd (it holds the directory's lock)",
-            ));
+            // The holder wrote its pid into the lock file when it took the lock.
+            let mut holder = String::new();
+            let _ = io::Read::read_to_string(&mut lock, &mut holder);
+            let who = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "it holds the directory's lock".to_string(),
+            };
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("in use by another vswitchd ({who})")));
         }
+        // Ours now: say who holds it, for the message above.
+        lock.set_len(0)?;
+        io::Write::write_all(&mut lock, format!("{}\n", std::process::id()).as_bytes())?;
         Ok(FileStore { dir: dir.to_path_buf(), _lock: lock })
     }
 
@@ -101,7 +108,8 @@ mod tests {
         s.sandboxes.insert("c1".into(), Sandbox { name: "c1".into(), id: "x".into(), created: 3, hostname: None, dns: vec![], dns_search: vec![], dns_options: vec![] });
         st.save(&s).unwrap();
         assert_eq!(st.load().unwrap(), s);
-        assert!(FileStore::open(&d).is_err(), "second opener refused");
+        let e = FileStore::open(&d).err().expect("second opener refused");
+        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
         drop(st);
         assert_eq!(FileStore::open(&d).unwrap().load().unwrap(), s);
         fs::write(d.join(STATE_FILE), b"{ not json").unwrap();

@@ -151,6 +151,8 @@ fn published_ports_from_outside_siblings_and_loopback() {
     let ports = w.ctl_ok(0, &["port", &srv]);
     assert!(ports.contains("80/tcp -> 0.0.0.0:8080") && ports.contains("5300/udp -> 0.0.0.0:5353"), "{ports}");
     assert!(ports.contains("7000/tcp -> 0.0.0.0:49153"), "ephemeral host port: {ports}");
+    let cports: Vec<u16> = ports.lines().filter_map(|l| l.split('/').next()?.parse().ok()).collect();
+    assert!(cports.windows(2).all(|w| w[0] <= w[1]) && cports.len() >= 3, "sorted by container port: {ports}");
     // From the external namespace at the uplink address; the service sees the real client.
     let r = tcp_ask(&n.ext, UPLINK_IP, 8080);
     assert!(r.starts_with(&format!("peer={EXT_IP}:")), "published TCP from outside: {r:?}{}", w.log_tail(0));

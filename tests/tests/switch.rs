@@ -624,7 +624,7 @@ fn a_second_daemon_is_refused_and_leaves_the_first_untouched() {
     // Another namespace, but the first daemon's state directory: refused.
     let (code, err) = second_daemon(&w, &elsewhere, &state, &other_sock);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&format!("state directory {state}: in use by another vswitchd")), "{err}");
+    assert!(err.contains(&format!("state directory {state}: in use by another vswitchd (pid {pid})")), "{err}");
 
     // The first daemon is as it was: its links, its socket, its forwarding.
     assert_eq!(links(), before);

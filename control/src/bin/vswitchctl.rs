@@ -130,6 +130,8 @@ enum NetworkCmd {
         /// repeat it, as with --subnet).
         #[arg(long)]
         ip_range: Vec<String>,
+        /// MTU of the network's interfaces (default 1500; an overlay's default is what
+        /// its underlay leaves after the encapsulation).
         #[arg(long)]
         mtu: Option<u32>,
         /// Maximum number of learned MAC addresses.
