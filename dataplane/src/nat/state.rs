@@ -170,18 +170,7 @@ impl ConnState {
     /// `REPLIED` / `UNREPLIED` for the protocols without states.
     pub fn name(&self) -> &'static str {
         match self {
-            ConnState::Tcp(t) => match t {
-                TcpState::None => "NONE",
-                TcpState::SynSent => "SYN_SENT",
-                TcpState::SynRecv => "SYN_RECV",
-                TcpState::Established => "ESTABLISHED",
-                TcpState::FinWait => "FIN_WAIT",
-                TcpState::CloseWait => "CLOSE_WAIT",
-                TcpState::LastAck => "LAST_ACK",
-                TcpState::TimeWait => "TIME_WAIT",
-                TcpState::Close => "CLOSE",
-                TcpState::SynSent2 => "SYN_SENT2",
-            },
+            ConnState::Tcp(t) => t.as_str(),
             ConnState::Udp { replied } | ConnState::Icmp { replied } | ConnState::Other { replied } => {
                 if *replied {
                     "REPLIED"
