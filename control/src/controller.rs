@@ -203,7 +203,7 @@ impl Controller {
     /// Handles one API request.
     pub fn handle(&mut self, req: Request) -> R<Value> {
         match req {
-            Request::Ping => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "workers": self.dp.worker_count()})),
+            Request::Ping => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "workers": self.dp.worker_count(), "pid": std::process::id(), "state_dir": self.store.dir().display().to_string()})),
             Request::NetworkCreate(p) => self.network_create(p),
             Request::NetworkLs => Ok(self.network_ls()),
             Request::NetworkInspect { name } => {

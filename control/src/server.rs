@@ -39,6 +39,17 @@ impl Drop for SocketFile {
     }
 }
 
+/// Why `socket` cannot be ours: another daemon listens on it (named by its pid and state
+/// directory when it answers a ping). `None` when nothing listens there.
+pub fn in_use(socket: &Path) -> Option<String> {
+    UnixStream::connect(socket).ok()?;
+    let who = match crate::api::call(socket, &Request::Ping, std::time::Duration::from_secs(1)) {
+        Ok(v) => format!(" (pid {}, state dir {})", v["pid"], v["state_dir"].as_str().unwrap_or("?")),
+        Err(_) => String::new(),
+    };
+    Some(format!("another vswitchd{who} is listening on {}", socket.display()))
+}
+
 /// Binds the socket, refusing if another daemon answers on it (a stale file left by a
 /// daemon that died is replaced).
 pub fn bind(socket: &Path) -> io::Result<ApiSocket> {
@@ -46,8 +57,8 @@ pub fn bind(socket: &Path) -> io::Result<ApiSocket> {
         std::fs::create_dir_all(dir)?;
     }
     if socket.exists() {
-        if UnixStream::connect(socket).is_ok() {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("another vswitchd is listening on {}", socket.display())));
+        if let Some(who) = in_use(socket) {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, who));
         }
         std::fs::remove_file(socket)?;
     }

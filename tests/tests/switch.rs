@@ -620,7 +620,8 @@ fn a_second_daemon_is_refused_and_leaves_the_first_untouched() {
     let elsewhere = w.netns("elsewhere");
     let (code, err) = second_daemon(&w, &elsewhere, &other_state, &sock);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains(&format!("socket {sock}: another vswitchd is listening")), "{err}");
+    assert!(err.contains(&format!("socket {sock}: another vswitchd (pid {pid}, state dir {state}) is listening")), "{err}");
+    assert!(!std::path::Path::new(&other_state).exists(), "the refused daemon made no state directory");
     // Another namespace, but the first daemon's state directory: refused.
     let (code, err) = second_daemon(&w, &elsewhere, &state, &other_sock);
     assert_eq!(code, Some(1), "{err}");
