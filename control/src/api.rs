@@ -205,10 +205,16 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Value, Cl
     s.set_read_timeout(Some(timeout)).map_err(ClientError::Io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Io(io::Error::other(e)))?;
     line.push(b'\n');
-    s.write_all(&line).map_err(ClientError::Io)?;
+    // A daemon that refuses the connection (too many clients) answers and closes before
+    // reading: the write then fails, but its answer is there to read.
+    let wrote = s.write_all(&line);
     let mut r = BufReader::new(s);
     let mut resp = String::new();
-    r.read_line(&mut resp).map_err(|e| match e.kind() {
+    let read = r.read_line(&mut resp);
+    if let (Err(e), Err(_) | Ok(0)) = (wrote, &read) {
+        return Err(ClientError::Io(e));
+    }
+    read.map_err(|e| match e.kind() {
         // The read timed out: the daemon took the request but does not answer (busy
         // or hung), which is "not running" for the caller (exit 3), said plainly.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::NotRunning(format!(

@@ -1,13 +1,19 @@
 //! The API server: a Unix socket, one thread per client connection, one JSON request
 //! per line. Requests run one at a time under the controller's mutex; a panic while
 //! handling one becomes an error response, never the daemon's death.
+//!
+//! Bounded: at most [`MAX_CLIENTS`] connections at once (one more is answered with a
+//! one-line error and closed), a client that sends nothing for [`IDLE`] is dropped, and
+//! when accept fails (no descriptors left) the loop pauses instead of spinning.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -15,6 +21,13 @@ use crate::api::{Request, Response};
 use crate::controller::Controller;
 
 const MAX_LINE: u64 = 1 << 20;
+/// Most API connections served at once.
+pub const MAX_CLIENTS: usize = 128;
+/// A connection that sends no request for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+/// Pause after a failed accept (descriptor table full: accept fails at once, so
+/// retrying without a pause spins).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The API socket, bound but not yet served: a daemon claims it before it touches any
 /// kernel object, so a second daemon pointed at the same socket stops before it can
@@ -74,13 +87,34 @@ impl ApiSocket {
     pub fn serve(self, ctl: Arc<Mutex<Controller>>) -> io::Result<SocketFile> {
         let ApiSocket { listener, path } = self;
         std::thread::Builder::new().name("vsw-api".into()).spawn(move || {
+            let clients = Arc::new(AtomicUsize::new(0));
+            let (mut failed, mut warned) = (0u64, None::<Instant>);
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        let ctl = ctl.clone();
-                        let _ = std::thread::Builder::new().name("vsw-api-conn".into()).spawn(move || client(s, ctl));
+                        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                            clients.fetch_sub(1, Ordering::AcqRel);
+                            let _ = respond(&s, &Response::err(format!("too many API clients ({MAX_CLIENTS} connected): try again")));
+                            continue;
+                        }
+                        let (ctl, n) = (ctl.clone(), clients.clone());
+                        let spawned = std::thread::Builder::new().name("vsw-api-conn".into()).spawn(move || {
+                            client(s, ctl);
+                            n.fetch_sub(1, Ordering::AcqRel);
+                        });
+                        if spawned.is_err() {
+                            clients.fetch_sub(1, Ordering::AcqRel);
+                        }
                     }
-                    Err(e) => warn!(error = %e, "accept"),
+                    Err(e) => {
+                        // One warning per 10 s with the count, not one per failure.
+                        failed += 1;
+                        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            warn!(error = %e, failed, "accept (API clients wait)");
+                            (failed, warned) = (0, Some(Instant::now()));
+                        }
+                        std::thread::sleep(ACCEPT_PAUSE);
+                    }
                 }
             }
         })?;
@@ -89,8 +123,9 @@ impl ApiSocket {
 }
 
 fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {
-    let Ok(mut w) = s.try_clone() else { return };
-    let mut r = BufReader::new(s);
+    let _ = s.set_read_timeout(Some(IDLE));
+    let w = &s;
+    let mut r = BufReader::new(&s);
     loop {
         let mut line = String::new();
         match (&mut r).take(MAX_LINE).read_line(&mut line) {
@@ -98,7 +133,7 @@ fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {
             Ok(_) => {}
         }
         if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
-            let _ = respond(&mut w, &Response::err("request too long"));
+            let _ = respond(w, &Response::err("request too long"));
             return;
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
@@ -116,13 +151,13 @@ fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {
                 }
             }
         };
-        if respond(&mut w, &resp).is_err() {
+        if respond(w, &resp).is_err() {
             return;
         }
     }
 }
 
-fn respond(w: &mut UnixStream, r: &Response) -> io::Result<()> {
+fn respond(mut w: &UnixStream, r: &Response) -> io::Result<()> {
     let mut v = serde_json::to_vec(r).map_err(io::Error::other)?;
     v.push(b'\n');
     w.write_all(&v)

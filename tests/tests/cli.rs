@@ -1,6 +1,8 @@
 //! `vswitchctl`'s output and exit status as a user sees them: multi-name commands go on
 //! past a failure, dual-stack listings, wording.
 
+use std::time::Duration;
+
 use vswitchd_e2e::*;
 
 /// Host namespace + daemon with one worker.
@@ -77,4 +79,24 @@ fn a_daemon_that_does_not_answer_is_reported_with_exit_3() {
     assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("did not answer within 1 s (--timeout)") && e.trim().lines().count() == 1, "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The API serves a bounded number of clients: one past the limit gets a one-line error
+/// instead of a thread of its own, and room comes back when clients leave.
+#[test]
+fn api_clients_are_bounded() {
+    let Some(w) = world("cli-clients") else { return };
+    let sock = w.daemon(0).socket.clone();
+    let pid = w.daemon(0).pid().expect("daemon runs");
+    let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    let before = threads();
+    // Idle clients: connected, sending nothing.
+    let idle: Vec<_> = (0..128).map(|_| std::os::unix::net::UnixStream::connect(&sock).expect("connect")).collect();
+    assert!(wait_for(Duration::from_secs(5), || threads() >= before + 128), "{} threads", threads());
+    let e = w.ctl_err(0, &["ping"]);
+    assert!(e.contains("too many API clients"), "{e}");
+    assert!(threads() < before + 130, "no thread for a refused client: {}", threads());
+    drop(idle);
+    assert!(wait_for(Duration::from_secs(5), || w.ctl(0, &["ping"]).status.success()), "served again once they left");
+    assert!(wait_for(Duration::from_secs(5), || threads() <= before + 1), "their threads are gone: {} vs {before}", threads());
 }
