@@ -1024,6 +1024,17 @@ impl Controller {
     /// endpoint and hands its port to the workers. On error nothing is left behind
     /// when `fresh`.
     fn realise_endpoint(&mut self, sb: &Netns, ep: &Endpoint, net: &Network, fresh: bool) -> R<()> {
+        if fresh {
+            // An interface of that name the user made in the sandbox: refuse before
+            // anything is created (a failure half-way used to delete it as ours).
+            let theirs = Netlink::open_in(sb).and_then(|mut nl| nl.link_by_name(&ep.ifname)).ok().flatten();
+            if theirs.is_some() {
+                return Err(format!(
+                    "connecting {} to {}: the sandbox already has an interface {} that vswitchd did not make; remove it first",
+                    ep.sandbox, ep.network, ep.ifname
+                ));
+            }
+        }
         let workers = self.dp.worker_count();
         let tap_opts = self.dp.cfg.tap;
         let r: std::io::Result<()> = (|| match ep.kind {

@@ -137,6 +137,8 @@ pub fn create_tap(nl: &mut Netlink, sb: &Netns, ep: &Endpoint, net: &Network, qu
     })();
     if let Err(e) = r {
         undo(nl);
+        // Moved, but the rename failed: it is in the sandbox under its own name.
+        delete_in_sandbox(sb, &ep.host_ifname);
         return Err(e);
     }
     if let Err(e) = configure_sandbox_side(sb, ep, net) {

@@ -303,6 +303,17 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(out.contains("10.60.0.2/") && out.contains(" 02:43:"), "{out}");
     w.ctl_ok(0, &["disconnect", "web", &c2]);
     w.ctl_ok(0, &["disconnect", "web", &c3]);
+    // An interface the user made in the sandbox under the name the endpoint would get:
+    // refused, and it is left alone (a failed TAP connect used to delete it and leave
+    // the switch's TAP stranded in the sandbox).
+    sh_ok(&format!("ip -n {c3} link add eth0 type veth peer name upeer0"));
+    for kind in ["tap", "veth"] {
+        let e = w.ctl_err(0, &["connect", "web", &c3, "--port-kind", kind]);
+        assert!(e.contains("already has an interface eth0"), "{kind}: {e}");
+        let links = sh_ok(&format!("ip -n {c3} -o link show"));
+        assert!(links.contains("eth0@upeer0") && links.contains("upeer0@eth0") && !links.contains("vs"), "{kind}: {links}");
+    }
+    sh_ok(&format!("ip -n {c3} link del eth0"));
     assert!(w.ctl_err(0, &["network", "rm", "web"]).contains("active endpoints"));
     // A garbage request on the socket gets an error, and the daemon lives on.
     let o = sh(&format!(
