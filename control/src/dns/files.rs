@@ -159,6 +159,7 @@ pub fn write_sandbox_files_in(root: &Path, name: &str, files: &SandboxFiles) -> 
     files.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dir = sandbox_dir(root, name)?;
     fs::create_dir_all(&dir).map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", dir.display())))?;
+    remove_stale_temporaries(&dir);
     let texts = [files.resolv_conf(), files.hosts_file(), files.hostname_file()];
     for (file, text) in FILE_NAMES.iter().zip(texts) {
         write_atomic(&dir.join(file), text.as_bytes())?;
@@ -179,6 +180,7 @@ pub fn remove_sandbox_files(name: &str) -> io::Result<()> {
 /// directory if that leaves it empty.
 pub fn remove_sandbox_files_in(root: &Path, name: &str) -> io::Result<()> {
     let dir = sandbox_dir(root, name)?;
+    remove_stale_temporaries(&dir);
     for file in FILE_NAMES {
         let p = dir.join(file);
         match fs::remove_file(&p) {
@@ -195,10 +197,28 @@ pub fn remove_sandbox_files_in(root: &Path, name: &str) -> io::Result<()> {
     }
 }
 
-/// Write to a temporary file next to `path`, fsync, rename over `path` (mode 0644).
+/// Removes `.FILE.tmp.PID` files that an older daemon killed while writing left in the
+/// sandbox's directory: `ip netns exec` bind-mounts every entry there, and fails on them.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with('.') && n.contains(".tmp.") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Write to a temporary file, fsync, rename over `path` (mode 0644). The temporary file
+/// is made beside the sandbox's directory (`/etc/netns/.vswitchd-NAME-FILE.tmp.PID`),
+/// not in it: `ip netns exec` bind-mounts every entry of the directory, so a temporary
+/// file there (left by a crash, or seen mid-write) makes it fail.
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let sandbox = dir.file_name().and_then(|n| n.to_str()).unwrap_or("sandbox");
+    let tmp = dir.parent().unwrap_or(dir).join(format!(".vswitchd-{sandbox}-{file_name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
         f.write_all(data)?;
@@ -295,6 +315,14 @@ mod tests {
             let e = write_sandbox_files_in(&root, name, &sample()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name}");
         }
+        // A temporary file left in the directory by a daemon killed mid-write (older
+        // versions wrote them there) is removed on the next write and on removal.
+        fs::write(dir.join(".resolv.conf.tmp.4242"), "x").unwrap();
+        write_sandbox_files_in(&root, "sb1", &f).unwrap();
+        assert!(!dir.join(".resolv.conf.tmp.4242").exists());
+        let left: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["sb1"], "no temporary file beside it either");
+        fs::write(dir.join(".hosts.tmp.4243"), "x").unwrap();
         remove_sandbox_files_in(&root, "sb1").unwrap();
         assert!(!dir.exists());
         remove_sandbox_files_in(&root, "sb1").unwrap();
