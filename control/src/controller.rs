@@ -1349,6 +1349,8 @@ impl Controller {
     }
 
     fn realise_port(&mut self, p: &AttachedPort, net: &Network, fresh: bool) -> R<()> {
+        // Whether this call made the TAP: only then may a failure delete it.
+        let mut made = false;
         let r: std::io::Result<()> = (|| match p.kind {
             PortKind::System => {
                 let l = self
@@ -1368,13 +1370,23 @@ impl Controller {
                         return self.dp.attach_tap(p.port_id, qs);
                     }
                 }
-                if let Some(l) = self.nl.link_by_name(&p.ifname)? {
-                    if l.kind.as_deref() != Some("tun") {
+                match self.nl.link_by_name(&p.ifname)? {
+                    // `--type tap` makes a new TAP; an interface of that name (a VM's
+                    // TAP, anything else) is someone's, attached as a system port.
+                    Some(_) if fresh => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("interface {} exists: --type tap makes a new TAP; attach an existing one (a VM's TAP too) without --type tap", p.ifname),
+                        ))
+                    }
+                    Some(l) if l.kind.as_deref() != Some("tun") => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::AlreadyExists,
                             format!("interface {} exists and is not a TAP", p.ifname),
-                        ));
+                        ))
                     }
+                    Some(_) => {}
+                    None => made = true,
                 }
                 let qs = dataplane::port::tap::TapQueue::open_queues(&p.ifname, self.dp.worker_count(), &self.dp.cfg.tap)?;
                 qs[0].set_persist(true)?;
@@ -1388,7 +1400,7 @@ impl Controller {
         })();
         r.map_err(|e| {
             self.dp.detach(p.port_id);
-            if fresh && p.kind == PortKind::Tap {
+            if made {
                 if let Ok(Some(l)) = self.nl.link_by_name(&p.ifname) {
                     let _ = self.nl.delete_link(l.index);
                 }

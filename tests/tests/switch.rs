@@ -458,6 +458,18 @@ fn port_add_attaches_an_existing_interface() {
     sh_ok(&format!("ip -n {vm} addr add 10.70.0.200/24 dev eth0 && ip -n {vm} link set eth0 up"));
     assert!(wait_for(Duration::from_secs(8), || ping(&vm, "10.70.0.2")), "port attached again after the unfit one{}", w.log_tail(0));
     assert_eq!(state(&w), Some(serde_json::json!(true)));
+    // `--type tap` on a name that exists (someone's veth, a VM's TAP) is refused and the
+    // interface is left alone (a failure used to delete it, whatever it was).
+    sh_ok(&format!("ip -n {host} link add theirs0 type veth peer name theirs1"));
+    sh_ok(&format!("ip -n {host} tuntap add dev vmq9 mode tap"));
+    sh_ok(&format!("ip -n {host} tuntap add dev vmq8 mode tap multi_queue"));
+    for name in ["theirs0", "vmq9", "vmq8"] {
+        let e = w.ctl_err(0, &["port", "add", "lan", name, "--type", "tap"]);
+        assert!(e.contains(&format!("interface {name} exists: --type tap makes a new TAP")), "{e}");
+        assert!(sh(&format!("ip -n {host} link show {name}")).status.success(), "{name} left in place");
+    }
+    assert!(sh(&format!("ip -n {host} link show theirs1")).status.success());
+    sh_ok(&format!("ip -n {host} link del theirs0 && ip -n {host} link del vmq9 && ip -n {host} link del vmq8"));
     // A TAP port made by the switch, moved into a namespace by hand (as a VM manager would).
     let tapns = w.netns("tapvm");
     w.ctl_ok(0, &["port", "add", "lan", "vmtap0", "--type", "tap"]);
