@@ -127,16 +127,18 @@ fn client(s: UnixStream, ctl: Arc<Mutex<Controller>>) {
     let w = &s;
     let mut r = BufReader::new(&s);
     loop {
-        let mut line = String::new();
-        match (&mut r).take(MAX_LINE).read_line(&mut line) {
+        // Bytes, not a String: a line that is not UTF-8 gets an error answer like any
+        // other malformed request instead of ending the connection.
+        let mut line = Vec::new();
+        match (&mut r).take(MAX_LINE).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE {
+        if !line.ends_with(b"\n") && line.len() as u64 >= MAX_LINE {
             let _ = respond(w, &Response::err("request too long"));
             return;
         }
-        let resp = match serde_json::from_str::<Request>(line.trim()) {
+        let resp = match serde_json::from_slice::<Request>(line.trim_ascii()) {
             Err(e) => Response::err(format!("bad request: {e}")),
             Ok(req) => {
                 debug!(?req, "request");

@@ -321,6 +321,14 @@ fn bad_input_is_refused_and_changes_nothing() {
         w.daemon(0).socket.display()
     ));
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"ok\":false"), "{o:?}");
+    // Not UTF-8: an error answer too, and the connection serves the next request.
+    let o = sh(&format!(
+        "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('{}'); s.sendall(b'{{\\\"cmd\\\":\\\"\\xff\\\"}}\\n{{\\\"cmd\\\":\\\"ping\\\"}}\\n'); f=s.makefile(); print(f.readline().strip()); print(f.readline().strip())\"",
+        w.daemon(0).socket.display()
+    ));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() == 2 && lines[0].contains("\"ok\":false") && lines[0].contains("bad request") && lines[1].contains("\"ok\":true"), "{o:?}");
     w.ctl_ok(0, &["network", "ls"]);
     // A removed network frees its subnet; prune removes unused ones only.
     w.ctl_ok(0, &["network", "create", "idle", "--subnet", "10.65.0.0/24"]);
