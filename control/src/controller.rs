@@ -18,7 +18,7 @@ use crate::dp::Dp;
 use crate::endpoint;
 use crate::ipam;
 use crate::model::{self, AttachedPort, Endpoint, EndpointKind, Ipv4Cidr, Network, PortKind, Sandbox, State};
-use crate::netlink::Netlink;
+use crate::netlink::{LinkChange, Netlink};
 use crate::netns::{self, Netns};
 use crate::store::FileStore;
 
@@ -1391,6 +1391,9 @@ impl Controller {
                 let qs = dataplane::port::tap::TapQueue::open_queues(&p.ifname, self.dp.worker_count(), &self.dp.cfg.tap)?;
                 qs[0].set_persist(true)?;
                 if let Some(l) = self.nl.link_by_name(&p.ifname)? {
+                    if made {
+                        let _ = self.nl.modify_link(l.index, &LinkChange { alias: Some(endpoint::PORT_TAP_ALIAS), ..Default::default() });
+                    }
                     let _ = self.nl.set_mtu(l.index, net.mtu);
                     self.nl.set_up(l.index, true)?;
                     self.port_ifindex.insert(p.ifname.clone(), l.index);
@@ -1594,9 +1597,25 @@ impl Controller {
             .collect();
         if let Ok(links) = self.nl.links() {
             for l in links {
-                if (l.name.starts_with(VETH_PREFIX) || l.name.starts_with(TAP_PREFIX)) && l.name.len() == 13 && !known.contains(&l.name) {
+                let ours = (l.name.starts_with(VETH_PREFIX) || l.name.starts_with(TAP_PREFIX)) && l.name.len() == 13;
+                let our_port_tap = l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(endpoint::PORT_TAP_ALIAS);
+                if (ours || our_port_tap) && !known.contains(&l.name) {
                     info!(link = %l.name, "removing orphaned link");
                     let _ = self.nl.delete_link(l.index);
+                }
+            }
+        }
+        // TAPs of endpoints live in their sandboxes: one the state does not know (the
+        // daemon was killed between making it and saving, or between saving a
+        // disconnect and deleting it) is removed; it would hold an address and the name.
+        for name in self.state.sandboxes.keys() {
+            let Ok(sb) = Netns::open_named(name) else { continue };
+            let Ok(mut nl) = Netlink::open_in(&sb) else { continue };
+            let mine: BTreeSet<&str> = self.state.endpoints_of_sandbox(name).map(|e| e.ifname.as_str()).collect();
+            for l in nl.links().unwrap_or_default() {
+                if l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(endpoint::ENDPOINT_TAP_ALIAS) && !mine.contains(l.name.as_str()) {
+                    info!(sandbox = %name, link = %l.name, "removing orphaned TAP");
+                    let _ = nl.delete_link(l.index);
                 }
             }
         }

@@ -130,7 +130,7 @@ pub fn create_tap(nl: &mut Netlink, sb: &Netns, ep: &Endpoint, net: &Network, qu
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("TAP {} vanished", ep.host_ifname)))?;
         nl.modify_link(
             link.index,
-            &LinkChange { mtu: Some(net.mtu), mac: Some(ep.mac.0), txqlen: Some(1000), ..Default::default() },
+            &LinkChange { mtu: Some(net.mtu), mac: Some(ep.mac.0), txqlen: Some(1000), alias: Some(ENDPOINT_TAP_ALIAS), ..Default::default() },
         )?;
         nl.modify_link(link.index, &LinkChange { netns: Some(sb), name: Some(&ep.ifname), ..Default::default() })
             .map_err(|e| ctx(e, format!("moving TAP {} into {} as {}", ep.host_ifname, ep.sandbox, ep.ifname)))
@@ -147,6 +147,14 @@ pub fn create_tap(nl: &mut Netlink, sb: &Netns, ep: &Endpoint, net: &Network, qu
     }
     Ok(qs)
 }
+
+/// The alias (IFLA_IFALIAS) of the TAPs the switch makes for endpoints: it goes with the
+/// TAP into the sandbox, so a TAP left there by a daemon killed between making it and
+/// saving the state (or between saving a disconnect and deleting it) is recognised as
+/// the switch's own at the next start, and removed.
+pub const ENDPOINT_TAP_ALIAS: &str = "vswitchd endpoint";
+/// The alias of the TAPs the switch makes for `port add --type tap`.
+pub const PORT_TAP_ALIAS: &str = "vswitchd port";
 
 /// The TAP (tun) link `name` in namespace `ns`, if there is one.
 pub fn tap_in(ns: &Netns, name: &str) -> Option<crate::netlink::LinkInfo> {

@@ -62,6 +62,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_TXQLEN: u16 = 13;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_OPERSTATE: u16 = 16;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
@@ -252,6 +253,8 @@ pub struct LinkInfo {
     pub flags: u32,
     /// IFLA_TXQLEN (0 if not reported).
     pub txqlen: u32,
+    /// IFLA_IFALIAS (`ip link set NAME alias TEXT`), if set.
+    pub alias: Option<String>,
 }
 
 impl LinkInfo {
@@ -290,6 +293,8 @@ pub struct LinkChange<'a> {
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
     pub txqlen: Option<u32>,
+    /// IFLA_IFALIAS: a free-text label the link keeps when it moves between namespaces.
+    pub alias: Option<&'a str>,
     pub up: Option<bool>,
     pub noarp: Option<bool>,
     /// IPv6 address generation mode NONE (no link-local). Sent as a separate message before
@@ -535,6 +540,7 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
         link_netnsid: None,
         flags,
         txqlen: 0,
+        alias: None,
     };
     let mut have_name = false;
     for (ty, data) in parse_attrs(&payload[16..])? {
@@ -546,6 +552,7 @@ fn parse_link(payload: &[u8]) -> io::Result<LinkInfo> {
             IFLA_ADDRESS => info.mac = <[u8; 6]>::try_from(data).ok(),
             IFLA_MTU => info.mtu = attr_u32(data, "IFLA_MTU")?,
             IFLA_TXQLEN => info.txqlen = attr_u32(data, "IFLA_TXQLEN")?,
+            IFLA_IFALIAS => info.alias = Some(attr_string(data)).filter(|a| !a.is_empty()),
             IFLA_MASTER => info.master = Some(attr_u32(data, "IFLA_MASTER")?),
             IFLA_LINK => info.link = Some(attr_u32(data, "IFLA_LINK")?),
             IFLA_LINK_NETNSID => {
@@ -1144,6 +1151,11 @@ impl Netlink {
         if let Some(q) = change.txqlen {
             msg.attr_u32(IFLA_TXQLEN, q);
             what.push_str(&format!(" txqueuelen {q}"));
+            any = true;
+        }
+        if let Some(a) = change.alias {
+            msg.attr_str(IFLA_IFALIAS, a);
+            what.push_str(&format!(" alias {a:?}"));
             any = true;
         }
         if let Some(up) = change.up {

@@ -669,3 +669,34 @@ fn a_second_daemon_is_refused_and_leaves_the_first_untouched() {
     w.restart_daemon(0);
     assert!(ping(&c1, &ip2), "restarted daemon forwards");
 }
+
+/// A daemon killed between making a TAP and saving the state (or between saving a
+/// disconnect or `port rm` and deleting it) leaves a TAP nobody knows: in the sandbox
+/// under the endpoint's name, or in its own namespace. The switch marks its TAPs (an
+/// interface alias), and removes marked ones the state does not know at the next start;
+/// other TAPs are left alone.
+#[test]
+fn orphaned_taps_are_removed_at_restart() {
+    let Some(mut w) = world("orphan-taps", "1", &[]) else { return };
+    let c1 = w.name("c1");
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.48.0.0/24"]);
+    w.ctl_ok(0, &["sandbox", "create", &c1]);
+    connect(&w, "web", &c1, &["--port-kind", "tap"]);
+    w.ctl_ok(0, &["port", "add", "web", "ptap0", "--type", "tap"]);
+    let host = w.daemon(0).host.clone();
+    assert!(sh_ok(&format!("ip -n {c1} -d link show eth0")).contains("alias vswitchd endpoint"));
+    assert!(sh_ok(&format!("ip -n {host} -d link show ptap0")).contains("alias vswitchd port"));
+    w.stop_daemon(0, libc::SIGKILL);
+    sh_ok(&format!("ip -n {c1} tuntap add dev eth7 mode tap && ip -n {c1} link set eth7 alias 'vswitchd endpoint'"));
+    sh_ok(&format!("ip -n {c1} tuntap add dev utap0 mode tap"));
+    sh_ok(&format!("ip -n {host} tuntap add dev ptap9 mode tap && ip -n {host} link set ptap9 alias 'vswitchd port'"));
+    sh_ok(&format!("ip -n {host} tuntap add dev utap1 mode tap"));
+    w.restart_daemon(0);
+    assert!(wait_for(Duration::from_secs(10), || ping(&c1, "10.48.0.1")), "endpoint restored{}", w.log_tail(0));
+    let exists = |ns: &str, dev: &str| sh(&format!("ip -n {ns} link show {dev}")).status.success();
+    assert!(!exists(&c1, "eth7"), "orphaned endpoint TAP removed{}", w.log_tail(0));
+    assert!(!exists(&host, "ptap9"), "orphaned port TAP removed");
+    assert!(exists(&c1, "utap0") && exists(&host, "utap1"), "TAPs the switch did not make stay");
+    assert!(exists(&c1, "eth0") && exists(&host, "ptap0"), "the known ones stay");
+    sh_ok(&format!("ip -n {host} link del utap1"));
+}
