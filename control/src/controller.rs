@@ -319,6 +319,13 @@ impl Controller {
                 if !subnet.contains_cidr(&c) {
                     return Err(format!("ip-range {c}: not inside the subnet {subnet}"));
                 }
+                // At least one address an endpoint can get: not the subnet's network or
+                // broadcast address, not the gateway.
+                let size = 1u64 << (32 - c.prefix_len.min(32) as u32);
+                let reserved = [subnet.network(), subnet.broadcast(), gateway].into_iter().filter(|a| c.contains(*a)).collect::<BTreeSet<_>>().len() as u64;
+                if size <= reserved {
+                    return Err(format!("ip-range {c}: holds no address for endpoints (only the subnet's network, broadcast or gateway address)"));
+                }
                 Some(c)
             }
             None => None,

@@ -257,6 +257,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--gateway", "10.64.0.1"], "gateway"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--gateway", "banana"], "gateway"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--ip-range", "10.64.0.0/25"], "ip-range"),
+        (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--ip-range", "10.63.0.1/32"], "ip-range 10.63.0.1/32: holds no address for endpoints"),
+        (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--ip-range", "10.63.0.0/31"], "holds no address for endpoints"),
         (vec!["network", "create", "x", "--subnet", "10.63.0.0/24", "--mtu", "20"], "mtu"),
         (vec!["network", "create", "x", "--ip-range", "10.46.0.0/28"], "ip-range 10.46.0.0/28: give the subnet it lies in too (--subnet)"),
         (vec!["network", "create", "x", "--gateway", "10.46.0.1"], "gateway 10.46.0.1: give its subnet too (--subnet)"),
