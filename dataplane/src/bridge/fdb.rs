@@ -303,6 +303,11 @@ impl Fdb {
 
     /// Removes every entry for which `pred(port, seen)` holds; returns how many.
     pub fn retain_not(&self, mut pred: impl FnMut(PortId, u32) -> bool) -> usize {
+        // An empty table is not scanned: aging runs every second over every network's
+        // table, and a large idle one (16M slots) cost 3% of a CPU per network.
+        if self.is_empty() {
+            return 0;
+        }
         let mut removed = 0;
         for i in 0..self.seen.len() {
             let slot = self.slot(i);
@@ -526,6 +531,12 @@ mod tests {
         assert_eq!(f.age_out(401, 300), 1);
         assert_eq!(f.lookup(mac(1)), None);
         assert_eq!(f.flush_port(2), 2);
+        assert!(f.is_empty());
+        // Emptied, it is skipped; learning again is aged again.
+        assert_eq!(f.age_out(10_000, 300), 0);
+        f.learn(mac(4), 1, 500);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.age_out(801, 300), 1);
         assert!(f.is_empty());
     }
 
