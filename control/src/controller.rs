@@ -322,7 +322,7 @@ impl Controller {
                 // At least one address an endpoint can get: not the subnet's network or
                 // broadcast address, not the gateway.
                 let size = 1u64 << (32 - c.prefix_len.min(32) as u32);
-                let reserved = [subnet.network(), subnet.broadcast(), gateway].into_iter().filter(|a| c.contains(*a)).collect::<BTreeSet<_>>().len() as u64;
+                let reserved = [subnet.network(), subnet.broadcast(), gateway].into_iter().filter(|a| c.contains(*a)).count() as u64;
                 if size <= reserved {
                     return Err(format!("ip-range {c}: holds no address for endpoints (only the subnet's network, broadcast or gateway address)"));
                 }
@@ -1605,7 +1605,7 @@ impl Controller {
         if let Ok(links) = self.nl.links() {
             for l in links {
                 let ours = (l.name.starts_with(VETH_PREFIX) || l.name.starts_with(TAP_PREFIX)) && l.name.len() == 13;
-                let our_port_tap = l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(endpoint::PORT_TAP_ALIAS);
+                let our_port_tap = endpoint::is_marked_tap(&l, endpoint::PORT_TAP_ALIAS);
                 if (ours || our_port_tap) && !known.contains(&l.name) {
                     info!(link = %l.name, "removing orphaned link");
                     let _ = self.nl.delete_link(l.index);
@@ -1620,7 +1620,7 @@ impl Controller {
             let Ok(mut nl) = Netlink::open_in(&sb) else { continue };
             let mine: BTreeSet<&str> = self.state.endpoints_of_sandbox(name).map(|e| e.ifname.as_str()).collect();
             for l in nl.links().unwrap_or_default() {
-                if l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(endpoint::ENDPOINT_TAP_ALIAS) && !mine.contains(l.name.as_str()) {
+                if endpoint::is_marked_tap(&l, endpoint::ENDPOINT_TAP_ALIAS) && !mine.contains(l.name.as_str()) {
                     info!(sandbox = %name, link = %l.name, "removing orphaned TAP");
                     let _ = nl.delete_link(l.index);
                 }

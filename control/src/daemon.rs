@@ -226,13 +226,10 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
     // kernel object: a second daemon must stop here, not after its reconcile has taken
     // the first one's links for orphans.
     claim_namespace(&opts.state_dir, &opts.socket)?;
-    // The socket is checked before the state directory is made, so a refused daemon
-    // leaves nothing behind.
-    if let Some(who) = crate::server::in_use(&opts.socket) {
-        return Err(format!("socket {}: {who}", opts.socket.display()));
-    }
-    let store = FileStore::open(&opts.state_dir).map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
+    // The socket before the state directory: a daemon refused for the socket makes no
+    // directory, and one refused for the directory removes the socket it bound.
     let api = crate::server::bind(&opts.socket).map_err(|e| format!("socket {}: {e}", opts.socket.display()))?;
+    let store = FileStore::open(&opts.state_dir).map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
     let state = store.load().map_err(|e| format!("loading state: {e}"))?;
     info!(state_dir = %opts.state_dir.display(), workers = opts.dp.workers, open_files = ?nofile, "starting");
     let dp = Dp::start(opts.dp.clone()).map_err(|e| format!("starting workers: {e}"))?;

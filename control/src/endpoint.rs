@@ -156,6 +156,11 @@ pub const ENDPOINT_TAP_ALIAS: &str = "vswitchd endpoint";
 /// The alias of the TAPs the switch makes for `port add --type tap`.
 pub const PORT_TAP_ALIAS: &str = "vswitchd port";
 
+/// `l` is a TAP the switch made and marked with `alias`.
+pub fn is_marked_tap(l: &crate::netlink::LinkInfo, alias: &str) -> bool {
+    l.kind.as_deref() == Some("tun") && l.alias.as_deref() == Some(alias)
+}
+
 /// The TAP (tun) link `name` in namespace `ns`, if there is one.
 pub fn tap_in(ns: &Netns, name: &str) -> Option<crate::netlink::LinkInfo> {
     Netlink::open_in(ns).and_then(|mut nl| nl.link_by_name(name)).ok().flatten().filter(|l| l.kind.as_deref() == Some("tun"))

@@ -54,7 +54,7 @@ impl Drop for SocketFile {
 
 /// Why `socket` cannot be ours: another daemon listens on it (named by its pid and state
 /// directory when it answers a ping). `None` when nothing listens there.
-pub fn in_use(socket: &Path) -> Option<String> {
+fn in_use(socket: &Path) -> Option<String> {
     UnixStream::connect(socket).ok()?;
     let who = match crate::api::call(socket, &Request::Ping, std::time::Duration::from_secs(1)) {
         Ok(v) => format!(" (pid {}, state dir {})", v["pid"], v["state_dir"].as_str().unwrap_or("?")),
