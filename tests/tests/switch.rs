@@ -702,3 +702,21 @@ fn orphaned_taps_are_removed_at_restart() {
     assert!(exists(&c1, "eth0") && exists(&host, "ptap0"), "the known ones stay");
     sh_ok(&format!("ip -n {host} link del utap1"));
 }
+
+/// `--poll-spin-us`: workers that keep polling after work forward as before, also the
+/// first frame after they went back to sleep (a ping every 0.2 s finds them asleep).
+#[test]
+fn workers_that_spin_after_work_forward() {
+    let Some(mut w) = World::new("spin", &["ping"]) else { return };
+    let host = w.netns("host");
+    w.start_daemon(&host, &["--workers", "2", "--poll-spin-us", "200"]);
+    let (c1, c2) = (w.name("c1"), w.name("c2"));
+    w.ctl_ok(0, &["network", "create", "web", "--subnet", "10.49.0.0/24"]);
+    for c in [&c1, &c2] {
+        w.ctl_ok(0, &["sandbox", "create", c]);
+    }
+    connect(&w, "web", &c1, &[]);
+    let ip2 = connect(&w, "web", &c2, &["--port-kind", "tap"]);
+    let o = in_ns(&c1, &format!("ping -c 5 -i 0.2 -W 1 {ip2}"));
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), w.log_tail(0));
+}
