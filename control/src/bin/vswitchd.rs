@@ -44,10 +44,16 @@ struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65536))]
     pool_buffers: u32,
     /// Slots of the receive ring of each AF_PACKET port socket (one per port and
-    /// worker; 2 KiB each, larger frames wait in the socket queue); 0 receives with
-    /// recvmmsg and no ring.
+    /// worker; --rx-ring-slot bytes each, larger frames wait in the socket queue); 0
+    /// receives with recvmmsg and no ring.
     #[arg(long, value_name = "SLOTS", default_value_t = dataplane::port::afpacket::DEFAULT_RX_RING as u32, value_parser = clap::value_parser!(u32).range(0..=65536))]
     rx_ring: u32,
+    /// Bytes per receive ring slot (128, 256, 512, 1024, 2048 or 4096; 76 of them
+    /// hold the kernel's headers). Frames that do not fit wait whole in the socket
+    /// queue and are read in batches. Default 256 (small frames; bulk TCP comes as GSO
+    /// super-frames), 2048 with --no-offload (every frame MTU-sized).
+    #[arg(long, value_name = "BYTES", value_parser = parse_rx_slot)]
+    rx_ring_slot: Option<u32>,
     /// Let the kernel pick a TAP queue by flow hash alone. By default an eBPF program
     /// moves new frames of a flow to the next worker while the flow's worker is behind
     /// (like PACKET_FANOUT_FLAG_ROLLOVER for veth ports).
@@ -128,6 +134,15 @@ struct Args {
     log: String,
 }
 
+/// `--rx-ring-slot`: one of the slot sizes a ring can have.
+fn parse_rx_slot(v: &str) -> Result<u32, String> {
+    let sizes = dataplane::port::afpacket::RX_SLOT_SIZES;
+    match v.parse::<usize>() {
+        Ok(n) if sizes.contains(&n) => Ok(n as u32),
+        _ => Err(format!("must be one of {}", sizes.map(|s| s.to_string()).join(", "))),
+    }
+}
+
 fn main() {
     let a = Args::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or(a.log.clone());
@@ -149,7 +164,7 @@ fn main() {
         pin: if !a.no_pin_cpus && workers <= ncpu { (0..ncpu).collect() } else { Vec::new() },
         busy_poll: a.busy_poll,
         poll_spin_us: a.poll_spin_us,
-        afpacket: AfPacketOpts { vnet, rx_ring: a.rx_ring as usize, ..Default::default() },
+        afpacket: AfPacketOpts { vnet, rx_ring: a.rx_ring as usize, rx_slot: a.rx_ring_slot.map_or(dataplane::port::afpacket::default_rx_slot(vnet), |s| s as usize), ..Default::default() },
         tap: TapOpts { vnet, ..Default::default() },
         conntrack_max: a.conntrack_max,
         tap_steering: !a.no_tap_steering,
