@@ -488,7 +488,7 @@ impl Loop {
                     return;
                 }
             };
-            if self.conns.len() >= self.max_clients || stream.set_nonblocking(true).is_err() {
+            if stream.set_nonblocking(true).is_err() || (self.conns.len() >= self.max_clients && !self.make_room(&sb)) {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -519,10 +519,9 @@ impl Loop {
                         c.read_closed = true;
                         break;
                     }
-                    Ok(n) => {
-                        c.inbuf.extend_from_slice(&self.buf[..n]);
-                        c.deadline = now + self.idle;
-                    }
+                    // Bytes alone do not renew the idle deadline (whole messages do,
+                    // in `pump`): a client trickling a message cannot hold its slot.
+                    Ok(n) => c.inbuf.extend_from_slice(&self.buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -533,6 +532,32 @@ impl Loop {
             }
         }
         self.pump(names, token, now);
+    }
+
+    /// The connection table is full: frees a slot for a new connection of sandbox `sb`
+    /// by closing the longest idle connection (nothing in flight) of the sandbox that
+    /// holds the most — `sb` itself when no other holds more — so one sandbox cannot
+    /// keep the others from TCP. False when that sandbox has nothing idle.
+    fn make_room(&mut self, sb: &str) -> bool {
+        let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
+        for c in self.conns.values() {
+            *counts.entry(c.sandbox.clone()).or_default() += 1;
+        }
+        let own = counts.get(sb).copied().unwrap_or(0);
+        let most = counts.values().copied().max().unwrap_or(0);
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.outstanding == 0 && if own >= most { &*c.sandbox == sb } else { counts[&c.sandbox] == most })
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(t, _)| *t);
+        match victim {
+            Some(t) => {
+                self.close(t);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Answers complete queries buffered on a TCP connection, flushes its output, closes
@@ -554,6 +579,7 @@ impl Loop {
             let msg: Vec<u8> = c.inbuf[2..2 + len].to_vec();
             c.inbuf.drain(..2 + len);
             c.outstanding += 1;
+            c.deadline = now + self.idle;
             let sb = c.sandbox.clone();
             self.stats.tcp_queries.fetch_add(1, Ordering::Relaxed);
             match self.query(names, &sb, &msg, ClientRef::Tcp { conn: token }, true, now) {

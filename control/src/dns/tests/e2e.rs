@@ -12,7 +12,7 @@
 //! 10.2.0.2) and `beta` (10.2.0.3).
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -372,6 +372,59 @@ fn tcp_pipelining_and_garbage() {
     assert!(read_frame(&mut g).is_none(), "zero-length message closes the connection");
     assert_eq!(c.ask("web", rrtype::A).answers.len(), 2);
     assert!(w.dns.stats().malformed >= 2);
+}
+
+#[test]
+fn tcp_slots_are_shared_between_sandboxes_and_tricklers_time_out() {
+    if !privileged() {
+        return;
+    }
+    let w = world(DnsConfig { max_tcp_clients: 4, tcp_idle_timeout: Duration::from_secs(2), ..DnsConfig::default() });
+    let ask = |s: &mut TcpStream, id: u16, name: &str| -> bool {
+        write_frame(s, &query_bytes(id, name, rrtype::A, None)).is_ok() && read_frame(s).is_some_and(|m| Message::parse(&m).unwrap().header.id == id)
+    };
+    // sb1 holds every slot (each connection answered once: accepted and registered).
+    let mut held: Vec<TcpStream> = (0..4u16)
+        .map(|i| {
+            let mut s = connect_in(&w.sb1);
+            assert!(ask(&mut s, i, "web"), "connection {i} of sb1 answered");
+            std::thread::sleep(Duration::from_millis(20));
+            s
+        })
+        .collect();
+    // sb2 still gets an answer over TCP: the sandbox holding the most gives up its
+    // longest idle connection.
+    let mut s2 = connect_in(&w.sb2);
+    assert!(ask(&mut s2, 10, "db"), "sb2 answered over TCP while sb1 held every slot");
+    assert!(read_frame(&mut held[0]).is_none(), "sb1's longest idle connection closed");
+    // A new connection of the sandbox holding the most replaces its own longest idle one.
+    let mut extra = connect_in(&w.sb1);
+    assert!(ask(&mut extra, 11, "web"), "sb1's new connection answered");
+    assert!(read_frame(&mut held[1]).is_none(), "sb1's next idle connection closed");
+    assert!(ask(&mut held[2], 12, "web") && ask(&mut s2, 13, "db"), "the others still served");
+    // A client that trickles a message byte by byte is idle: closed after about 2 s.
+    let mut t = connect_in(&w.sb2);
+    t.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let start = Instant::now();
+    let mut closed = None;
+    let mut byte = [0u8; 1];
+    for b in [0u8, 200].into_iter().chain(std::iter::repeat(b'x')).take(20) {
+        let _ = t.write_all(&[b]);
+        match t.read(&mut byte) {
+            Ok(0) => {
+                closed = Some(start.elapsed());
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
+            Ok(_) => panic!("an answer to half a message"),
+            Err(_) => {
+                closed = Some(start.elapsed());
+                break;
+            }
+        }
+    }
+    let closed = closed.expect("a trickling client is closed as idle");
+    assert!(closed >= Duration::from_millis(1500) && closed < Duration::from_secs(5), "closed after {closed:?}");
 }
 
 #[test]
