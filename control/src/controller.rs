@@ -707,7 +707,13 @@ impl Controller {
         if netns::exists(name) {
             return Err(format!("a network namespace named {name} already exists (not created by vswitchd)"));
         }
-        netns::create_named(name).map_err(|e| format!("creating namespace {name}: {e}"))?;
+        // Noted first: killed between making the namespace and saving the state, the
+        // daemon removes the namespace at its next start (`reconcile`).
+        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        if let Err(e) = netns::create_named(name) {
+            self.store.unmark_netns(name);
+            return Err(format!("creating namespace {name}: {e}"));
+        }
         let sb = Sandbox {
             name: name.to_string(),
             id: model::random_id(),
@@ -721,8 +727,10 @@ impl Controller {
         new.sandboxes.insert(name.to_string(), sb.clone());
         if let Err(e) = self.commit(new) {
             let _ = netns::delete_named(name);
+            self.store.unmark_netns(name);
             return Err(e);
         }
+        self.store.unmark_netns(name);
         if let Err(e) = self.dns_add_sandbox(name) {
             warn!(sandbox = name, error = %e, "embedded DNS");
         }
@@ -740,7 +748,11 @@ impl Controller {
         }
         let mut new = self.state.clone();
         new.sandboxes.remove(name);
-        self.commit(new)?;
+        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        if let Err(e) = self.commit(new) {
+            self.store.unmark_netns(name);
+            return Err(e);
+        }
         if let Some(d) = &self.dns {
             // Before the namespace goes: the DNS sockets would keep it alive.
             let _ = d.remove_sandbox(name);
@@ -752,6 +764,7 @@ impl Controller {
                 warn!(sandbox = name, error = %e, "deleting namespace");
             }
         }
+        self.store.unmark_netns(name);
         info!(sandbox = name, "sandbox removed");
         Ok(json!({"removed": name, "disconnected": nets}))
     }
@@ -1625,6 +1638,19 @@ impl Controller {
                     let _ = nl.delete_link(l.index);
                 }
             }
+        }
+        // A namespace noted as being made or removed that the state does not hold: the
+        // daemon was killed before it saved a `sandbox create`, or after it saved a
+        // `sandbox rm`. Ours, so it goes (it would block the name).
+        for name in self.store.pending_netns() {
+            if !self.state.sandboxes.contains_key(&name) && netns::exists(&name) {
+                let _ = crate::dns::files::remove_sandbox_files(&name);
+                match netns::delete_named(&name) {
+                    Ok(()) => info!(sandbox = %name, "removed the namespace of an interrupted sandbox create or rm"),
+                    Err(e) => warn!(sandbox = %name, error = %e, "cannot remove the namespace of an interrupted sandbox create or rm"),
+                }
+            }
+            self.store.unmark_netns(&name);
         }
         let sandboxes: Vec<String> = self.state.sandboxes.keys().cloned().collect();
         for name in &sandboxes {

@@ -11,6 +11,8 @@ use crate::model::{State, STATE_VERSION};
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
+/// One empty file per named namespace the daemon is creating or deleting.
+const NETNS_PENDING_DIR: &str = "netns-pending";
 
 /// Owns the state directory while the daemon runs.
 pub struct FileStore {
@@ -58,6 +60,31 @@ impl FileStore {
         &self.dir
     }
 
+    /// Notes that the daemon is about to create or delete the named namespace `name`
+    /// (a validated sandbox name), before it records the outcome in the state: a daemon
+    /// killed in between finds the note at its next start ([`pending_netns`]) and can
+    /// tell its own orphan from someone else's namespace. Not synced: a crash of the
+    /// machine empties /run/netns too.
+    pub fn mark_netns(&self, name: &str) -> io::Result<()> {
+        let d = self.dir.join(NETNS_PENDING_DIR);
+        fs::create_dir_all(&d)?;
+        File::create(d.join(name)).map(|_| ())
+    }
+
+    /// The outcome for `name` is in the state (or nothing was done): the note goes.
+    pub fn unmark_netns(&self, name: &str) {
+        let _ = fs::remove_file(self.dir.join(NETNS_PENDING_DIR).join(name));
+    }
+
+    /// Names noted by [`mark_netns`] and not taken back, sorted.
+    pub fn pending_netns(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.dir.join(NETNS_PENDING_DIR))
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// The saved state, or an empty one if none was saved yet.
     pub fn load(&self) -> io::Result<State> {
         let p = self.dir.join(STATE_FILE);
@@ -98,6 +125,23 @@ mod tests {
     use super::*;
     use crate::model::Sandbox;
 
+    /// Namespace notes: made, listed sorted, taken back; taking back twice is fine.
+    fn st_notes(d: &Path) {
+        let st = FileStore::open(d).unwrap();
+        assert!(st.pending_netns().is_empty());
+        st.mark_netns("sb2").unwrap();
+        st.mark_netns("sb1").unwrap();
+        assert_eq!(st.pending_netns(), ["sb1", "sb2"]);
+        st.unmark_netns("sb2");
+        st.unmark_netns("sb2");
+        assert_eq!(FileStore::open(d).err().map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
+        drop(st);
+        let st = FileStore::open(d).unwrap();
+        assert_eq!(st.pending_netns(), ["sb1"], "notes outlive the daemon");
+        st.unmark_netns("sb1");
+        assert!(st.pending_netns().is_empty());
+    }
+
     #[test]
     fn save_load_and_lock() {
         let d = std::env::temp_dir().join(format!("vsw-store-{}", std::process::id()));
@@ -112,6 +156,7 @@ mod tests {
         assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
         drop(st);
         assert_eq!(FileStore::open(&d).unwrap().load().unwrap(), s);
+        st_notes(&d);
         fs::write(d.join(STATE_FILE), b"{ not json").unwrap();
         assert!(FileStore::open(&d).unwrap().load().is_err());
         fs::remove_dir_all(&d).unwrap();

@@ -720,3 +720,33 @@ fn workers_that_spin_after_work_forward() {
     let o = in_ns(&c1, &format!("ping -c 5 -i 0.2 -W 1 {ip2}"));
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), w.log_tail(0));
 }
+
+/// A daemon killed between making a sandbox's namespace and saving it (or between
+/// saving a `sandbox rm` and deleting the namespace) leaves a namespace the state does
+/// not hold. The daemon notes such namespaces in its state directory first, and at the
+/// next start removes the noted ones the state does not know; other namespaces stay.
+#[test]
+fn namespaces_of_interrupted_sandbox_changes_are_removed_at_restart() {
+    let Some(mut w) = world("netns-pending", "1", &[]) else { return };
+    let (c1, c2, c3) = (w.name("c1"), w.name("c2"), w.name("c3"));
+    w.ctl_ok(0, &["sandbox", "create", &c1]);
+    let pending = w.daemon(0).state_dir.join("netns-pending");
+    let notes = || std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(notes(), 0, "no note left after a finished create");
+    w.ctl_ok(0, &["sandbox", "create", &c3]);
+    w.ctl_ok(0, &["sandbox", "rm", &c3]);
+    assert_eq!(notes(), 0, "no note left after a finished rm");
+    w.stop_daemon(0, libc::SIGKILL);
+    // What a kill in the middle of `sandbox create c2` leaves; c3 is someone else's.
+    sh_ok(&format!("ip netns add {c2} && ip netns add {c3}"));
+    std::fs::create_dir_all(&pending).unwrap();
+    std::fs::write(pending.join(&c2), b"").unwrap();
+    w.restart_daemon(0);
+    let exists = |n: &str| std::path::Path::new("/run/netns").join(n).exists();
+    assert!(!exists(&c2), "the interrupted sandbox's namespace removed{}", w.log_tail(0));
+    assert!(exists(&c3) && exists(&c1), "other namespaces stay");
+    assert_eq!(notes(), 0, "the note is taken back");
+    w.ctl_ok(0, &["sandbox", "create", &c2]);
+    let e = w.ctl_err(0, &["sandbox", "create", &c3]);
+    assert!(e.contains("not created by vswitchd"), "{e}");
+}
