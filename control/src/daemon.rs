@@ -322,7 +322,7 @@ pub fn run(opts: DaemonOpts) -> Result<(), String> {
             }
             let now = dataplane::clock::now_secs();
             for (fdb, aging) in work {
-                fdb.age_out(now, aging);
+                fdb.age_step(now, aging);
             }
             // Expired and flushed connections, a bounded slice per second (the whole
             // table every few seconds at the default size), and stale neighbours.

@@ -17,7 +17,7 @@
 //! the kernel page by page), so a big table that holds a few MACs costs a few pages;
 //! tables of 8 MiB and more use transparent huge pages.
 //!
-//! Aging and port flushes are sweeps (`age_out`, `flush_port`) done off the packet
+//! Aging and port flushes are sweeps (`age_step`, `flush_port`) done off the packet
 //! path by a housekeeping thread; they remove entries with a CAS and never block a
 //! worker.
 
@@ -67,6 +67,8 @@ pub struct Fdb {
     seed: u64,
     capacity: u32,
     count: AtomicU32,
+    /// Where the next [`Fdb::age_step`] starts (control's sweep only).
+    sweep_at: std::sync::atomic::AtomicUsize,
     /// Serialises inserts of new MACs (rare) between workers so a MAC never lands in
     /// two slots. Lookups, refreshes, moves and control's sweeps never take it.
     insert_lock: InsertLock,
@@ -113,7 +115,7 @@ impl Fdb {
         // SAFETY: both types are plain atomics of integers; all-zero is a valid empty value.
         let buckets = unsafe { MapSlice::<Bucket>::zeroed(want_buckets) };
         let seen = unsafe { MapSlice::<AtomicU32>::zeroed(want_buckets * SLOTS) };
-        Fdb { buckets, seen, mask: want_buckets - 1, bits: want_buckets.trailing_zeros(), seed: random_seed(), capacity, count: AtomicU32::new(0), insert_lock: InsertLock::default() }
+        Fdb { buckets, seen, mask: want_buckets - 1, bits: want_buckets.trailing_zeros(), seed: random_seed(), capacity, count: AtomicU32::new(0), sweep_at: Default::default(), insert_lock: InsertLock::default() }
     }
 
     /// Maximum number of entries.
@@ -302,14 +304,19 @@ impl Fdb {
     }
 
     /// Removes every entry for which `pred(port, seen)` holds; returns how many.
-    pub fn retain_not(&self, mut pred: impl FnMut(PortId, u32) -> bool) -> usize {
+    pub fn retain_not(&self, pred: impl FnMut(PortId, u32) -> bool) -> usize {
+        self.retain_not_in(0..self.seen.len(), pred)
+    }
+
+    /// [`retain_not`] over the slots in `range` only.
+    fn retain_not_in(&self, range: std::ops::Range<usize>, mut pred: impl FnMut(PortId, u32) -> bool) -> usize {
         // An empty table is not scanned: aging runs every second over every network's
         // table, and a large idle one (16M slots) cost 3% of a CPU per network.
         if self.is_empty() {
             return 0;
         }
         let mut removed = 0;
-        for i in 0..self.seen.len() {
+        for i in range {
             let slot = self.slot(i);
             let e = slot.load(Relaxed);
             if e == 0 {
@@ -326,6 +333,23 @@ impl Fdb {
     /// Removes entries not seen for more than `aging` seconds at second `now`.
     pub fn age_out(&self, now: u32, aging: u32) -> usize {
         self.retain_not(|_, seen| now.saturating_sub(seen) > aging)
+    }
+
+    /// One step of the periodic aging sweep, called once a second: scans the next slice
+    /// of the table, sized so that a whole pass takes at most half the aging time (and
+    /// at least 64K slots a step), and removes what has not been seen for more than
+    /// `aging` seconds. An entry goes at most `aging` / 2 seconds late (two seconds at
+    /// the default table size), and a 16M-entry table costs a 150th of a pass a second
+    /// with the default 300 s instead of a whole pass (round I F9). Returns how many
+    /// were removed.
+    pub fn age_step(&self, now: u32, aging: u32) -> usize {
+        let slots = self.seen.len();
+        let passes = (aging / 2).max(1) as usize;
+        let budget = slots.div_ceil(passes).max(1 << 16).min(slots);
+        let start = self.sweep_at.load(Relaxed) % slots;
+        let end = (start + budget).min(slots);
+        self.sweep_at.store(if end == slots { 0 } else { end }, Relaxed);
+        self.retain_not_in(start..end, |_, seen| now.saturating_sub(seen) > aging)
     }
 
     /// Removes every entry pointing at `port` (the port left the network).
@@ -538,6 +562,32 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f.age_out(801, 300), 1);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn aging_in_steps_covers_the_table_within_half_the_aging_time() {
+        // 4M entries: 8M slots; aging 8 s: a pass in 4 steps of 2M slots.
+        let f = Fdb::new(1 << 22);
+        let slots = f.seen.len();
+        assert_eq!(slots, 1 << 23);
+        let macs: Vec<MacAddr> = (0..20_000u64).map(|i| mac(i * 7919 + 1)).collect();
+        for m in &macs {
+            assert_eq!(f.learn(*m, 1, 100), Learn::Inserted);
+        }
+        assert_eq!(f.age_step(108, 8), 0, "nothing older than 8 s");
+        let mut removed = 0;
+        let mut steps = 0;
+        while removed < macs.len() {
+            removed += f.age_step(109, 8);
+            steps += 1;
+            assert!(steps <= 4, "a whole pass in aging / 2 steps: {removed} removed after {steps}");
+        }
+        assert_eq!(steps, 4, "a quarter of the table per step, not all of it");
+        assert!(f.is_empty());
+        // The minimum step: a small table is swept whole each time.
+        let g = Fdb::new(64);
+        g.learn(mac(1), 1, 10);
+        assert_eq!(g.age_step(1_000, 300), 1);
     }
 
     #[test]
