@@ -742,13 +742,18 @@ impl Controller {
         if !self.state.sandboxes.contains_key(name) {
             return Err(format!("sandbox {name} not found"));
         }
+        // Noted first (before anything changes): killed between saving the removal and
+        // deleting the namespace, the daemon removes it at its next start.
+        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
         let nets: Vec<String> = self.state.endpoints_of_sandbox(name).map(|e| e.network.clone()).collect();
         for n in &nets {
-            self.disconnect(n, name)?;
+            if let Err(e) = self.disconnect(n, name) {
+                self.store.unmark_netns(name);
+                return Err(e);
+            }
         }
         let mut new = self.state.clone();
         new.sandboxes.remove(name);
-        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
         if let Err(e) = self.commit(new) {
             self.store.unmark_netns(name);
             return Err(e);
@@ -759,12 +764,11 @@ impl Controller {
             d.update_names(|t| t.remove_sandbox(name));
         }
         let _ = crate::dns::files::remove_sandbox_files(name);
-        if let Err(e) = netns::delete_named(name) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(sandbox = name, error = %e, "deleting namespace");
-            }
+        match netns::delete_named(name) {
+            // Kept noted when it failed: the next start tries again.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => warn!(sandbox = name, error = %e, "deleting namespace"),
+            _ => self.store.unmark_netns(name),
         }
-        self.store.unmark_netns(name);
         info!(sandbox = name, "sandbox removed");
         Ok(json!({"removed": name, "disconnected": nets}))
     }
@@ -1647,7 +1651,10 @@ impl Controller {
                 let _ = crate::dns::files::remove_sandbox_files(&name);
                 match netns::delete_named(&name) {
                     Ok(()) => info!(sandbox = %name, "removed the namespace of an interrupted sandbox create or rm"),
-                    Err(e) => warn!(sandbox = %name, error = %e, "cannot remove the namespace of an interrupted sandbox create or rm"),
+                    Err(e) => {
+                        warn!(sandbox = %name, error = %e, "cannot remove the namespace of an interrupted sandbox create or rm");
+                        continue;
+                    }
                 }
             }
             self.store.unmark_netns(&name);

@@ -394,7 +394,7 @@ pub fn delete_named(name: &str) -> io::Result<()> {
     let cpath = cstring(&path)?;
     // Errors are ignored as iproute2 does (EINVAL: not mounted, e.g. a stale file).
     // SAFETY: umount2 on a valid C string.
-    unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) };
+    unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
     fs::remove_file(&path).map_err(|e| context(e, format!("remove {}", path.display())))
 }
 

@@ -48,7 +48,7 @@ struct Args {
     /// receives with recvmmsg and no ring.
     #[arg(long, value_name = "SLOTS", default_value_t = dataplane::port::afpacket::DEFAULT_RX_RING as u32, value_parser = clap::value_parser!(u32).range(0..=65536))]
     rx_ring: u32,
-    /// Bytes per receive ring slot (128, 256, 512, 1024, 2048 or 4096; 76 of them
+    /// Bytes per receive ring slot (256, 512, 1024, 2048 or 4096; 76 of them
     /// hold the kernel's headers). Frames that do not fit wait whole in the socket
     /// queue and are read in batches. Default 256 (small frames; bulk TCP comes as GSO
     /// super-frames), 2048 with --no-offload (every frame MTU-sized).

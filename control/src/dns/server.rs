@@ -535,9 +535,10 @@ impl Loop {
     }
 
     /// The connection table is full: frees a slot for a new connection of sandbox `sb`
-    /// by closing the longest idle connection (nothing in flight) of the sandbox that
-    /// holds the most — `sb` itself when no other holds more — so one sandbox cannot
-    /// keep the others from TCP. False when that sandbox has nothing idle.
+    /// by closing a connection of the sandbox that holds the most — `sb` itself when no
+    /// other holds more — so one sandbox cannot keep the others from TCP: its longest
+    /// idle one, or when every one has a query in flight (a slow upstream), its oldest.
+    /// False only when there is nothing to close.
     fn make_room(&mut self, sb: &str) -> bool {
         let mut counts: HashMap<Arc<str>, usize> = HashMap::new();
         for c in self.conns.values() {
@@ -548,8 +549,8 @@ impl Loop {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| c.outstanding == 0 && if own >= most { &*c.sandbox == sb } else { counts[&c.sandbox] == most })
-            .min_by_key(|(_, c)| c.deadline)
+            .filter(|(_, c)| if own >= most { &*c.sandbox == sb } else { counts.get(&c.sandbox) == Some(&most) })
+            .min_by_key(|(_, c)| (c.outstanding > 0, c.deadline))
             .map(|(t, _)| *t);
         match victim {
             Some(t) => {
@@ -648,11 +649,13 @@ impl Loop {
                 break;
             }
             self.conn_timers.pop();
-            let Some(c) = self.conns.get(&token) else { continue };
+            let Some(c) = self.conns.get_mut(&token) else { continue };
             if c.deadline > now {
                 self.conn_timers.push(Reverse((c.deadline, token)));
             } else if c.outstanding > 0 {
-                self.conn_timers.push(Reverse((now + self.idle, token)));
+                // Waiting for an upstream answer is not idle.
+                c.deadline = now + self.idle;
+                self.conn_timers.push(Reverse((c.deadline, token)));
             } else {
                 self.close(token);
             }

@@ -60,7 +60,7 @@ pub const DEFAULT_RX_SLOT: usize = 256;
 pub const DEFAULT_RX_SLOT_NO_VNET: usize = 2048;
 /// Slot sizes a ring may have: a power of two that divides a 4 KiB block and holds the
 /// headers before a minimum frame.
-pub const RX_SLOT_SIZES: [usize; 6] = [128, 256, 512, 1024, 2048, 4096];
+pub const RX_SLOT_SIZES: [usize; 5] = [256, 512, 1024, 2048, 4096];
 const ETH_P_ALL: u16 = 0x0003;
 
 /// Fanout by flow hash: one flow, one worker.
@@ -73,8 +73,8 @@ const FANOUT_FLAG_ROLLOVER: u16 = 0x1000;
 /// sockets' own PACKET_IGNORE_OUTGOING does not apply once they are in a group).
 const FANOUT_FLAG_IGNORE_OUTGOING: u16 = 0x4000;
 
-/// Default receive ring: 1024 slots of 2 KiB, 2 MiB of kernel memory per port and
-/// worker.
+/// Default receive ring: 1024 slots ([`default_rx_slot`] bytes each: 256 KiB of kernel
+/// memory per port and worker with virtio-net headers, 2 MiB without).
 pub const DEFAULT_RX_RING: usize = 1024;
 
 /// How to open an AF_PACKET port socket.
@@ -199,12 +199,12 @@ impl RxRing {
         (st & TP_STATUS_USER != 0).then_some((i, st))
     }
 
-    /// Counts the slots from the next one on (at most `max`) that the kernel has filled
-    /// and marked TP_STATUS_COPY — a run of large frames waiting in the socket queue in
-    /// the same order — hands them back and moves past them.
-    fn take_copy_run(&self, max: usize) -> usize {
+    /// Counts the slots from the next one on (at most `max`, at most the whole ring)
+    /// that the kernel has filled and marked TP_STATUS_COPY: a run of large frames
+    /// waiting in the socket queue in the same order.
+    fn copy_run_len(&self, max: usize) -> usize {
         let mut n = 0;
-        while n < max {
+        while n < max.min(self.slots) {
             let i = (self.next.get() + n) % self.slots;
             let st = self.status(i).load(std::sync::atomic::Ordering::Acquire);
             if st & TP_STATUS_USER == 0 || st & TP_STATUS_COPY == 0 {
@@ -212,10 +212,14 @@ impl RxRing {
             }
             n += 1;
         }
+        n
+    }
+
+    /// Hands the next `n` slots back to the kernel and moves past them.
+    fn release_n(&self, n: usize) {
         for _ in 0..n {
             self.release(self.next.get());
         }
-        n
     }
 
     /// Hands slot `i` (the one [`ready`] gave) back to the kernel and moves on.
@@ -355,15 +359,31 @@ impl AfPacket {
         while taken < max && !out.is_full() && pool.available() > 0 {
             let Some((i, st)) = self.ring.as_ref().and_then(RxRing::ready) else { break };
             if st & TP_STATUS_COPY != 0 {
-                // As many as recv_socket will read: each slot of the run has its frame
-                // in the queue, so the slots and the frames read stay paired.
+                // As many as recv_socket will read. Each slot of the run has its frame
+                // in the queue (the kernel queues it before it publishes the slot), so
+                // the slots go back only as their frames are read: they stay paired.
                 let room = (max - taken).min(BATCH_MAX - out.len()).min(pool.available());
-                let n = self.ring.as_ref().map_or(0, |r| r.take_copy_run(room));
+                let n = self.ring.as_ref().map_or(0, |r| r.copy_run_len(room));
+                let mut read = 0;
+                // Twice: a pending socket error (ENETDOWN) fails the first read once.
+                for _ in 0..2 {
+                    if read < n {
+                        let got = self.recv_socket(pool, in_port, out, n - read)?;
+                        read += got.received + got.oversize + got.truncated;
+                        c.received += got.received;
+                        c.oversize += got.oversize;
+                        c.truncated += got.truncated;
+                    }
+                }
+                if read < n {
+                    // Frames missing from the queue (not expected): their slots go back
+                    // rather than stall the ring, and count as lost.
+                    c.oversize += n - read;
+                }
+                if let Some(r) = self.ring.as_ref() {
+                    r.release_n(n);
+                }
                 taken += n;
-                let got = self.recv_socket(pool, in_port, out, n)?;
-                c.received += got.received;
-                c.oversize += got.oversize;
-                c.truncated += got.truncated;
                 continue;
             }
             taken += 1;
@@ -384,8 +404,13 @@ impl AfPacket {
         if taken == 0 && max > 0 {
             // Woken with an empty ring: the socket has an error pending (the interface
             // went down: ENETDOWN), which keeps a level-triggered epoll reporting it
-            // until it is read. One `recvmmsg` reads (and clears) it, or finds nothing.
-            return self.recv_socket(pool, in_port, out, 1);
+            // until it is cleared. Reading SO_ERROR clears it; reading a frame would
+            // too, but could take a queued frame whose slot the kernel has not yet
+            // published, out of its turn.
+            let mut err: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt with a valid int and its length.
+            unsafe { libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut libc::c_int as *mut libc::c_void, &mut len) };
         }
         Ok(c)
     }

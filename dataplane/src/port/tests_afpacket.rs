@@ -121,6 +121,20 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
                 assert_eq!(g, f, "frame {} intact and in order ({slot}-byte slots)", u16::from_be_bytes([f[14], f[15]]));
             }
         }
+        // A ring smaller than a receive batch, full of queued frames: each slot is read
+        // once, in order (a run never wraps onto itself).
+        {
+            let opts = AfPacketOpts { rx_ring: 16, rx_slot: 256, promisc: false, ..AfPacketOpts::default() };
+            let mut port = AfPacket::open(ifindex("rt1")?, &opts)?;
+            assert_eq!(port.ring.as_ref().map(|r| r.slots), Some(16));
+            let mut pool = BufPool::new(256)?;
+            let frames: Vec<Vec<u8>> = (0..16u16).map(|i| frame(100 + i, 1000)).collect();
+            send_all("rt0", &frames)?;
+            assert_eq!(drain(&mut port, &mut pool), frames, "16 queued frames through 16 slots");
+            let again: Vec<Vec<u8>> = (0..5u16).map(|i| frame(200 + i, if i % 2 == 0 { 1000 } else { 60 })).collect();
+            send_all("rt0", &again)?;
+            assert_eq!(drain(&mut port, &mut pool), again);
+        }
         let opts = AfPacketOpts { rx_ring: 64, promisc: false, ..AfPacketOpts::default() };
         let mut port = AfPacket::open(ifindex("rt1")?, &opts)?;
         let mut pool = BufPool::new(256)?;
@@ -153,6 +167,15 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
         send_all("rt0", &[frame(8, 60)])?;
         assert_eq!(drain(&mut port, &mut pool), vec![frame(8, 60)]);
+        // Queued frames waiting when the link goes down: the pending error does not
+        // cost or reorder them.
+        let queued: Vec<Vec<u8>> = (0..6u16).map(|i| frame(300 + i, if i == 3 { 60 } else { 4000 })).collect();
+        send_all("rt0", &queued)?;
+        run(&["-n", &name, "link", "set", "rt1", "down"]).map_err(std::io::Error::other)?;
+        assert_eq!(drain(&mut port, &mut pool), queued, "frames queued before the link went down");
+        run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
+        send_all("rt0", &[frame(9, 60)])?;
+        assert_eq!(drain(&mut port, &mut pool), vec![frame(9, 60)]);
         Ok(())
     });
     r.expect(NAME);
