@@ -308,6 +308,11 @@ impl Worker {
                 if c.truncated > 0 {
                     self.stats.count_drop(DropReason::Truncated, c.truncated as u64);
                 }
+                if c.lost > 0 {
+                    if let Some(p) = self.stats.port(id) {
+                        bump(&p.rx_dropped, c.lost as u64);
+                    }
+                }
             }
             Err(PortError::Gone(_)) => {
                 // Interface or TAP gone: stop polling it; control notices (the `gone`

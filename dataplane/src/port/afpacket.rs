@@ -378,7 +378,7 @@ impl AfPacket {
                 if read < n {
                     // Frames missing from the queue (not expected): their slots go back
                     // rather than stall the ring, and count as lost.
-                    c.oversize += n - read;
+                    c.lost += n - read;
                 }
                 if let Some(r) = self.ring.as_ref() {
                     r.release_n(n);
@@ -392,7 +392,11 @@ impl AfPacket {
             let len = u32::from_ne_bytes([slot[4], slot[5], slot[6], slot[7]]) as usize;
             let snap = u32::from_ne_bytes([slot[8], slot[9], slot[10], slot[11]]) as usize;
             let mac = u16::from_ne_bytes([slot[12], slot[13]]) as usize;
-            if snap < len || mac < vlen || mac + snap > ring.frame || hoff + vlen + snap > BUF_SIZE {
+            if snap < len {
+                // Larger than a slot while the socket's queue was full: the kernel kept
+                // only what fits the slot.
+                c.lost += 1;
+            } else if mac < vlen || mac + snap > ring.frame || hoff + vlen + snap > BUF_SIZE {
                 c.oversize += 1;
             } else if let Some(id) = pool.alloc() {
                 pool.raw_mut(id)[hoff..hoff + vlen + snap].copy_from_slice(&slot[mac - vlen..mac + snap]);

@@ -33,6 +33,9 @@ pub struct RxCount {
     pub oversize: usize,
     /// Frames dropped because they were shorter than their virtio-net header.
     pub truncated: usize,
+    /// Frames the kernel could only cut short (a large frame when the socket's queue was
+    /// full): dropped, and counted as the port's `rx_dropped` like the kernel's own drops.
+    pub lost: usize,
 }
 
 /// Outcome of one transmit call over a slice of packets: the first `sent + errors`

@@ -78,7 +78,7 @@ fn drain(port: &mut AfPacket, pool: &mut BufPool) -> Vec<Vec<u8>> {
     loop {
         let mut b = Batch::new();
         let c = port.rx_batch(pool, 1, &mut b, 32).expect("rx");
-        assert_eq!((c.oversize, c.truncated), (0, 0));
+        assert_eq!((c.oversize, c.truncated, c.lost), (0, 0, 0));
         if b.is_empty() {
             return got;
         }
@@ -134,6 +134,31 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
             let again: Vec<Vec<u8>> = (0..5u16).map(|i| frame(200 + i, if i % 2 == 0 { 1000 } else { 60 })).collect();
             send_all("rt0", &again)?;
             assert_eq!(drain(&mut port, &mut pool), again);
+        }
+        // Large frames while the socket's queue is full: the kernel keeps only a slot's
+        // worth of them, and they count as lost (the port's rx_dropped), not oversize.
+        {
+            let opts = AfPacketOpts { rx_ring: 16, rx_slot: 256, rcvbuf: 4096, promisc: false, ..AfPacketOpts::default() };
+            let mut port = AfPacket::open(ifindex("rt1")?, &opts)?;
+            let mut pool = BufPool::new(64)?;
+            let frames: Vec<Vec<u8>> = (0..8u16).map(|i| frame(400 + i, 4000)).collect();
+            send_all("rt0", &frames)?;
+            let (mut got, mut lost) = (Vec::new(), 0);
+            loop {
+                let mut b = Batch::new();
+                let c = port.rx_batch(&mut pool, 1, &mut b, 32).expect("rx");
+                assert_eq!(c.oversize, 0);
+                lost += c.lost;
+                if b.is_empty() && c.lost == 0 {
+                    break;
+                }
+                for &id in b.as_slice() {
+                    got.push(pool.frame(id).to_vec());
+                    pool.release(id);
+                }
+            }
+            assert!(lost > 0 && got.len() + lost == frames.len(), "{} received, {lost} lost", got.len());
+            assert_eq!(got[..], frames[..got.len()], "the ones the queue held, in order");
         }
         let opts = AfPacketOpts { rx_ring: 64, promisc: false, ..AfPacketOpts::default() };
         let mut port = AfPacket::open(ifindex("rt1")?, &opts)?;
