@@ -59,7 +59,7 @@ const PROXY_FD_RESERVE: usize = 256;
 /// Default UDP port of the mesh (Weave's).
 pub const MESH_PORT: u16 = 6783;
 
-const NO_MESH: &str = "this vswitchd is not in a mesh (start it with --mesh-password or --mesh-peer)";
+const NO_MESH: &str = "this vswitchd is not in a mesh (start it with --mesh-password, --mesh-peer, --mesh-allow or --mesh)";
 
 /// `IP[:PORT]` of a mesh member (port 6783 when absent).
 pub fn parse_mesh_addr(s: &str) -> Result<std::net::SocketAddr, String> {

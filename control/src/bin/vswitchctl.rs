@@ -13,13 +13,13 @@ use serde_json::Value;
 #[command(name = "vswitchctl", version, about = "Control vswitchd: networks, sandboxes, endpoints, ports")]
 struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET, env = "VSWITCHD_SOCKET")]
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET, env = "VSWITCHD_SOCKET", help_heading = "Global options")]
     socket: PathBuf,
     /// Output format of listings.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table, help_heading = "Global options")]
     format: Format,
     /// How long to wait for the daemon's answer, in seconds.
-    #[arg(long, global = true, default_value_t = 120)]
+    #[arg(long, global = true, default_value_t = 120, help_heading = "Global options")]
     timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,7 +41,9 @@ enum Cmd {
     Sandbox(SandboxCmd),
     /// Connect a sandbox to a network.
     Connect {
+        /// The network (name).
         network: String,
+        /// The sandbox (name).
         sandbox: String,
         /// IPv4 address (default: the next free one).
         #[arg(long)]
@@ -63,7 +65,12 @@ enum Cmd {
         ip6: Option<String>,
     },
     /// Disconnect a sandbox from a network.
-    Disconnect { network: String, sandbox: String },
+    Disconnect {
+        /// The network (name).
+        network: String,
+        /// The sandbox (name).
+        sandbox: String,
+    },
     /// `port SANDBOX`: published ports of a sandbox (like `docker port`);
     /// `port add|rm|ls`: attach existing interfaces (or new TAPs) to networks.
     Port(PortArgs),
@@ -94,15 +101,22 @@ enum MeshCmd {
     #[command(alias = "ls")]
     Peers,
     /// Join the mesh through the member at IP[:PORT] (port 6783 by default).
-    Connect { addr: String },
+    Connect {
+        /// A member's underlay address, IP or IP:PORT.
+        addr: String,
+    },
     /// Stop asking a member that has not answered (listed as waiting in `mesh peers`).
-    Forget { addr: String },
+    Forget {
+        /// The member's address as `mesh peers` lists it.
+        addr: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum NetworkCmd {
     /// Create a network.
     Create {
+        /// The network's name (letters, digits, '_', '.', '-').
         name: String,
         /// Subnet in CIDR form (default: a free one from 172.17-31.0.0/16, 192.168.0.0/16);
         /// give it twice, IPv4 and IPv6, with --ipv6.
@@ -156,12 +170,14 @@ enum NetworkCmd {
     },
     /// Show networks in detail (JSON).
     Inspect {
+        /// Networks (names).
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Remove networks (refused while sandboxes or ports are attached).
     #[command(alias = "remove")]
     Rm {
+        /// Networks (names).
         #[arg(required = true)]
         names: Vec<String>,
         /// Cluster overlay networks: also give up the addresses still held by endpoints
@@ -181,6 +197,7 @@ enum NetworkCmd {
 enum SandboxCmd {
     /// Create a sandbox (a network namespace `ip netns exec NAME` can enter).
     Create {
+        /// The sandbox's name, also its namespace's (/run/netns/NAME) and DNS name.
         name: String,
         /// Hostname written to the sandbox's /etc/hostname and /etc/hosts (default: the first 12
         /// digits of its id; the UTS hostname is not changed: a sandbox is a network namespace).
@@ -199,6 +216,7 @@ enum SandboxCmd {
     /// Remove sandboxes (disconnecting them first).
     #[command(alias = "remove")]
     Rm {
+        /// Sandboxes (names); each is disconnected from its networks first.
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -220,7 +238,9 @@ struct PortArgs {
 enum PortCmd {
     /// Attach an existing interface (system) or a new TAP (tap) to a network.
     Add {
+        /// The network (name).
         network: String,
+        /// The interface to attach (system), or the name of the TAP to make (tap).
         iface: String,
         /// system (default: read an existing interface with AF_PACKET) or tap.
         #[arg(long = "type")]
@@ -237,7 +257,12 @@ enum PortCmd {
         dns: Vec<String>,
     },
     /// Detach an interface from a network.
-    Rm { network: String, iface: String },
+    Rm {
+        /// The network (name).
+        network: String,
+        /// The attached interface.
+        iface: String,
+    },
     /// List attached interfaces.
     Ls,
 }
@@ -254,7 +279,10 @@ enum ConntrackCmd {
 #[derive(Subcommand, Debug)]
 enum FdbCmd {
     /// Learned MAC addresses of a network.
-    Show { network: String },
+    Show {
+        /// The network (name).
+        network: String,
+    },
 }
 
 fn main() {
@@ -541,9 +569,10 @@ fn main() {
                 table(
                     &["PORT", "NETWORK", "TYPE", "RX PKTS", "RX BYTES", "RX DROP", "TX PKTS", "TX BYTES", "TX DROP"],
                     rows(&v["ports"]).iter().map(|p| {
+                        let net = s(&p["network"]);
                         vec![
                             s(&p["port"]),
-                            s(&p["network"]),
+                            if net.is_empty() { "-".to_string() } else { net },
                             s(&p["type"]),
                             s(&p["rx_packets"]),
                             s(&p["rx_bytes"]),
