@@ -709,11 +709,14 @@ impl Controller {
         }
         // Noted first: killed between making the namespace and saving the state, the
         // daemon removes the namespace at its next start (`reconcile`).
-        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        self.store.mark_netns(name, None).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
         if let Err(e) = netns::create_named(name) {
             self.store.unmark_netns(name);
             return Err(format!("creating namespace {name}: {e}"));
         }
+        // Now it can say which namespace: one made under the name by someone else
+        // after a kill is not taken for ours.
+        let _ = self.store.mark_netns(name, netns::inode(name));
         let sb = Sandbox {
             name: name.to_string(),
             id: model::random_id(),
@@ -744,7 +747,7 @@ impl Controller {
         }
         // Noted first (before anything changes): killed between saving the removal and
         // deleting the namespace, the daemon removes it at its next start.
-        self.store.mark_netns(name).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        self.store.mark_netns(name, netns::inode(name)).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
         let nets: Vec<String> = self.state.endpoints_of_sandbox(name).map(|e| e.network.clone()).collect();
         for n in &nets {
             if let Err(e) = self.disconnect(n, name) {
@@ -1645,9 +1648,11 @@ impl Controller {
         }
         // A namespace noted as being made or removed that the state does not hold: the
         // daemon was killed before it saved a `sandbox create`, or after it saved a
-        // `sandbox rm`. Ours, so it goes (it would block the name).
-        for name in self.store.pending_netns() {
-            if !self.state.sandboxes.contains_key(&name) && netns::exists(&name) {
+        // `sandbox rm`. Ours, so it goes (it would block the name) — unless the note has
+        // an inode and the namespace of that name now is another one.
+        for (name, ino) in self.store.pending_netns() {
+            let noted = ino.is_none() || netns::inode(&name) == ino;
+            if !self.state.sandboxes.contains_key(&name) && netns::exists(&name) && noted {
                 let _ = crate::dns::files::remove_sandbox_files(&name);
                 match netns::delete_named(&name) {
                     Ok(()) => info!(sandbox = %name, "removed the namespace of an interrupted sandbox create or rm"),

@@ -196,6 +196,14 @@ pub fn exists(name: &str) -> bool {
     validate_name(name).is_ok() && named_path(name).symlink_metadata().is_ok()
 }
 
+/// The inode of the namespace mounted at `/run/netns/NAME` (it names the namespace
+/// while it lives), if there is one.
+pub fn inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    validate_name(name).ok()?;
+    fs::metadata(named_path(name)).ok().map(|m| m.ino())
+}
+
 /// Names under `/run/netns`, sorted (empty if the directory does not exist).
 pub fn list_named() -> io::Result<Vec<String>> {
     let dir = match fs::read_dir(NETNS_RUN_DIR) {

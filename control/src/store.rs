@@ -63,12 +63,13 @@ impl FileStore {
     /// Notes that the daemon is about to create or delete the named namespace `name`
     /// (a validated sandbox name), before it records the outcome in the state: a daemon
     /// killed in between finds the note at its next start ([`pending_netns`]) and can
-    /// tell its own orphan from someone else's namespace. Not synced: a crash of the
-    /// machine empties /run/netns too.
-    pub fn mark_netns(&self, name: &str) -> io::Result<()> {
+    /// tell its own orphan from someone else's namespace. `ino`, once the namespace
+    /// exists, is its inode: a namespace of that name with another inode is not the
+    /// one noted. Not synced: a crash of the machine empties /run/netns too.
+    pub fn mark_netns(&self, name: &str, ino: Option<u64>) -> io::Result<()> {
         let d = self.dir.join(NETNS_PENDING_DIR);
         fs::create_dir_all(&d)?;
-        File::create(d.join(name)).map(|_| ())
+        fs::write(d.join(name), ino.map(|i| format!("{i}\n")).unwrap_or_default())
     }
 
     /// The outcome for `name` is in the state (or nothing was done): the note goes.
@@ -76,10 +77,19 @@ impl FileStore {
         let _ = fs::remove_file(self.dir.join(NETNS_PENDING_DIR).join(name));
     }
 
-    /// Names noted by [`mark_netns`] and not taken back, sorted.
-    pub fn pending_netns(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.dir.join(NETNS_PENDING_DIR))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+    /// Names noted by [`mark_netns`] and not taken back, with their inode when it was
+    /// noted, sorted by name.
+    pub fn pending_netns(&self) -> Vec<(String, Option<u64>)> {
+        let d = self.dir.join(NETNS_PENDING_DIR);
+        let mut v: Vec<(String, Option<u64>)> = fs::read_dir(&d)
+            .map(|rd| {
+                rd.filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    let ino = fs::read_to_string(d.join(&name)).ok().and_then(|t| t.trim().parse().ok());
+                    Some((name, ino))
+                })
+                .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -129,15 +139,16 @@ mod tests {
     fn st_notes(d: &Path) {
         let st = FileStore::open(d).unwrap();
         assert!(st.pending_netns().is_empty());
-        st.mark_netns("sb2").unwrap();
-        st.mark_netns("sb1").unwrap();
-        assert_eq!(st.pending_netns(), ["sb1", "sb2"]);
+        st.mark_netns("sb2", None).unwrap();
+        st.mark_netns("sb1", None).unwrap();
+        st.mark_netns("sb1", Some(4026532999)).unwrap();
+        assert_eq!(st.pending_netns(), [("sb1".to_string(), Some(4026532999)), ("sb2".to_string(), None)]);
         st.unmark_netns("sb2");
         st.unmark_netns("sb2");
         assert_eq!(FileStore::open(d).err().map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
         drop(st);
         let st = FileStore::open(d).unwrap();
-        assert_eq!(st.pending_netns(), ["sb1"], "notes outlive the daemon");
+        assert_eq!(st.pending_netns(), [("sb1".to_string(), Some(4026532999))], "notes outlive the daemon");
         st.unmark_netns("sb1");
         assert!(st.pending_netns().is_empty());
     }

@@ -737,14 +737,27 @@ fn namespaces_of_interrupted_sandbox_changes_are_removed_at_restart() {
     w.ctl_ok(0, &["sandbox", "rm", &c3]);
     assert_eq!(notes(), 0, "no note left after a finished rm");
     w.stop_daemon(0, libc::SIGKILL);
-    // What a kill in the middle of `sandbox create c2` leaves; c3 is someone else's.
-    sh_ok(&format!("ip netns add {c2} && ip netns add {c3}"));
+    // What a kill in the middle of `sandbox create c2` leaves (a note without an inode,
+    // or with the namespace's); c3 is someone else's; c4 was noted, but the namespace
+    // of that name now is another one (its inode differs).
+    let c4 = w.name("c4");
+    sh_ok(&format!("ip netns add {c2} && ip netns add {c3} && ip netns add {c4}"));
+    let ino = |n: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(std::path::Path::new("/run/netns").join(n)).unwrap());
     std::fs::create_dir_all(&pending).unwrap();
     std::fs::write(pending.join(&c2), b"").unwrap();
+    std::fs::write(pending.join(&c4), format!("{}\n", ino(&c4) + 1)).unwrap();
     w.restart_daemon(0);
     let exists = |n: &str| std::path::Path::new("/run/netns").join(n).exists();
     assert!(!exists(&c2), "the interrupted sandbox's namespace removed{}", w.log_tail(0));
     assert!(exists(&c3) && exists(&c1), "other namespaces stay");
+    assert!(exists(&c4), "a namespace with another inode than the noted one stays");
+    // With the inode noted, as `sandbox create` notes it once the namespace exists.
+    w.stop_daemon(0, libc::SIGKILL);
+    let c5 = w.name("c5");
+    sh_ok(&format!("ip netns add {c5}"));
+    std::fs::write(pending.join(&c5), format!("{}\n", ino(&c5))).unwrap();
+    w.restart_daemon(0);
+    assert!(!exists(&c5), "the noted namespace removed{}", w.log_tail(0));
     assert_eq!(notes(), 0, "the note is taken back");
     w.ctl_ok(0, &["sandbox", "create", &c2]);
     let e = w.ctl_err(0, &["sandbox", "create", &c3]);
