@@ -364,6 +364,9 @@ impl AfPacket {
                 // the slots go back only as their frames are read: they stay paired.
                 let room = (max - taken).min(BATCH_MAX - out.len()).min(pool.available());
                 let n = self.ring.as_ref().map_or(0, |r| r.copy_run_len(room));
+                if n == 0 {
+                    break; // not reached: the slot in hand is one, and room is at least 1
+                }
                 let mut read = 0;
                 // Twice: a pending socket error (ENETDOWN) fails the first read once.
                 for _ in 0..2 {
