@@ -200,6 +200,12 @@ impl Controller {
         Ok(())
     }
 
+    /// Notes in the state directory that the named namespace `name` is being made or
+    /// removed (`FileStore::mark_netns`; `reconcile` finishes the job after a kill).
+    fn note_netns(&self, name: &str, ino: Option<u64>) -> R<()> {
+        self.store.mark_netns(name, ino).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))
+    }
+
     /// Handles one API request.
     pub fn handle(&mut self, req: Request) -> R<Value> {
         match req {
@@ -709,7 +715,7 @@ impl Controller {
         }
         // Noted first: killed between making the namespace and saving the state, the
         // daemon removes the namespace at its next start (`reconcile`).
-        self.store.mark_netns(name, None).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        self.note_netns(name, None)?;
         if let Err(e) = netns::create_named(name) {
             self.store.unmark_netns(name);
             return Err(format!("creating namespace {name}: {e}"));
@@ -747,17 +753,17 @@ impl Controller {
         }
         // Noted first (before anything changes): killed between saving the removal and
         // deleting the namespace, the daemon removes it at its next start.
-        self.store.mark_netns(name, netns::inode(name)).map_err(|e| format!("state directory {}: {e}", self.store.dir().display()))?;
+        self.note_netns(name, netns::inode(name))?;
         let nets: Vec<String> = self.state.endpoints_of_sandbox(name).map(|e| e.network.clone()).collect();
-        for n in &nets {
-            if let Err(e) = self.disconnect(n, name) {
-                self.store.unmark_netns(name);
-                return Err(e);
+        let saved = (|| {
+            for n in &nets {
+                self.disconnect(n, name)?;
             }
-        }
-        let mut new = self.state.clone();
-        new.sandboxes.remove(name);
-        if let Err(e) = self.commit(new) {
+            let mut new = self.state.clone();
+            new.sandboxes.remove(name);
+            self.commit(new)
+        })();
+        if let Err(e) = saved {
             self.store.unmark_netns(name);
             return Err(e);
         }

@@ -95,12 +95,12 @@ pub(super) fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, request: bool) -> Vec<
 
 /// An ICMP error of `ty`/`code` from `src` to `dst` quoting `quoted` (IP packet bytes).
 pub(super) fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
+    let mut v = Vec::new(); // alloc-ok: test helper
     PacketBuilder::ethernet2(MAC_A, MAC_B)
         .ipv4(src.octets(), dst.octets(), 64)
         .icmpv4_raw(ty, code, [0; 4])
         .write(&mut v, quoted)
-        .unwrap();
+        .unwrap(); // alloc-ok: test helper
     v
 }
 
@@ -121,7 +121,7 @@ pub(super) struct Seen {
 /// Parses `frame` with etherparse and checks every checksum in it (IPv4 header; TCP,
 /// UDP unless zero, ICMP). Returns addresses and ports (ICMP echo: identifier as both).
 pub(super) fn check(frame: &[u8]) -> Seen {
-    let h = PacketHeaders::from_ethernet_slice(frame).expect("etherparse parses the frame");
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("etherparse parses the frame"); // alloc-ok: test helper
     let Some(NetHeaders::Ipv4(ip, _)) = &h.net else { panic!("not ipv4") };
     assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "ipv4 header checksum");
     let payload = h.payload.slice();
@@ -129,12 +129,12 @@ pub(super) fn check(frame: &[u8]) -> Seen {
     let dst = Ipv4Addr::from(ip.destination);
     match &h.transport {
         Some(TransportHeader::Tcp(t)) => {
-            assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, payload).unwrap(), "tcp checksum");
+            assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, payload).unwrap(), "tcp checksum"); // alloc-ok: test helper
             Seen { src, sport: t.source_port, dst, dport: t.destination_port }
         }
         Some(TransportHeader::Udp(u)) => {
             if u.checksum != 0 {
-                assert_eq!(u.checksum, u.calc_checksum_ipv4(ip, payload).unwrap(), "udp checksum");
+                assert_eq!(u.checksum, u.calc_checksum_ipv4(ip, payload).unwrap(), "udp checksum"); // alloc-ok: test helper
             }
             Seen { src, sport: u.source_port, dst, dport: u.destination_port }
         }
@@ -151,7 +151,7 @@ pub(super) fn check(frame: &[u8]) -> Seen {
 /// Checks the IP header checksum of a quoted packet (inside an ICMP error) and, when
 /// the whole quoted datagram is there, its UDP/TCP checksum. Returns addresses/ports.
 pub(super) fn check_quoted(quoted: &[u8]) -> Seen {
-    let (ip, rest) = Ipv4Header::from_slice(quoted).expect("quoted ipv4 header");
+    let (ip, rest) = Ipv4Header::from_slice(quoted).expect("quoted ipv4 header"); // alloc-ok: test helper
     assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "quoted ip checksum");
     let whole = ip.total_len as usize == quoted.len();
     let p16 = |o: usize| u16::from_be_bytes([rest[o], rest[o + 1]]);
@@ -195,8 +195,8 @@ pub(super) fn seen(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Seen
 /// payload each (a multiple of 8), with IP id `id`; checksums computed by etherparse.
 pub(super) fn fragment(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
     assert_eq!(chunk % 8, 0);
-    let (ip, payload) = Ipv4Header::from_slice(ip_of(frame)).unwrap();
-    let mut out = Vec::new();
+    let (ip, payload) = Ipv4Header::from_slice(ip_of(frame)).unwrap(); // alloc-ok: test helper
+    let mut out = Vec::new(); // alloc-ok: test helper
     let mut off = 0;
     while off < payload.len() {
         let end = (off + chunk).min(payload.len());
