@@ -458,6 +458,12 @@ impl Worker {
     }
 }
 
+/// Fuzzing hook (`fuzz/`): the worker's GRO pass over a demultiplexed tunnel batch.
+#[doc(hidden)]
+pub fn fuzz_coalesce_tcp(pool: &mut BufPool, batch: &mut Batch, stats: &WorkerStats) {
+    coalesce_tcp(pool, batch, stats)
+}
+
 /// GRO for frames decapsulated from a tunnel: consecutive TCP segments of one flow in
 /// `batch` are merged into one super-frame (in the first segment's buffer, with a GSO
 /// virtio-net header), so the sandbox's stack and our transmit see a few large frames
