@@ -132,7 +132,10 @@ fn gro_batch(kind: EncapKind, c: &mut Cursor<'_>) {
     let n = c.u8() % 16;
     let mut inner = Vec::new();
     for _ in 0..n {
-        build_frame(c, &mut inner);
+        let prev = std::mem::take(&mut inner);
+        if !(c.bool() && vswitchd_fuzz::follow_up(c, &prev, &mut inner)) {
+            build_frame(c, &mut inner);
+        }
         let start = area.len();
         match kind {
             EncapKind::Vxlan => {

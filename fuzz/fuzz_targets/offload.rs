@@ -128,7 +128,11 @@ fn gro(first: &[u8], c: &mut Cursor<'_>) {
     let mut seg = Vec::new();
     let n = c.u8() % 12;
     for _ in 0..n {
-        if c.bool() {
+        let prev = std::mem::take(&mut seg);
+        let base = if prev.is_empty() { first } else { &prev[..] };
+        if c.u8() % 3 == 0 && vswitchd_fuzz::follow_up(c, base, &mut seg) {
+            // An exact continuation of the flow.
+        } else if c.bool() {
             build_frame(c, &mut seg);
         } else {
             // The next segment of the same flow, with a few fuzzed bytes.

@@ -220,7 +220,17 @@ fn run(st: &mut State, data: &[u8]) {
             let tunnel = matches!(in_port, 3 | 5 | 6);
             for _ in 0..n {
                 let vh = c.vnet();
-                build_frame(&mut c, frame);
+                match c.u8() % 8 {
+                    0 => vswitchd_fuzz::dhcp_frame(&mut c, frame),
+                    1 | 2 => {
+                        // The next segment of the previous TCP frame (GRO, NAT state).
+                        let prev = std::mem::take(frame);
+                        if !vswitchd_fuzz::follow_up(&mut c, &prev, frame) {
+                            build_frame(&mut c, frame);
+                        }
+                    }
+                    _ => build_frame(&mut c, frame),
+                }
                 if tunnel {
                     // Through a tunnel's receive path: wrapped by the sender, taken
                     // apart by ours (which may refuse it).
@@ -274,6 +284,19 @@ fn run(st: &mut State, data: &[u8]) {
     }
     rs.pending.drain(|w| pool.release(w.pkt));
     assert_eq!(pool.available(), POOL as usize, "every buffer returned to the pool");
+    if std::env::var_os("FUZZ_STATS").is_some() {
+        // Which paths an input reached (run over a corpus, count the lines).
+        for &r in dataplane::stats::DropReason::ALL {
+            if stats.drops(r) > 0 {
+                eprintln!("STAT drop {}", r.as_str());
+            }
+        }
+        for &e in dataplane::stats::Event::ALL {
+            if stats.events(e) > 0 {
+                eprintln!("STAT event {}", e.as_str());
+            }
+        }
+    }
 }
 
 /// A tunnel datagram carrying `frame`, as our receive socket gets it (the VXLAN/GRE/IP

@@ -20,65 +20,6 @@ use dataplane::tables::GatewayV4;
 use libfuzzer_sys::fuzz_target;
 use vswitchd_fuzz::{addr::*, build_frame, Cursor};
 
-fn dhcp_frame(c: &mut Cursor<'_>) -> Vec<u8> {
-    let mut bootp = vec![0u8; 240];
-    bootp[0] = if c.u8() % 8 == 0 { c.u8() } else { 1 };
-    bootp[1] = 1;
-    bootp[2] = 6;
-    bootp[4..8].copy_from_slice(&c.u32().to_be_bytes());
-    bootp[10] = c.u8() & 0x80;
-    bootp[12..16].copy_from_slice(&v4(c.u8()).octets());
-    bootp[28..34].copy_from_slice(&sb_mac(5).0);
-    bootp[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    let n = c.u8() % 8;
-    for _ in 0..n {
-        match c.u8() % 6 {
-            0 => bootp.extend_from_slice(&[53, 1, c.u8() % 10]),
-            1 => {
-                bootp.extend_from_slice(&[50, 4]);
-                bootp.extend_from_slice(&v4(c.u8()).octets());
-            }
-            2 => {
-                bootp.extend_from_slice(&[54, 4]);
-                bootp.extend_from_slice(&v4(c.u8()).octets());
-            }
-            3 => bootp.push(0),
-            4 => bootp.push(255),
-            _ => {
-                let code = c.u8();
-                let len = c.u8();
-                bootp.push(code);
-                bootp.push(len);
-                bootp.extend_from_slice(c.take(len as usize % 40));
-            }
-        }
-    }
-    if c.bool() {
-        bootp.resize(300.max(bootp.len()), 0);
-    }
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0xff; 6]);
-    f.extend_from_slice(&sb_mac(5).0);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let ulen = (8 + bootp.len()) as u16;
-    let total = 20 + ulen;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { total }).to_be_bytes());
-    ip[6..8].copy_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { 0 }).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[16..20].copy_from_slice(&[255; 4]);
-    let s = dataplane::offload::csum::checksum(&ip);
-    ip[10..12].copy_from_slice(&s.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0, 68, 0, 67]);
-    f.extend_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { ulen }).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&bootp);
-    f
-}
-
 fn gw() -> GatewayV4 {
     GatewayV4 { ip: GW1, prefix_len: 24, mac: GW_MAC }
 }
@@ -88,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let sel = c.u8();
     let mut f = Vec::new();
     if sel % 5 == 0 {
-        f = dhcp_frame(&mut c);
+        vswitchd_fuzz::dhcp_frame(&mut c, &mut f);
     } else {
         build_frame(&mut c, &mut f);
     }

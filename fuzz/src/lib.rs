@@ -257,6 +257,104 @@ pub fn build_frame(c: &mut Cursor<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// A DHCP request (BOOTP body with fuzzed options) from the DHCP port's machine,
+/// broadcast, UDP 68 → 67; a few header fields sometimes lie.
+pub fn dhcp_frame(c: &mut Cursor<'_>, f: &mut Vec<u8>) {
+    let mut bootp = vec![0u8; 240];
+    bootp[0] = if c.u8() % 8 == 0 { c.u8() } else { 1 };
+    bootp[1] = 1;
+    bootp[2] = 6;
+    bootp[4..8].copy_from_slice(&c.u32().to_be_bytes());
+    bootp[10] = c.u8() & 0x80;
+    bootp[12..16].copy_from_slice(&addr::v4(c.u8()).octets());
+    bootp[28..34].copy_from_slice(&addr::sb_mac(5).0);
+    bootp[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    let n = c.u8() % 8;
+    for _ in 0..n {
+        match c.u8() % 6 {
+            0 => bootp.extend_from_slice(&[53, 1, c.u8() % 10]),
+            1 => {
+                bootp.extend_from_slice(&[50, 4]);
+                bootp.extend_from_slice(&addr::v4(c.u8()).octets());
+            }
+            2 => {
+                bootp.extend_from_slice(&[54, 4]);
+                bootp.extend_from_slice(&addr::v4(c.u8()).octets());
+            }
+            3 => bootp.push(0),
+            4 => bootp.push(255),
+            _ => {
+                let code = c.u8();
+                let len = c.u8();
+                bootp.push(code);
+                bootp.push(len);
+                bootp.extend_from_slice(c.take(len as usize % 40));
+            }
+        }
+    }
+    if c.bool() {
+        bootp.resize(300.max(bootp.len()), 0);
+    }
+    f.clear();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&addr::sb_mac(5).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let ulen = (8 + bootp.len()) as u16;
+    let total = 20 + ulen;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { total }).to_be_bytes());
+    ip[6..8].copy_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { 0 }).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[16..20].copy_from_slice(&[255; 4]);
+    let s = dataplane::offload::csum::checksum(&ip);
+    ip[10..12].copy_from_slice(&s.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0, 68, 0, 67]);
+    f.extend_from_slice(&(if c.u8() % 8 == 0 { c.u16() } else { ulen }).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&bootp);
+}
+
+/// The next TCP segment of the flow of `prev` (IPv4, no VLAN): sequence number advanced
+/// by the payload, IP id + 1, checksums recomputed; payload bytes from the cursor
+/// (sometimes a different length). `false` if `prev` is not such a segment.
+pub fn follow_up(c: &mut Cursor<'_>, prev: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if prev.len() < 54 || prev[12..14] != [0x08, 0x00] || prev[14] >> 4 != 4 || prev[23] != 6 {
+        return false;
+    }
+    let ihl = (prev[14] & 0x0f) as usize * 4;
+    let l4 = 14 + ihl;
+    let Some(&doff) = prev.get(l4 + 12) else { return false };
+    let hl = l4 + (doff >> 4) as usize * 4;
+    if hl > prev.len() || ihl < 20 {
+        return false;
+    }
+    let plen = prev.len() - hl;
+    let seq = u32::from_be_bytes([prev[l4 + 4], prev[l4 + 5], prev[l4 + 6], prev[l4 + 7]]).wrapping_add(plen as u32);
+    out.extend_from_slice(&prev[..hl]);
+    let n = if c.u8() % 4 == 0 { c.u16() as usize % 2000 } else { plen };
+    let fill = c.u8();
+    out.extend(std::iter::repeat(fill).take(n));
+    out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    let id = u16::from_be_bytes([out[18], out[19]]).wrapping_add(1);
+    out[18..20].copy_from_slice(&id.to_be_bytes());
+    let total = (out.len() - 14) as u16;
+    out[16..18].copy_from_slice(&total.to_be_bytes());
+    out[24..26].copy_from_slice(&[0, 0]);
+    let s = csum::checksum(&out[14..l4]);
+    out[24..26].copy_from_slice(&s.to_be_bytes());
+    out[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+    let src: [u8; 4] = out[26..30].try_into().unwrap();
+    let dst: [u8; 4] = out[30..34].try_into().unwrap();
+    let ps = csum::pseudo_v4(src, dst, 6, (out.len() - l4) as u16);
+    let s = !csum::fold(csum::sum16(&out[l4..], ps));
+    out[l4 + 16..l4 + 18].copy_from_slice(&s.to_be_bytes());
+    true
+}
+
 fn c_len(c: &mut Cursor<'_>, max: u8) -> usize {
     (c.u8() % (max + 1)) as usize
 }
