@@ -255,7 +255,7 @@ fn run(st: &mut State, data: &[u8]) {
                     };
                     pool.meta_mut(pkt).in_port = p;
                     if p != cur && !sub.is_empty() {
-                        dataplane::worker::fuzz_coalesce_tcp(pool, &mut sub, &stats);
+                        dataplane::worker::fuzz_tunnel_gro(&tables, cur, pool, &mut sub, &stats);
                         pipeline::process(&cx, &mut rs, pool, cur, &sub, &mut out);
                         sub.clear();
                     }
@@ -263,7 +263,7 @@ fn run(st: &mut State, data: &[u8]) {
                     sub.push(pkt);
                 }
                 if !sub.is_empty() {
-                    dataplane::worker::fuzz_coalesce_tcp(pool, &mut sub, &stats);
+                    dataplane::worker::fuzz_tunnel_gro(&tables, cur, pool, &mut sub, &stats);
                     pipeline::process(&cx, &mut rs, pool, cur, &sub, &mut out);
                 }
             } else {
