@@ -329,7 +329,7 @@ pub fn follow_up(c: &mut Cursor<'_>, prev: &[u8], out: &mut Vec<u8>) -> bool {
     let l4 = 14 + ihl;
     let Some(&doff) = prev.get(l4 + 12) else { return false };
     let hl = l4 + (doff >> 4) as usize * 4;
-    if hl > prev.len() || ihl < 20 {
+    if hl > prev.len() || ihl < 20 || doff >> 4 < 5 {
         return false;
     }
     let plen = prev.len() - hl;
