@@ -356,7 +356,7 @@ impl Worker {
             };
             self.pool.meta_mut(pkt).in_port = p;
             if p != cur && !sub.is_empty() {
-                coalesce_tcp(&mut self.pool, &mut sub, &self.stats);
+                tunnel_gro(tables, cur, &mut self.pool, &mut sub, &self.stats);
                 pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
                 sub.clear();
             }
@@ -364,7 +364,7 @@ impl Worker {
             sub.push(pkt);
         }
         if !sub.is_empty() {
-            coalesce_tcp(&mut self.pool, &mut sub, &self.stats);
+            tunnel_gro(tables, cur, &mut self.pool, &mut sub, &self.stats);
             pipeline::process(&cx, &mut self.router, &mut self.pool, cur, &sub, &mut out);
         }
         self.batch.clear();
@@ -456,6 +456,23 @@ impl Worker {
             self.remove_port(id);
         }
     }
+}
+
+/// GRO for a run of frames a tunnel's receive socket got for tunnel port `port`. An
+/// IP-in-UDP port's frames are IP packets without Ethernet header: never coalesced (read
+/// as Ethernet, some would look like TCP segments and be merged and rewritten).
+fn tunnel_gro(tables: &Tables, port: PortId, pool: &mut BufPool, batch: &mut Batch, stats: &WorkerStats) {
+    if tables.port(port).is_some_and(|p| p.tunnel_l3) {
+        return;
+    }
+    coalesce_tcp(pool, batch, stats)
+}
+
+/// Fuzzing hook (`fuzz/`): the worker's GRO pass over a demultiplexed tunnel batch for
+/// tunnel port `port`.
+#[doc(hidden)]
+pub fn fuzz_tunnel_gro(tables: &Tables, port: PortId, pool: &mut BufPool, batch: &mut Batch, stats: &WorkerStats) {
+    tunnel_gro(tables, port, pool, batch, stats)
 }
 
 /// GRO for frames decapsulated from a tunnel: consecutive TCP segments of one flow in

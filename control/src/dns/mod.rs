@@ -65,6 +65,28 @@ pub mod files;
 pub mod names;
 mod poll;
 mod resolve;
+
+/// Fuzzing hooks (`fuzz/`): the server's decision on one query, without sockets.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::names::NameTable;
+    use super::resolve::{self, Action};
+
+    /// What the server does with query `msg` from sandbox `asker`: `Some(Ok(reply))` to
+    /// send, `Some(Err(max_udp))` to forward upstream, `None` to drop.
+    pub fn handle_query(msg: &[u8], asker: &str, names: &NameTable, ttl: u32, tcp: bool) -> Option<Result<Vec<u8>, usize>> {
+        match resolve::handle_query(msg, asker, names, ttl, tcp) {
+            Action::Reply { bytes, .. } => Some(Ok(bytes)),
+            Action::Forward { max_udp, .. } => Some(Err(max_udp)),
+            Action::Drop => None,
+        }
+    }
+
+    /// The SERVFAIL the server sends for `query` when forwarding fails.
+    pub fn servfail(query: &[u8]) -> Vec<u8> {
+        resolve::servfail(query)
+    }
+}
 mod server;
 pub mod upstream;
 pub mod wire;

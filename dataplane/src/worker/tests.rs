@@ -189,3 +189,74 @@ fn software_segmentation_for_ports_without_offload() {
     drop(peer1);
     w.stop();
 }
+
+/// Two IP packets from an IP-in-UDP tunnel (no Ethernet header) whose bytes also read as
+/// Ethernet + IPv4 + TCP segments of one flow (source 8.0.69.0: its first two bytes are
+/// the IPv4 EtherType): the tunnel's frames are IP packets and must never go through
+/// the Ethernet GRO pass, which would merge them and rewrite bytes of the first.
+fn l3_packet_that_reads_as_tcp(seq: u32) -> Vec<u8> {
+    use crate::offload::csum;
+    let payload = 100usize;
+    let len = 14 + 20 + 20 + payload;
+    let mut v = vec![0u8; len];
+    // The tunnel's view: IPv4, total length `len`, from 8.0.69.0.
+    v[0] = 0x45;
+    v[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    v[8] = 64;
+    v[9] = 6;
+    // Bytes 12..14 (source address 8.0.x.x) are the "EtherType" 0x0800; the "IPv4
+    // header" starts at 14 (source address byte 3).
+    v[12] = 0x08;
+    v[14] = 0x45;
+    v[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+    v[18..20].copy_from_slice(&7u16.to_be_bytes());
+    v[20] = 0x40; // DF: the id may stay fixed
+    v[22] = 64;
+    v[23] = 6;
+    v[26..30].copy_from_slice(&[10, 0, 9, 1]);
+    v[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    let s = csum::checksum(&v[14..34]);
+    v[24..26].copy_from_slice(&s.to_be_bytes());
+    v[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    v[36..38].copy_from_slice(&2000u16.to_be_bytes());
+    v[38..42].copy_from_slice(&seq.to_be_bytes());
+    v[46] = 5 << 4;
+    v[47] = 0x10; // ACK
+    v[48..50].copy_from_slice(&1000u16.to_be_bytes());
+    for (i, b) in v[54..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let ps = csum::pseudo_v4([10, 0, 9, 1], [10, 0, 0, 2], 6, (len - 34) as u16);
+    let s = !csum::fold(csum::sum16(&v[34..], ps));
+    v[50..52].copy_from_slice(&s.to_be_bytes());
+    v
+}
+
+#[test]
+fn ip_in_udp_packets_are_not_coalesced_as_ethernet() {
+    use crate::vnet::VnetHdr;
+    let mut t = Tables::default();
+    t.set_port(PortEntry { id: 5, net: 1, name: "udp".into(), offload: true, tunnel: true, tunnel_l3: true, dhcp: false });
+    t.set_port(PortEntry { id: 6, net: 1, name: "vxlan".into(), offload: true, tunnel: true, tunnel_l3: false, dhcp: false });
+    let stats = WorkerStats::new();
+    let mut pool = BufPool::new(8).unwrap();
+    let (a, b) = (l3_packet_that_reads_as_tcp(1), l3_packet_that_reads_as_tcp(101));
+    // Read as Ethernet frames they are one flow's consecutive segments: a VXLAN port's
+    // frames like these are merged.
+    let mut batch = Batch::new();
+    batch.push(pool.alloc_from(&a, VnetHdr::default(), 6).unwrap());
+    batch.push(pool.alloc_from(&b, VnetHdr::default(), 6).unwrap());
+    tunnel_gro(&t, 6, &mut pool, &mut batch, &stats);
+    assert_eq!(batch.len(), 1, "the Ethernet view coalesces");
+    batch.release_all(&mut pool);
+    // From the IP-in-UDP port: left as they came.
+    let mut batch = Batch::new();
+    batch.push(pool.alloc_from(&a, VnetHdr::default(), 5).unwrap());
+    batch.push(pool.alloc_from(&b, VnetHdr::default(), 5).unwrap());
+    tunnel_gro(&t, 5, &mut pool, &mut batch, &stats);
+    assert_eq!(batch.len(), 2);
+    assert_eq!(pool.frame(batch.as_slice()[0]), &a[..]);
+    assert_eq!(pool.frame(batch.as_slice()[1]), &b[..]);
+    assert_eq!(pool.meta(batch.as_slice()[0]).vnet, VnetHdr::default());
+    batch.release_all(&mut pool);
+}
