@@ -14,7 +14,7 @@ use dataplane::encap::{self, EncapKind, Vtep};
 use dataplane::offload::{csum, TcpCoalescer};
 use dataplane::wire::MacAddr;
 use libfuzzer_sys::fuzz_target;
-use vswitchd_fuzz::{addr::*, build_frame, Cursor};
+use vswitchd_fuzz::{addr::*, build_frame, outer_ipv4, Cursor};
 
 fuzz_target!(|data: &[u8]| {
     let mut c = Cursor::new(data);
@@ -107,18 +107,11 @@ fn outer_packet(kind: EncapKind, vtep: &Vtep, c: &mut Cursor<'_>) -> Vec<u8> {
             }
         }
     }
-    let mut ip = [0u8; 20];
-    ip[0] = if mangle & 0x10 != 0 { c.u8() } else { 0x45 };
+    let ver_ihl = if mangle & 0x10 != 0 { c.u8() } else { 0x45 };
     let total = if mangle & 0x20 != 0 { c.u16() } else { (20 + l4.len()) as u16 };
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[6..8].copy_from_slice(&(if mangle & 0x40 != 0 { c.u16() } else { 0x4000 }).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = if matches!(kind, EncapKind::Gre { .. }) { 47 } else { 17 };
-    ip[12..16].copy_from_slice(&PEER_HOST.octets());
-    ip[16..20].copy_from_slice(&vtep.local_ip.octets());
-    let s = csum::checksum(&ip);
-    ip[10..12].copy_from_slice(&s.to_be_bytes());
-    let mut p = ip.to_vec();
+    let frag = if mangle & 0x40 != 0 { c.u16() } else { 0x4000 };
+    let proto = if matches!(kind, EncapKind::Gre { .. }) { 47 } else { 17 };
+    let mut p = outer_ipv4(ver_ihl, total, frag, proto, PEER_HOST, vtep.local_ip).to_vec();
     p.extend_from_slice(&l4);
     p
 }

@@ -25,7 +25,7 @@ use dataplane::stats::WorkerStats;
 use dataplane::tables::{GatewayV4, LocalAddr, NetworkEntry, PortEntry, RouterTables, Tables, UplinkEntry};
 use dataplane::vnet::VnetHdr;
 use libfuzzer_sys::fuzz_target;
-use vswitchd_fuzz::{addr::*, build_frame, Cursor};
+use vswitchd_fuzz::{addr::*, build_frame, outer_ipv4, Cursor};
 
 const POOL: u32 = 512;
 const VNI: u32 = 42;
@@ -322,19 +322,10 @@ fn tunnel_rx(pool: &mut BufPool, c: &mut Cursor<'_>, frame: &[u8], outer: &mut V
         }
         _ => {
             // GRE over an outer IPv4 header to us.
-            let mut ip = [0u8; 20];
             let csum = kind & 0x40 != 0;
             let glen = 4 + 4 + if csum { 4 } else { 0 };
             let total = (20 + glen + frame.len()) as u16;
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            ip[8] = 64;
-            ip[9] = 47;
-            ip[12..16].copy_from_slice(&PEER_HOST.octets());
-            ip[16..20].copy_from_slice(&LOCAL_HOST.octets());
-            let s = dataplane::offload::csum::checksum(&ip);
-            ip[10..12].copy_from_slice(&s.to_be_bytes());
-            outer.extend_from_slice(&ip);
+            outer.extend_from_slice(&outer_ipv4(0x45, total, 0, 47, PEER_HOST, LOCAL_HOST));
             let mut g = [0u8; 12];
             encap::gre::write_header(&mut g[..glen], Some(GRE_KEY), csum);
             if kind & 0x80 != 0 {

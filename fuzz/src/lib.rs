@@ -121,6 +121,22 @@ pub mod addr {
 /// L4 protocol choices of [`build_frame`].
 const PROTOS: [u8; 6] = [6, 17, 1, 6, 17, 58];
 
+/// An outer IPv4 header (no options) from `src` to `dst` with a correct header
+/// checksum; `ver_ihl`, `total` and `frag` as given, so callers can make them lie.
+pub fn outer_ipv4(ver_ihl: u8, total: u16, frag: u16, proto: u8, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> [u8; 20] {
+    let mut ip = [0u8; 20];
+    ip[0] = ver_ihl;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6..8].copy_from_slice(&frag.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let s = csum::checksum(&ip);
+    ip[10..12].copy_from_slice(&s.to_be_bytes());
+    ip
+}
+
 /// Builds an Ethernet frame from the cursor: either raw bytes, or (most of the time) a
 /// well-formed IPv4/IPv6 + TCP/UDP/ICMP packet with fuzzed fields and payload, correct
 /// checksums, optionally a VLAN tag, ARP. Writes into `out`, returns the length.

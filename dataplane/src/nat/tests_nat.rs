@@ -33,7 +33,7 @@ fn snat_tcp_roundtrip() {
 
     let (s, _, _) = fwd(&t, tcp(H1, 40000, REMOTE, 80, ACK, b"GET / HTTP/1.0\r\n\r\n"), Action::Deny, 101);
     assert_eq!(s, seen(UPLINK, 40000, REMOTE, 80));
-    let info = t.get(conn, 101).unwrap();
+    let info = t.get(conn, 101).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     assert_eq!(info.state, ConnState::Tcp(TcpState::Established));
     assert!(info.snat && !info.dnat);
     assert_eq!(info.orig, Tuple::new(IPPROTO_TCP, H1, 40000, REMOTE, 80));

@@ -203,10 +203,10 @@ pub(super) fn fragment(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
         let mut h = ip.clone();
         h.identification = id;
         h.more_fragments = end < payload.len();
-        h.fragment_offset = etherparse::IpFragOffset::try_new((off / 8) as u16).unwrap();
-        h.set_payload_len(end - off).unwrap();
+        h.fragment_offset = etherparse::IpFragOffset::try_new((off / 8) as u16).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
+        h.set_payload_len(end - off).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
         h.header_checksum = h.calc_header_checksum();
-        let mut f = frame[..L3].to_vec();
+        let mut f = frame[..L3].to_vec(); // alloc-ok: test code (cfg(test)), never on a packet path
         f.extend_from_slice(&h.to_bytes());
         f.extend_from_slice(&payload[off..end]);
         out.push(f);
@@ -221,23 +221,23 @@ pub(super) fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
     let mut parts: Vec<(usize, &[u8], Ipv4Header)> = frags
         .iter()
         .map(|f| {
-            let (h, p) = Ipv4Header::from_slice(ip_of(f)).unwrap();
+            let (h, p) = Ipv4Header::from_slice(ip_of(f)).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
             assert_eq!(h.header_checksum, h.calc_header_checksum(), "fragment ip checksum");
             (h.fragment_offset.value() as usize * 8, p, h)
         })
         .collect();
     parts.sort_by_key(|p| p.0);
     let mut h = parts[0].2.clone();
-    let mut payload = Vec::new();
+    let mut payload = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
     for (off, p, _) in &parts {
         assert_eq!(*off, payload.len(), "fragments contiguous");
         payload.extend_from_slice(p);
     }
     h.more_fragments = false;
     h.fragment_offset = etherparse::IpFragOffset::ZERO;
-    h.set_payload_len(payload.len()).unwrap();
+    h.set_payload_len(payload.len()).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     h.header_checksum = h.calc_header_checksum();
-    let mut f = frags[0][..L3].to_vec();
+    let mut f = frags[0][..L3].to_vec(); // alloc-ok: test code (cfg(test)), never on a packet path
     f.extend_from_slice(&h.to_bytes());
     f.extend_from_slice(&payload);
     f
