@@ -190,6 +190,15 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         assert!(drain(&mut port, &mut pool).is_empty());
         assert!(!pending(port.fd.as_raw_fd()), "nothing pending after one read");
         run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
+        // The carrier comes up asynchronously (linkwatch): a frame sent before it is
+        // dropped by the kernel, not by the port, so wait for LOWER_UP (at most 2 s).
+        for _ in 0..200 {
+            let out = std::process::Command::new("ip").args(["-n", &name, "link", "show", "rt1"]).output()?;
+            if String::from_utf8_lossy(&out.stdout).contains("LOWER_UP") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         send_all("rt0", &[frame(8, 60)])?;
         assert_eq!(drain(&mut port, &mut pool), vec![frame(8, 60)]);
         // Queued frames waiting when the link goes down: the pending error does not
