@@ -78,8 +78,9 @@ pub struct Dp {
     overlay: Option<Underlay>,
     /// Tunnel peer ports: id → (network number, remote host and tunnel).
     peers: std::collections::BTreeMap<PortId, (u16, Peer)>,
-    /// Endpoints on other hosts: (network number, MAC) → remote host.
-    remote_macs: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>,
+    /// Endpoints on other hosts: (network number, MAC) → (remote host, the endpoint's
+    /// IPv4 address).
+    remote_macs: HashMap<(u16, dataplane::wire::MacAddr), (std::net::Ipv4Addr, std::net::Ipv4Addr)>,
     /// Routed overlay: other hosts' subnets (network number, prefix, length, host).
     remote_subnets: Vec<(u16, std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
     /// The workers' end of the link to the mesh agent.
@@ -241,8 +242,9 @@ impl Dp {
         self.remote_subnets = v;
     }
 
-    /// Replaces the set of endpoints known on other hosts.
-    pub fn set_remote_macs(&mut self, m: HashMap<(u16, dataplane::wire::MacAddr), std::net::Ipv4Addr>) {
+    /// Replaces the set of endpoints known on other hosts: (network number, MAC) →
+    /// (their host's underlay address, their IPv4 address).
+    pub fn set_remote_macs(&mut self, m: HashMap<(u16, dataplane::wire::MacAddr), (std::net::Ipv4Addr, std::net::Ipv4Addr)>) {
         self.remote_macs = m;
     }
 
@@ -381,10 +383,14 @@ impl Dp {
         self.fdbs.retain(|id, _| live.contains(id));
         t.uplink = self.uplink.filter(|u| self.attached.contains(&u.port));
         t.tunnels = tunnels;
-        // Known remote endpoints: to the tunnel port of their host on that network.
-        for (&(net, mac), &host) in &self.remote_macs {
+        // Known remote endpoints: to the tunnel port of their host on that network; ARP
+        // requests for their addresses answered here while that tunnel is up.
+        for (&(net, mac), &(host, ip)) in &self.remote_macs {
             if let Some((&id, _)) = self.peers.iter().find(|(id, (n, p))| *n == net && p.remote == host && self.attached.contains(id)) {
                 t.remote_macs.insert((net, mac), id);
+                if !ip.is_unspecified() {
+                    t.remote_arp.insert((net, u32::from(ip)), mac);
+                }
             }
         }
         for id in self.peers.keys().chain(self.mesh_peers.keys()) {

@@ -94,6 +94,8 @@ named_enum! {
         FdbFull => "fdb_full",
         Flood => "flood",
         ArpReply => "arp_reply",
+        /// ARP requests from local ports answered for endpoints on other hosts.
+        ArpProxied => "arp_proxied",
         IcmpEchoReply => "icmp_echo_reply",
         /// Software segmentation of a GSO frame for a port without offloads.
         SwGso => "sw_gso",

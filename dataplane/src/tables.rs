@@ -143,6 +143,10 @@ pub struct Tables {
     /// → the tunnel port of their host. Consulted when the MAC table has no entry, so
     /// known endpoints are reached without flooding.
     pub remote_macs: FastMap<(NetId, MacAddr), PortId>,
+    /// The IPv4 addresses of those endpoints: (network, address as u32) → MAC. A local
+    /// port's ARP request for one is answered here instead of being flooded to every
+    /// host (what Docker's overlay does with proxy ARP on its VXLAN device).
+    pub remote_arp: FastMap<(NetId, u32), MacAddr>,
     /// DHCP bindings of the ports marked `dhcp`.
     pub dhcp: FastMap<PortId, crate::router::dhcp::DhcpLease>,
 }

@@ -91,7 +91,7 @@ fn remote_count(w: &World, d: usize, net: &str) -> usize {
 
 #[test]
 fn overlay_with_etcd() {
-    let Some(mut w) = World::new("cluster", &["ping", "etcd", "curl", "getent"]) else { return };
+    let Some(mut w) = World::new("cluster", &["ping", "etcd", "curl", "getent", "tshark"]) else { return };
     let ns = underlay(&w, &["h1", "h2", "h3", "etcd", "h4"], &["198.19.0.1", "198.19.0.2", "198.19.0.3", ETCD, "198.19.0.4"]);
     let mut etcd = Etcd { ns: ns[3].clone(), dir: w.dir.join("etcd"), child: None };
     etcd.start();
@@ -159,6 +159,30 @@ fn overlay_with_etcd() {
     // Names across hosts.
     let g = String::from_utf8_lossy(&in_ns(&a, &format!("getent hosts {b}")).stdout).into_owned();
     assert!(g.starts_with(&format!("{bip} ")), "{g:?}");
+    // ARP for an endpoint of another host is answered by this host's switch (as Docker's
+    // overlay does with proxy ARP): the request never crosses the underlay. Captured on
+    // h1's underlay (VXLAN to h2 goes to its port 4790): the ping's packets to b, no ARP
+    // for b.
+    let proxied = |w: &World| w.ctl_json(d1, &["stats"])["events"]["arp_proxied"].as_u64().unwrap_or(0);
+    let before = proxied(&w);
+    in_ns(&a, "ip neigh flush all");
+    let cap = w.dir.join("arp.txt");
+    let mut t = Command::new("ip")
+        .args(["netns", "exec", &ns[0], "tshark", "-i", "ul0", "-a", "duration:5", "-f", "udp port 4789 or udp port 4790", "-d", "udp.port==4790,vxlan", "-T", "fields", "-e", "arp.dst.proto_ipv4", "-e", "ip.dst"])
+        .stdout(std::fs::File::create(&cap).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ping(&a, &bip), "after a neighbour flush{}", w.log_tail(d1));
+    let _ = t.wait();
+    let lines = std::fs::read_to_string(&cap).unwrap_or_default();
+    assert!(lines.lines().any(|l| l.split('\t').nth(1).is_some_and(|ip| ip.split(',').any(|x| x == bip))), "the capture saw the ping: {lines:?}");
+    assert!(!lines.lines().any(|l| l.split('\t').next() == Some(bip.as_str())), "an ARP request for b crossed the underlay: {lines:?}");
+    assert!(proxied(&w) > before, "h1 answered the ARP request");
+    let neigh = String::from_utf8_lossy(&in_ns(&a, &format!("ip neigh show {bip}")).stdout).into_owned();
+    let bmac = String::from_utf8_lossy(&in_ns(&b, "cat /sys/class/net/eth0/address").stdout).trim().to_string();
+    assert!(neigh.contains(&bmac), "a has b's MAC from the answer: {neigh:?} (b: {bmac})");
 
     // A third host joins later and reaches both.
     let d3 = start(&mut w, 2);

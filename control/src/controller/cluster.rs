@@ -278,7 +278,7 @@ impl Controller {
         let mut m = HashMap::new();
         for e in self.remote_eps.values() {
             if let Some(n) = self.live_cluster_network(&e.network) {
-                m.insert((n.net_id, e.mac), e.host);
+                m.insert((n.net_id, e.mac), (e.host, e.ip));
             }
         }
         self.dp.set_remote_macs(m);

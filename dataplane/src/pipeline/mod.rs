@@ -15,9 +15,10 @@ use crate::router::dhcp;
 use crate::router::local::{self, Local};
 use crate::router::local6::{self, GatewayV6, Local6};
 use crate::stats::{bump, DropReason, Event, WorkerStats};
-use crate::tables::{NetworkEntry, Tables};
+use crate::tables::{GatewayV4, NetworkEntry, Tables};
 use crate::vnet::VnetHdr;
 use crate::wire::eth::{self, ETHERTYPE_ARP};
+use crate::wire::MacAddr;
 
 /// Where a frame goes next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub enum Next {
     /// A DHCP request from a port the gateway serves by DHCP: answered, never flooded
     /// (the switch is that port's DHCP server, as OVN's native DHCP).
     Dhcp,
+    /// An ARP request for an endpoint on another host: answered with its MAC, never
+    /// flooded over the tunnels.
+    ArpProxy(MacAddr),
     Drop(DropReason),
 }
 
@@ -123,6 +127,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
                 flood(cx, pool, net, in_port, id, out);
             }
             Next::Dhcp => dhcp_reply(cx, pool, net, in_port, id, out),
+            Next::ArpProxy(mac) => arp_proxy(cx, pool, in_port, id, mac, out),
             Next::Drop(r) => {
                 cx.stats.count_drop(r, 1);
                 pool.release(id);
@@ -167,18 +172,25 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
         if dst.is_multicast() {
             return Next::Flood;
         }
-    } else if let Some(gw) = &net.gateway {
-        // DHCP from a port with an address reserved for it: to the gateway (RENEWING,
-        // INFORM) or broadcast (DISCOVER, REQUEST, REBINDING).
-        if dst == gw.mac {
-            return if dhcp_request(cx, in_port, f) { Next::Dhcp } else { Next::Local };
-        }
-        if dst.is_broadcast() {
-            if eth::ethertype(f) == ETHERTYPE_ARP {
-                return Next::FloodLocal;
+    } else {
+        if dst.is_broadcast() && net.icc && !cx.tables.remote_arp.is_empty() {
+            if let Some(mac) = remote_arp(cx, net, f) {
+                return Next::ArpProxy(mac);
             }
-            if dhcp_request(cx, in_port, f) {
-                return Next::Dhcp;
+        }
+        if let Some(gw) = &net.gateway {
+            // DHCP from a port with an address reserved for it: to the gateway (RENEWING,
+            // INFORM) or broadcast (DISCOVER, REQUEST, REBINDING).
+            if dst == gw.mac {
+                return if dhcp_request(cx, in_port, f) { Next::Dhcp } else { Next::Local };
+            }
+            if dst.is_broadcast() {
+                if eth::ethertype(f) == ETHERTYPE_ARP {
+                    return Next::FloodLocal;
+                }
+                if dhcp_request(cx, in_port, f) {
+                    return Next::Dhcp;
+                }
             }
         }
     }
@@ -206,6 +218,29 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
             _ => Next::Flood,
         },
     }
+}
+
+/// The MAC of the endpoint on another host that the ARP request `f` asks for. Out of
+/// line: only broadcasts from local ports of a network with remote endpoints get here.
+#[inline(never)]
+fn remote_arp(cx: &Ctx<'_>, net: &NetworkEntry, f: &[u8]) -> Option<MacAddr> {
+    let ip = local::arp_request_target(f)?;
+    cx.tables.remote_arp.get(&(net.id, u32::from(ip))).copied()
+}
+
+/// Answers an ARP request (classified by [`remote_arp`]) for an endpoint on another host,
+/// in place, with that endpoint's MAC.
+fn arp_proxy<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, id: PktId, mac: MacAddr, out: &mut O) {
+    let reply_len = local::arp_request_target(pool.frame(id)).and_then(|ip| {
+        let (req, n) = request_head::<64>(pool, id);
+        let off = pool.meta(id).off as usize;
+        let who = GatewayV4 { ip, prefix_len: 32, mac };
+        local::arp_reply(&req[..n], &who, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN])
+    });
+    if reply_len.is_some() {
+        cx.stats.event(Event::ArpProxied, 1);
+    }
+    emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 
 /// Sends `id` to every port of `net` except `in_port`.

@@ -197,6 +197,57 @@ fn gateway_answers_arp_and_floods_request() {
     assert_eq!(h.stats.events(Event::ArpReply), 1);
 }
 
+/// An ARP request (broadcast) from `src` at 10.10.1.2 asking for `target`.
+fn arp_request(src: MacAddr, spa: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = frame(MacAddr::BROADCAST, src, 0x0806, 60);
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&src.0);
+    f[28..32].copy_from_slice(&spa);
+    f[38..42].copy_from_slice(&target);
+    f
+}
+
+#[test]
+fn arp_for_remote_endpoints_answered_locally_not_flooded() {
+    let mut h = Harness::new(1024);
+    // Port 3 is a tunnel to the host of 10.10.1.77 (MAC mac(77)).
+    if let Some(Some(p)) = h.t.ports.get_mut(3) {
+        p.tunnel = true;
+    }
+    h.t.remote_macs.insert((1, mac(77)), 3);
+    h.t.remote_arp.insert((1, u32::from_be_bytes([10, 10, 1, 77])), mac(77));
+    let out = h.send(1, &[arp_request(mac(2), [10, 10, 1, 2], [10, 10, 1, 77])]);
+    assert_eq!(Harness::ports_of(&out), vec![1], "answered, not flooded");
+    let reply = &out[0].1;
+    assert_eq!(&reply[0..6], &mac(2).0);
+    assert_eq!(&reply[6..12], &mac(77).0);
+    assert_eq!(&reply[20..22], &[0, 2]);
+    assert_eq!(&reply[22..28], &mac(77).0);
+    assert_eq!(&reply[28..32], &[10, 10, 1, 77]);
+    assert_eq!(&reply[32..38], &mac(2).0);
+    assert_eq!(&reply[38..42], &[10, 10, 1, 2]);
+    assert_eq!(h.stats.events(Event::ArpProxied), 1);
+    // Another address of the network: flooded as before (the gateway does not answer).
+    let out = h.send(1, &[arp_request(mac(2), [10, 10, 1, 2], [10, 10, 1, 78])]);
+    assert_eq!(Harness::ports_of(&out), vec![2, 3]);
+    // The same address on another network: not that endpoint.
+    let out = h.send(4, &[arp_request(mac(4), [10, 10, 1, 4], [10, 10, 1, 77])]);
+    assert_eq!(Harness::ports_of(&out), vec![5]);
+    // A gratuitous announcement of that address: flooded, not answered.
+    let out = h.send(1, &[arp_request(mac(2), [10, 10, 1, 77], [10, 10, 1, 77])]);
+    assert_eq!(Harness::ports_of(&out), vec![2, 3]);
+    // From the tunnel (another host's sandbox asking): that host answers; we flood.
+    let out = h.send(3, &[arp_request(mac(90), [10, 10, 1, 90], [10, 10, 1, 77])]);
+    assert_eq!(Harness::ports_of(&out), vec![1, 2]);
+    // --icc=false: ports reach the gateway only, no answers for other endpoints.
+    if let Some(Some(n)) = h.t.networks.get_mut(1) {
+        n.icc = false;
+    }
+    let out = h.send(1, &[arp_request(mac(2), [10, 10, 1, 2], [10, 10, 1, 77])]);
+    assert!(out.iter().all(|o| o.1[6..12] != mac(77).0), "no proxy answer with --icc=false");
+    assert_eq!(h.stats.events(Event::ArpProxied), 1);
+}
+
 #[test]
 fn gateway_answers_unicast_arp_and_echo() {
     let mut h = Harness::new(1024);

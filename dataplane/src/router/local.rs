@@ -10,6 +10,7 @@ use crate::wire::smol::{
     ArpHardware, ArpOperation, ArpPacket, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet,
 };
 use crate::wire::MacAddr;
+use std::net::Ipv4Addr;
 
 /// What to do with a frame addressed to the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +93,26 @@ pub fn arp_reply(req: &[u8], gw: &GatewayV4, out: &mut [u8]) -> Option<usize> {
     r.set_target_hardware_addr(&sha.0);
     r.set_target_protocol_addr(&spa);
     Some(ARP_REPLY_LEN)
+}
+
+/// The address an ARP request in `frame` asks for: a well-formed Ethernet/IPv4 request
+/// that is not a gratuitous announcement (sender address = target address, which wants
+/// no answer). For answering on behalf of endpoints of other hosts (proxy ARP).
+pub fn arp_request_target(frame: &[u8]) -> Option<Ipv4Addr> {
+    if eth::ethertype(frame) != ETHERTYPE_ARP {
+        return None;
+    }
+    let arp = ArpPacket::new_checked(frame.get(eth::HDR_LEN..)?).ok()?;
+    if arp.hardware_type() != ArpHardware::Ethernet
+        || arp.protocol_type() != EthernetProtocol::Ipv4
+        || arp.hardware_len() != 6
+        || arp.protocol_len() != 4
+        || arp.operation() != ArpOperation::Request
+        || arp.source_protocol_addr() == arp.target_protocol_addr()
+    {
+        return None;
+    }
+    Some(Ipv4Addr::from(copy4(arp.target_protocol_addr())?))
 }
 
 /// Turns the ICMP echo request in `frame` (classified `EchoRequest`) into the reply, in
