@@ -24,6 +24,15 @@ use dataplane::worker::{WorkerConfig, WorkerHandle};
 
 use crate::model::State;
 
+/// An endpoint on another host, as the dataplane needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteMac {
+    /// Underlay address of its host.
+    pub host: std::net::Ipv4Addr,
+    pub ip: std::net::Ipv4Addr,
+    pub ip6: Option<std::net::Ipv6Addr>,
+}
+
 /// How the dataplane runs.
 #[derive(Clone, Debug)]
 pub struct DpConfig {
@@ -78,9 +87,8 @@ pub struct Dp {
     overlay: Option<Underlay>,
     /// Tunnel peer ports: id → (network number, remote host and tunnel).
     peers: std::collections::BTreeMap<PortId, (u16, Peer)>,
-    /// Endpoints on other hosts: (network number, MAC) → (remote host, the endpoint's
-    /// IPv4 address).
-    remote_macs: HashMap<(u16, dataplane::wire::MacAddr), (std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Endpoints on other hosts: (network number, MAC) → where and what they are.
+    remote_macs: HashMap<(u16, dataplane::wire::MacAddr), RemoteMac>,
     /// Routed overlay: other hosts' subnets (network number, prefix, length, host).
     remote_subnets: Vec<(u16, std::net::Ipv4Addr, u8, std::net::Ipv4Addr)>,
     /// The workers' end of the link to the mesh agent.
@@ -242,9 +250,8 @@ impl Dp {
         self.remote_subnets = v;
     }
 
-    /// Replaces the set of endpoints known on other hosts: (network number, MAC) →
-    /// (their host's underlay address, their IPv4 address).
-    pub fn set_remote_macs(&mut self, m: HashMap<(u16, dataplane::wire::MacAddr), (std::net::Ipv4Addr, std::net::Ipv4Addr)>) {
+    /// Replaces the set of endpoints known on other hosts.
+    pub fn set_remote_macs(&mut self, m: HashMap<(u16, dataplane::wire::MacAddr), RemoteMac>) {
         self.remote_macs = m;
     }
 
@@ -385,11 +392,14 @@ impl Dp {
         t.tunnels = tunnels;
         // Known remote endpoints: to the tunnel port of their host on that network; ARP
         // requests for their addresses answered here while that tunnel is up.
-        for (&(net, mac), &(host, ip)) in &self.remote_macs {
-            if let Some((&id, _)) = self.peers.iter().find(|(id, (n, p))| *n == net && p.remote == host && self.attached.contains(id)) {
+        for (&(net, mac), r) in &self.remote_macs {
+            if let Some((&id, _)) = self.peers.iter().find(|(id, (n, p))| *n == net && p.remote == r.host && self.attached.contains(id)) {
                 t.remote_macs.insert((net, mac), id);
-                if !ip.is_unspecified() {
-                    t.remote_arp.insert((net, u32::from(ip)), mac);
+                if !r.ip.is_unspecified() {
+                    t.remote_arp.insert((net, u32::from(r.ip)), mac);
+                }
+                if let Some(ip6) = r.ip6 {
+                    t.remote_nd.insert((net, u128::from(ip6)), mac);
                 }
             }
         }

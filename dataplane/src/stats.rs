@@ -96,6 +96,8 @@ named_enum! {
         ArpReply => "arp_reply",
         /// ARP requests from local ports answered for endpoints on other hosts.
         ArpProxied => "arp_proxied",
+        /// Neighbour solicitations from local ports answered for endpoints on other hosts.
+        NdProxied => "nd_proxied",
         IcmpEchoReply => "icmp_echo_reply",
         /// Software segmentation of a GSO frame for a port without offloads.
         SwGso => "sw_gso",

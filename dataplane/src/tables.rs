@@ -147,6 +147,8 @@ pub struct Tables {
     /// port's ARP request for one is answered here instead of being flooded to every
     /// host (what Docker's overlay does with proxy ARP on its VXLAN device).
     pub remote_arp: FastMap<(NetId, u32), MacAddr>,
+    /// Their IPv6 addresses, for neighbour solicitations likewise.
+    pub remote_nd: FastMap<(NetId, u128), MacAddr>,
     /// DHCP bindings of the ports marked `dhcp`.
     pub dhcp: FastMap<PortId, crate::router::dhcp::DhcpLease>,
 }

@@ -68,8 +68,10 @@ fn world() -> Tables {
     t.tunnels.insert((peer, GRE_KEY), 6);
     t.tunnels.insert((peer, 0), 5);
     t.remote_macs.insert((1, sb_mac(0)), 3);
-    // ARP requests for 10.0.0.50 from local ports of network 1 are answered for that endpoint.
+    // ARP requests for 10.0.0.50 and solicitations for fd00::50 from local ports of
+    // network 1 are answered for that endpoint.
     t.remote_arp.insert((1, u32::from(Ipv4Addr::new(10, 0, 0, 50))), sb_mac(0));
+    t.remote_nd.insert((1, u128::from(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x50))), sb_mac(0));
     let mut fib = FibBuilder::new();
     fib.add([10, 0, 0, 0], 24, NextHop::Connected { net: 1 }).unwrap();
     fib.add([10, 0, 1, 0], 24, NextHop::Connected { net: 2 }).unwrap();

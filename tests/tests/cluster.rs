@@ -85,6 +85,43 @@ fn sandbox(w: &World, d: usize, net: &str, short: &str) -> (String, String) {
     (n, out.split_whitespace().nth(2).unwrap().split('/').next().unwrap().to_string())
 }
 
+/// Captures the VXLAN packets on `host`'s underlay (h2's VXLAN port is 4790, h3's 4791
+/// after its restart below) with
+/// tshark: once `canary` traffic shows the capture is live, runs `traffic` and returns
+/// the two fields asked for, one pair per packet captured after the canary.
+fn vxlan_capture(w: &World, host: &str, f1: &str, f2: &str, canary: impl Fn(), traffic: impl FnOnce()) -> Vec<(String, String)> {
+    let cap = w.dir.join("vxlan-capture.txt");
+    let read = || std::fs::read_to_string(&cap).unwrap_or_default();
+    let mut t = Command::new("ip")
+        .args(["netns", "exec", host, "tshark", "-l", "-i", "ul0", "-a", "duration:60", "-f", "udp port 4789 or udp port 4790 or udp port 4791", "-d", "udp.port==4790,vxlan", "-d", "udp.port==4791,vxlan", "-T", "fields", "-e", f1, "-e", f2])
+        .stdout(std::fs::File::create(&cap).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let live = wait_for(Duration::from_secs(20), || {
+        canary();
+        std::thread::sleep(Duration::from_millis(300));
+        !read().is_empty()
+    });
+    let skip = read().lines().count();
+    if live {
+        traffic();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(t.id() as i32, libc::SIGTERM) };
+    let _ = t.wait();
+    assert!(live, "tshark captured nothing on {host}");
+    read()
+        .lines()
+        .skip(skip)
+        .map(|l| {
+            let mut p = l.split('\t');
+            (p.next().unwrap_or("").to_string(), p.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
 fn remote_count(w: &World, d: usize, net: &str) -> usize {
     w.ctl_json(d, &["network", "inspect", net])[0]["remote_endpoints"].as_array().map(|a| a.len()).unwrap_or(0)
 }
@@ -165,20 +202,12 @@ fn overlay_with_etcd() {
     // for b.
     let proxied = |w: &World| w.ctl_json(d1, &["stats"])["events"]["arp_proxied"].as_u64().unwrap_or(0);
     let before = proxied(&w);
-    in_ns(&a, "ip neigh flush all");
-    let cap = w.dir.join("arp.txt");
-    let mut t = Command::new("ip")
-        .args(["netns", "exec", &ns[0], "tshark", "-i", "ul0", "-a", "duration:5", "-f", "udp port 4789 or udp port 4790", "-d", "udp.port==4790,vxlan", "-T", "fields", "-e", "arp.dst.proto_ipv4", "-e", "ip.dst"])
-        .stdout(std::fs::File::create(&cap).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(ping(&a, &bip), "after a neighbour flush{}", w.log_tail(d1));
-    let _ = t.wait();
-    let lines = std::fs::read_to_string(&cap).unwrap_or_default();
-    assert!(lines.lines().any(|l| l.split('\t').nth(1).is_some_and(|ip| ip.split(',').any(|x| x == bip))), "the capture saw the ping: {lines:?}");
-    assert!(!lines.lines().any(|l| l.split('\t').next() == Some(bip.as_str())), "an ARP request for b crossed the underlay: {lines:?}");
+    let lines = vxlan_capture(&w, &ns[0], "arp.dst.proto_ipv4", "ip.dst", || { let _ = ping(&a, &bip); }, || {
+        in_ns(&a, "ip neigh flush all");
+        assert!(ping(&a, &bip), "after a neighbour flush{}", w.log_tail(d1));
+    });
+    assert!(lines.iter().any(|(_, ip)| ip.split(',').any(|x| x == bip)), "the capture saw the ping: {lines:?}");
+    assert!(!lines.iter().any(|(t, _)| *t == bip), "an ARP request for b crossed the underlay: {lines:?}");
     assert!(proxied(&w) > before, "h1 answered the ARP request");
     let neigh = String::from_utf8_lossy(&in_ns(&a, &format!("ip neigh show {bip}")).stdout).into_owned();
     let bmac = String::from_utf8_lossy(&in_ns(&b, "cat /sys/class/net/eth0/address").stdout).trim().to_string();
@@ -297,6 +326,16 @@ fn overlay_with_etcd() {
     assert!(e.contains(&format!("already in use on network ov6 (by sandbox {} on host 198.19.0.1)", v6[0].0)), "{e}");
     assert!(wait_for(Duration::from_secs(10), || remote_count(&w, d1, "ov6") == 1));
     assert!(ping(&v6[0].0, &v6[1].1), "IPv6 across hosts{}", w.log_tail(d1));
+    // Neighbour solicitations for an endpoint of another host are answered here too.
+    let nd = |w: &World| w.ctl_json(d1, &["stats"])["events"]["nd_proxied"].as_u64().unwrap_or(0);
+    let before = nd(&w);
+    let lines = vxlan_capture(&w, &ns[0], "icmpv6.nd.ns.target_address", "ipv6.dst", || { let _ = ping(&v6[0].0, &v6[1].1); }, || {
+        in_ns(&v6[0].0, "ip -6 neigh flush all");
+        assert!(ping(&v6[0].0, &v6[1].1), "after a neighbour flush{}", w.log_tail(d1));
+    });
+    assert!(lines.iter().any(|(_, ip)| *ip == v6[1].1), "the capture saw the ping: {lines:?}");
+    assert!(!lines.iter().any(|(t, _)| *t == v6[1].1), "a neighbour solicitation for v3 crossed the underlay: {lines:?}");
+    assert!(nd(&w) > before, "h1 answered the solicitation");
 
     // An encrypted network defined by a mesh member is known to every host, but a host
     // outside the mesh refuses to connect to it (its frames could not leave).

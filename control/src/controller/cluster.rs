@@ -278,7 +278,7 @@ impl Controller {
         let mut m = HashMap::new();
         for e in self.remote_eps.values() {
             if let Some(n) = self.live_cluster_network(&e.network) {
-                m.insert((n.net_id, e.mac), (e.host, e.ip));
+                m.insert((n.net_id, e.mac), crate::dp::RemoteMac { host: e.host, ip: e.ip, ip6: e.ip6 });
             }
         }
         self.dp.set_remote_macs(m);

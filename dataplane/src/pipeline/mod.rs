@@ -34,9 +34,9 @@ pub enum Next {
     /// A DHCP request from a port the gateway serves by DHCP: answered, never flooded
     /// (the switch is that port's DHCP server, as OVN's native DHCP).
     Dhcp,
-    /// An ARP request for an endpoint on another host: answered with its MAC, never
-    /// flooded over the tunnels.
-    ArpProxy(MacAddr),
+    /// An ARP request or IPv6 neighbour solicitation for an endpoint on another host:
+    /// answered with its MAC, never flooded over the tunnels.
+    NeighProxy(MacAddr),
     Drop(DropReason),
 }
 
@@ -127,7 +127,7 @@ pub fn process<O: Output>(cx: &Ctx<'_>, rs: &mut RouterState, pool: &mut BufPool
                 flood(cx, pool, net, in_port, id, out);
             }
             Next::Dhcp => dhcp_reply(cx, pool, net, in_port, id, out),
-            Next::ArpProxy(mac) => arp_proxy(cx, pool, in_port, id, mac, out),
+            Next::NeighProxy(mac) => neigh_proxy(cx, pool, in_port, id, mac, out),
             Next::Drop(r) => {
                 cx.stats.count_drop(r, 1);
                 pool.release(id);
@@ -173,9 +173,9 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
             return Next::Flood;
         }
     } else {
-        if dst.is_broadcast() && net.icc && !cx.tables.remote_arp.is_empty() {
-            if let Some(mac) = remote_arp(cx, net, f) {
-                return Next::ArpProxy(mac);
+        if dst.is_multicast() && net.icc && !(cx.tables.remote_arp.is_empty() && cx.tables.remote_nd.is_empty()) {
+            if let Some(mac) = remote_neighbour(cx, net, f) {
+                return Next::NeighProxy(mac);
             }
         }
         if let Some(gw) = &net.gateway {
@@ -220,26 +220,48 @@ fn decide(cx: &Ctx<'_>, net: &NetworkEntry, in_port: PortId, f: &[u8]) -> Next {
     }
 }
 
-/// The MAC of the endpoint on another host that the ARP request `f` asks for. Out of
-/// line: only broadcasts from local ports of a network with remote endpoints get here.
+/// The MAC of the endpoint on another host that the ARP request (broadcast) or
+/// neighbour solicitation (multicast) `f` asks for. Out of line: only broadcasts and
+/// multicasts from local ports of a network with remote endpoints get here.
 #[inline(never)]
-fn remote_arp(cx: &Ctx<'_>, net: &NetworkEntry, f: &[u8]) -> Option<MacAddr> {
-    let ip = local::arp_request_target(f)?;
-    cx.tables.remote_arp.get(&(net.id, u32::from(ip))).copied()
+fn remote_neighbour(cx: &Ctx<'_>, net: &NetworkEntry, f: &[u8]) -> Option<MacAddr> {
+    match eth::ethertype(f) {
+        ETHERTYPE_ARP if eth::dst(f).is_broadcast() => {
+            let ip = local::arp_request_target(f)?;
+            cx.tables.remote_arp.get(&(net.id, u32::from(ip))).copied()
+        }
+        eth::ETHERTYPE_IPV6 if !cx.tables.remote_nd.is_empty() => {
+            let ip = local6::solicit_target(f)?;
+            cx.tables.remote_nd.get(&(net.id, u128::from(ip))).copied()
+        }
+        _ => None,
+    }
 }
 
-/// Answers an ARP request (classified by [`remote_arp`]) for an endpoint on another host,
-/// in place, with that endpoint's MAC.
-fn arp_proxy<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, id: PktId, mac: MacAddr, out: &mut O) {
-    let reply_len = local::arp_request_target(pool.frame(id)).and_then(|ip| {
-        let (req, n) = request_head::<64>(pool, id);
-        let off = pool.meta(id).off as usize;
-        let who = GatewayV4 { ip, prefix_len: 32, mac };
-        local::arp_reply(&req[..n], &who, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN])
-    });
-    if reply_len.is_some() {
-        cx.stats.event(Event::ArpProxied, 1);
-    }
+/// Answers an ARP request or neighbour solicitation (classified by
+/// [`remote_neighbour`]) for an endpoint on another host, in place, with its MAC.
+fn neigh_proxy<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, id: PktId, mac: MacAddr, out: &mut O) {
+    let off = pool.meta(id).off as usize;
+    let reply_len = if eth::ethertype(pool.frame(id)) == ETHERTYPE_ARP {
+        let r = local::arp_request_target(pool.frame(id)).and_then(|ip| {
+            let (req, n) = request_head::<64>(pool, id);
+            let who = GatewayV4 { ip, prefix_len: 32, mac };
+            local::arp_reply(&req[..n], &who, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN])
+        });
+        if r.is_some() {
+            cx.stats.event(Event::ArpProxied, 1);
+        }
+        r
+    } else {
+        let r = local6::solicit_target(pool.frame(id)).and_then(|target| {
+            let (req, n) = request_head::<128>(pool, id);
+            local6::neighbor_advert_for(&req[..n], target, mac, &mut pool.raw_mut(id)[off..off + local6::NA_LEN])
+        });
+        if r.is_some() {
+            cx.stats.event(Event::NdProxied, 1);
+        }
+        r
+    };
     emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 

@@ -208,7 +208,7 @@ fn arp_request(src: MacAddr, spa: [u8; 4], target: [u8; 4]) -> Vec<u8> {
 }
 
 #[test]
-fn arp_for_remote_endpoints_answered_locally_not_flooded() {
+fn arp_and_nd_for_remote_endpoints_answered_locally_not_flooded() {
     let mut h = Harness::new(1024);
     // Port 3 is a tunnel to the host of 10.10.1.77 (MAC mac(77)).
     if let Some(Some(p)) = h.t.ports.get_mut(3) {
@@ -239,13 +239,27 @@ fn arp_for_remote_endpoints_answered_locally_not_flooded() {
     // From the tunnel (another host's sandbox asking): that host answers; we flood.
     let out = h.send(3, &[arp_request(mac(90), [10, 10, 1, 90], [10, 10, 1, 77])]);
     assert_eq!(Harness::ports_of(&out), vec![1, 2]);
+    // IPv6: a neighbour solicitation for the endpoint's address is answered the same way.
+    let v6: std::net::Ipv6Addr = "fd00:10::77".parse().unwrap();
+    h.t.remote_nd.insert((1, u128::from(v6)), mac(77));
+    let ns = crate::router::local6::solicitation(mac(2), "fd00:10::2".parse().unwrap(), v6);
+    let out = h.send(1, &[ns.clone()]);
+    assert_eq!(Harness::ports_of(&out), vec![1], "answered, not flooded");
+    assert_eq!(&out[0].1[6..12], &mac(77).0);
+    assert_eq!(out[0].1[14 + 40], 136, "a neighbour advertisement");
+    assert_eq!(h.stats.events(Event::NdProxied), 1);
+    let other = crate::router::local6::solicitation(mac(2), "fd00:10::2".parse().unwrap(), "fd00:10::78".parse().unwrap());
+    assert_eq!(Harness::ports_of(&h.send(1, &[other])), vec![2, 3]);
     // --icc=false: ports reach the gateway only, no answers for other endpoints.
     if let Some(Some(n)) = h.t.networks.get_mut(1) {
         n.icc = false;
     }
     let out = h.send(1, &[arp_request(mac(2), [10, 10, 1, 2], [10, 10, 1, 77])]);
     assert!(out.iter().all(|o| o.1[6..12] != mac(77).0), "no proxy answer with --icc=false");
+    let out = h.send(1, &[ns]);
+    assert!(out.iter().all(|o| o.1[6..12] != mac(77).0), "no proxy answer with --icc=false");
     assert_eq!(h.stats.events(Event::ArpProxied), 1);
+    assert_eq!(h.stats.events(Event::NdProxied), 1);
 }
 
 #[test]

@@ -142,6 +142,26 @@ pub const NA_LEN: usize = 14 + IPV6_HDR + 32;
 /// Writes the neighbour advertisement answering the solicitation `req` (classified
 /// `NeighborSolicit`) into `out` (≥ `NA_LEN` bytes). Returns its length.
 pub fn neighbor_advert(req: &[u8], target: Ipv6Addr, gw: &GatewayV6, out: &mut [u8]) -> Option<usize> {
+    advert(req, target, gw.mac, true, out)
+}
+
+/// The neighbour advertisement a host would send for `target` at `mac` in answer to the
+/// solicitation `req` (the Router flag clear): for endpoints on other hosts.
+pub fn neighbor_advert_for(req: &[u8], target: Ipv6Addr, mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+    advert(req, target, mac, false, out)
+}
+
+/// The target of a well-formed neighbour solicitation in `frame` (hop limit 255,
+/// ICMPv6 checksum verified).
+pub fn solicit_target(frame: &[u8]) -> Option<Ipv6Addr> {
+    let v = parse(frame)?;
+    if v.payload.len() < 24 || v.payload[0] != ND_NEIGHBOR_SOLICIT || v.hop != 255 || icmp6_sum(&v.src, &v.dst, v.payload) != 0 {
+        return None;
+    }
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(&v.payload[8..24]).ok()?))
+}
+
+fn advert(req: &[u8], target: Ipv6Addr, mac: MacAddr, router: bool, out: &mut [u8]) -> Option<usize> {
     let v = parse(req)?;
     if out.len() < NA_LEN {
         return None;
@@ -153,16 +173,16 @@ pub fn neighbor_advert(req: &[u8], target: Ipv6Addr, gw: &GatewayV6, out: &mut [
     } else {
         (v.src, src_mac, true)
     };
-    write_headers(out, dst_mac, gw.mac, target, dst, 255, 32);
+    write_headers(out, dst_mac, mac, target, dst, 255, 32);
     let b = &mut out[14 + IPV6_HDR..14 + IPV6_HDR + 32];
     b.fill(0);
     b[0] = ND_NEIGHBOR_ADVERT;
-    // Router, solicited, override.
-    b[4] = 0x80 | if solicited { 0x40 } else { 0 } | 0x20;
+    // Router (for the gateway), solicited, override.
+    b[4] = if router { 0x80 } else { 0 } | if solicited { 0x40 } else { 0 } | 0x20;
     b[8..24].copy_from_slice(&target.octets());
     b[24] = 2; // target link-layer address option
     b[25] = 1;
-    b[26..32].copy_from_slice(&gw.mac.0);
+    b[26..32].copy_from_slice(&mac.0);
     Some(finish_icmp(out, target, dst, 32))
 }
 
@@ -230,6 +250,26 @@ pub fn router_advert(req: Option<&[u8]>, gw: &GatewayV6, out: &mut [u8]) -> Opti
     Some(finish_icmp(out, gw.ll, dst, blen))
 }
 
+/// A neighbour solicitation from `src` (at `src_mac`) for `target`, to its
+/// solicited-node address, checksummed (for tests).
+#[cfg(test)]
+pub(crate) fn solicitation(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut body = vec![0u8; 32];
+    body[0] = ND_NEIGHBOR_SOLICIT;
+    body[8..24].copy_from_slice(&target.octets());
+    body[24] = 1;
+    body[25] = 1;
+    body[26..32].copy_from_slice(&src_mac.0);
+    let dst = solicited_node(target);
+    let c = icmp6_sum(&src, &dst, &body);
+    body[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0u8; 14 + IPV6_HDR];
+    let o = dst.octets();
+    write_headers(&mut f, MacAddr([0x33, 0x33, 0xff, o[13], o[14], o[15]]), src_mac, src, dst, 255, body.len());
+    f.extend_from_slice(&body);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,26 +286,46 @@ mod tests {
     }
 
     fn ns(target: Ipv6Addr) -> Vec<u8> {
-        let mut body = vec![0u8; 32];
-        body[0] = 135;
-        body[8..24].copy_from_slice(&target.octets());
-        body[24] = 1;
-        body[25] = 1;
-        body[26..32].copy_from_slice(&SB_MAC);
-        let dst = solicited_node(target);
-        let c = icmp6_sum(&sb_ip(), &dst, &body);
-        body[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut f = vec![0u8; 14 + 40];
-        let o = dst.octets();
-        write_headers(&mut f, MacAddr([0x33, 0x33, 0xff, o[13], o[14], o[15]]), MacAddr(SB_MAC), sb_ip(), dst, 255, body.len());
-        f.extend_from_slice(&body);
-        f
+        solicitation(MacAddr(SB_MAC), sb_ip(), target)
     }
 
     #[test]
     fn link_local_is_eui64() {
         assert_eq!(link_local(MacAddr([0x02, 0x42, 0xac, 0x11, 0x00, 0x02])).to_string(), "fe80::42:acff:fe11:2");
         assert_eq!(solicited_node("fd00::1:2:3".parse().unwrap()).to_string(), "ff02::1:ff02:3");
+    }
+
+    #[test]
+    fn answers_for_another_host_without_the_router_flag() {
+        let t: Ipv6Addr = "fd00:10::77".parse().unwrap();
+        let req = ns(t);
+        assert_eq!(solicit_target(&req), Some(t));
+        let mut bad = req.clone();
+        bad[14 + 7] = 64; // hop limit
+        assert_eq!(solicit_target(&bad), None);
+        let mut bad = req.clone();
+        bad[14 + 40 + 20] ^= 1; // checksum no longer matches
+        assert_eq!(solicit_target(&bad), None);
+        let mac = MacAddr([2, 0x42, 0, 0, 0, 0x77]);
+        let mut out = [0u8; 128];
+        let n = neighbor_advert_for(&req, t, mac, &mut out).unwrap();
+        let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
+        match p.transport.unwrap() {
+            TransportSlice::Icmpv6(i) => {
+                // Solicited and override, not a router.
+                assert_eq!(i.icmp_type(), Icmpv6Type::Unknown { type_u8: 136, code_u8: 0, bytes5to8: [0x60, 0, 0, 0] });
+                let (s, d) = match p.net.unwrap() {
+                    etherparse::NetSlice::Ipv6(ip) => (ip.header().source(), ip.header().destination()),
+                    _ => panic!(),
+                };
+                assert_eq!((s, d), (t.octets(), sb_ip().octets()));
+                assert_eq!(i.checksum(), i.icmp_type().calc_checksum(s, d, i.payload()).unwrap());
+            }
+            _ => panic!("not icmpv6"),
+        }
+        assert_eq!(&out[0..6], &SB_MAC);
+        assert_eq!(&out[6..12], &mac.0);
+        assert_eq!(&out[14 + 40 + 26..14 + 40 + 32], &mac.0, "target link-layer address option");
     }
 
     #[test]
