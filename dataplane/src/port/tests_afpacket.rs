@@ -189,16 +189,23 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         assert!(pending(port.fd.as_raw_fd()), "an error is pending after link down");
         assert!(drain(&mut port, &mut pool).is_empty());
         assert!(!pending(port.fd.as_raw_fd()), "nothing pending after one read");
-        run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
-        // The carrier comes up asynchronously (linkwatch): a frame sent before it is
-        // dropped by the kernel, not by the port, so wait for LOWER_UP (at most 2 s).
-        for _ in 0..200 {
-            let out = std::process::Command::new("ip").args(["-n", &name, "link", "show", "rt1"]).output()?;
-            if String::from_utf8_lossy(&out.stdout).contains("LOWER_UP") {
-                break;
+        // The carrier comes up asynchronously (linkwatch) on both ends: a frame sent
+        // before it is dropped by the kernel, not by the port, so wait for LOWER_UP on
+        // both (at most 2 s each).
+        let up = || -> std::io::Result<()> {
+            run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
+            for dev in ["rt1", "rt0"] {
+                for _ in 0..200 {
+                    let out = std::process::Command::new("ip").args(["-n", &name, "link", "show", dev]).output()?;
+                    if String::from_utf8_lossy(&out.stdout).contains("LOWER_UP") {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+            Ok(())
+        };
+        up()?;
         send_all("rt0", &[frame(8, 60)])?;
         assert_eq!(drain(&mut port, &mut pool), vec![frame(8, 60)]);
         // Queued frames waiting when the link goes down: the pending error does not
@@ -207,7 +214,7 @@ fn rx_ring_keeps_order_across_slot_and_queue_and_counts_overflow() {
         send_all("rt0", &queued)?;
         run(&["-n", &name, "link", "set", "rt1", "down"]).map_err(std::io::Error::other)?;
         assert_eq!(drain(&mut port, &mut pool), queued, "frames queued before the link went down");
-        run(&["-n", &name, "link", "set", "rt1", "up"]).map_err(std::io::Error::other)?;
+        up()?;
         send_all("rt0", &[frame(9, 60)])?;
         assert_eq!(drain(&mut port, &mut pool), vec![frame(9, 60)]);
         Ok(())
