@@ -295,6 +295,26 @@ mod tests {
         assert_eq!(solicited_node("fd00::1:2:3".parse().unwrap()).to_string(), "ff02::1:ff02:3");
     }
 
+    /// The flags word, source and destination of the neighbour advertisement `f`
+    /// (etherparse as the oracle; its checksum verified).
+    fn advert_flags(f: &[u8]) -> ([u8; 4], [u8; 16], [u8; 16]) {
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let (s, d) = match p.net.unwrap() {
+            etherparse::NetSlice::Ipv6(ip) => (ip.header().source(), ip.header().destination()),
+            _ => panic!("not IPv6"),
+        };
+        match p.transport.unwrap() {
+            TransportSlice::Icmpv6(i) => {
+                assert_eq!(i.checksum(), i.icmp_type().calc_checksum(s, d, i.payload()).unwrap());
+                match i.icmp_type() {
+                    Icmpv6Type::Unknown { type_u8: 136, code_u8: 0, bytes5to8 } => (bytes5to8, s, d),
+                    t => panic!("not a neighbour advertisement: {t:?}"),
+                }
+            }
+            _ => panic!("not icmpv6"),
+        }
+    }
+
     #[test]
     fn answers_for_another_host_without_the_router_flag() {
         let t: Ipv6Addr = "fd00:10::77".parse().unwrap();
@@ -309,20 +329,8 @@ mod tests {
         let mac = MacAddr([2, 0x42, 0, 0, 0, 0x77]);
         let mut out = [0u8; 128];
         let n = neighbor_advert_for(&req, t, mac, &mut out).unwrap();
-        let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
-        match p.transport.unwrap() {
-            TransportSlice::Icmpv6(i) => {
-                // Solicited and override, not a router.
-                assert_eq!(i.icmp_type(), Icmpv6Type::Unknown { type_u8: 136, code_u8: 0, bytes5to8: [0x60, 0, 0, 0] });
-                let (s, d) = match p.net.unwrap() {
-                    etherparse::NetSlice::Ipv6(ip) => (ip.header().source(), ip.header().destination()),
-                    _ => panic!(),
-                };
-                assert_eq!((s, d), (t.octets(), sb_ip().octets()));
-                assert_eq!(i.checksum(), i.icmp_type().calc_checksum(s, d, i.payload()).unwrap());
-            }
-            _ => panic!("not icmpv6"),
-        }
+        // Solicited and override, not a router.
+        assert_eq!(advert_flags(&out[..n]), ([0x60, 0, 0, 0], t.octets(), sb_ip().octets()));
         assert_eq!(&out[0..6], &SB_MAC);
         assert_eq!(&out[6..12], &mac.0);
         assert_eq!(&out[14 + 40 + 26..14 + 40 + 32], &mac.0, "target link-layer address option");
@@ -335,18 +343,7 @@ mod tests {
             assert_eq!(classify(&req, &gw()), Local6::NeighborSolicit { target: t });
             let mut out = [0u8; 128];
             let n = neighbor_advert(&req, t, &gw(), &mut out).unwrap();
-            let p = SlicedPacket::from_ethernet(&out[..n]).unwrap();
-            match p.transport.unwrap() {
-                TransportSlice::Icmpv6(i) => {
-                    assert_eq!(i.icmp_type(), Icmpv6Type::Unknown { type_u8: 136, code_u8: 0, bytes5to8: [0xe0, 0, 0, 0] });
-                    let (s, d) = match p.net.unwrap() {
-                        etherparse::NetSlice::Ipv6(ip) => (ip.header().source(), ip.header().destination()),
-                        _ => panic!(),
-                    };
-                    assert_eq!(i.checksum(), i.icmp_type().calc_checksum(s, d, i.payload()).unwrap());
-                }
-                _ => panic!("not icmpv6"),
-            }
+            assert_eq!(advert_flags(&out[..n]).0, [0xe0, 0, 0, 0]);
             assert_eq!(&out[0..6], &SB_MAC);
         }
         assert_eq!(classify(&ns("fd00:10::9".parse().unwrap()), &gw()), Local6::NotForUs);
