@@ -39,9 +39,9 @@ fn snat_tcp_roundtrip() {
     assert_eq!(info.orig, Tuple::new(IPPROTO_TCP, H1, 40000, REMOTE, 80));
     assert_eq!(info.reply, Tuple::new(IPPROTO_TCP, REMOTE, 80, UPLINK, 40000));
     assert_eq!(info.expires_in, 432_000);
-    let mut listed = Vec::new();
+    let mut listed = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
     assert_eq!(t.dump(101, |c| listed.push(c)), 1);
-    assert_eq!(listed, vec![info]);
+    assert_eq!(listed, vec![info]); // alloc-ok: test code (cfg(test)), never on a packet path
 }
 
 #[test]
@@ -78,14 +78,14 @@ fn eim_and_port_preservation() {
 #[test]
 fn port_range_exhaustion_refuses_and_counts() {
     let t = ConnTable::new(NatConfig { max_conns: 64, port_range: (2000, 2003), ..NatConfig::default() });
-    let mut ports = Vec::new();
+    let mut ports = Vec::new(); // alloc-ok: test code (cfg(test)), never on a packet path
     for i in 0..5u8 {
         let h = Ipv4Addr::new(172, 17, 1, i + 1);
         let (s, _, _) = fwd(&t, tcp(h, 7000, REMOTE, 443, SYN, b""), MASQ, 0);
         ports.push(s.sport);
     }
     ports.sort();
-    assert_eq!(ports, vec![2000, 2001, 2002, 2003, 7000], "preserved once, then the range");
+    assert_eq!(ports, vec![2000, 2001, 2002, 2003, 7000], "preserved once, then the range"); // alloc-ok: test code (cfg(test)), never on a packet path
     let mut f = tcp(Ipv4Addr::new(172, 17, 1, 9), 7000, REMOTE, 443, SYN, b"");
     let before = f.clone();
     assert_eq!(run(&t, &mut f, MASQ, 0), Verdict::Drop(Reason::PortsExhausted));
@@ -102,11 +102,11 @@ fn port_range_exhaustion_refuses_and_counts() {
 }
 
 fn published() -> DnatTable {
-    DnatTable::new(vec![
+    DnatTable::new(vec![ // alloc-ok: test code (cfg(test)), never on a packet path
         DnatRule::single(IPPROTO_TCP, None, 8080, H1, 80),
         DnatRule { proto: IPPROTO_UDP, host_ip: Some(UPLINK), host_port: 5300, host_port_end: 5310, to_ip: H1, to_port: 53 },
     ])
-    .unwrap()
+    .unwrap() // alloc-ok: test code (cfg(test)), never on a packet path
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn dnat_published_port_roundtrip() {
     assert_eq!(ct, CtState::New);
     let (s, _, _) = fwd(&t, tcp(H1, 80, REMOTE, 5555, SYN | ACK, b""), Action::Deny, 10);
     assert_eq!(s, seen(UPLINK, 8080, REMOTE, 5555));
-    let info = t.get(conn, 10).unwrap();
+    let info = t.get(conn, 10).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     assert!(info.dnat && !info.snat);
     assert_eq!(info.state, ConnState::Tcp(TcpState::SynRecv));
     // A range maps one to one.
@@ -144,7 +144,7 @@ fn dnat_table_rules() {
     assert_eq!(d.lookup(IPPROTO_UDP, GW, 5300), None, "address-specific rule");
     assert_eq!(d.lookup(IPPROTO_UDP, UPLINK, 8080), None);
     // A specific address wins over "any".
-    let d = DnatTable::new(vec![DnatRule::single(IPPROTO_TCP, None, 80, H1, 80), DnatRule::single(IPPROTO_TCP, Some(UPLINK), 80, H2, 8000)]).unwrap();
+    let d = DnatTable::new(vec![DnatRule::single(IPPROTO_TCP, None, 80, H1, 80), DnatRule::single(IPPROTO_TCP, Some(UPLINK), 80, H2, 8000)]).unwrap(); // alloc-ok: test code (cfg(test)), never on a packet path
     assert_eq!(d.lookup(IPPROTO_TCP, UPLINK, 80), Some((H2, 8000)));
     assert_eq!(d.lookup(IPPROTO_TCP, GW, 80), Some((H1, 80)));
     let a = DnatRule { proto: IPPROTO_TCP, host_ip: None, host_port: 100, host_port_end: 200, to_ip: H1, to_port: 100 };
