@@ -15,7 +15,7 @@ use crate::router::dhcp;
 use crate::router::local::{self, Local};
 use crate::router::local6::{self, GatewayV6, Local6};
 use crate::stats::{bump, DropReason, Event, WorkerStats};
-use crate::tables::{GatewayV4, NetworkEntry, Tables};
+use crate::tables::{NetworkEntry, Tables};
 use crate::vnet::VnetHdr;
 use crate::wire::eth::{self, ETHERTYPE_ARP};
 use crate::wire::MacAddr;
@@ -238,30 +238,20 @@ fn remote_neighbour(cx: &Ctx<'_>, net: &NetworkEntry, f: &[u8]) -> Option<MacAdd
     }
 }
 
-/// Answers an ARP request or neighbour solicitation (classified by
-/// [`remote_neighbour`]) for an endpoint on another host, in place, with its MAC.
+/// Answers an ARP request or neighbour solicitation (validated by [`remote_neighbour`],
+/// so not parsed again for its target) for an endpoint on another host, in place, with
+/// its MAC.
 fn neigh_proxy<O: Output>(cx: &Ctx<'_>, pool: &mut BufPool, in_port: PortId, id: PktId, mac: MacAddr, out: &mut O) {
     let off = pool.meta(id).off as usize;
-    let reply_len = if eth::ethertype(pool.frame(id)) == ETHERTYPE_ARP {
-        let r = local::arp_request_target(pool.frame(id)).and_then(|ip| {
-            let (req, n) = request_head::<64>(pool, id);
-            let who = GatewayV4 { ip, prefix_len: 32, mac };
-            local::arp_reply(&req[..n], &who, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN])
-        });
-        if r.is_some() {
-            cx.stats.event(Event::ArpProxied, 1);
-        }
-        r
+    let (req, n) = request_head::<128>(pool, id);
+    let (reply_len, event) = if eth::ethertype(&req[..n]) == ETHERTYPE_ARP {
+        (local::arp_reply_for(&req[..n], mac, &mut pool.raw_mut(id)[off..off + local::ARP_REPLY_LEN]), Event::ArpProxied)
     } else {
-        let r = local6::solicit_target(pool.frame(id)).and_then(|target| {
-            let (req, n) = request_head::<128>(pool, id);
-            local6::neighbor_advert_for(&req[..n], target, mac, &mut pool.raw_mut(id)[off..off + local6::NA_LEN])
-        });
-        if r.is_some() {
-            cx.stats.event(Event::NdProxied, 1);
-        }
-        r
+        (local6::neighbor_advert_for(&req[..n], mac, &mut pool.raw_mut(id)[off..off + local6::NA_LEN]), Event::NdProxied)
     };
+    if reply_len.is_some() {
+        cx.stats.event(event, 1);
+    }
     emit_in_place_reply(cx, pool, in_port, id, reply_len, out);
 }
 

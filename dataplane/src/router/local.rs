@@ -27,6 +27,17 @@ pub enum Local {
     Malformed,
 }
 
+/// The ARP packet in `frame` when it is ARP for IPv4 over Ethernet (the only kind
+/// answered here).
+fn ethernet_ipv4_arp(frame: &[u8]) -> Option<ArpPacket<&[u8]>> {
+    let arp = ArpPacket::new_checked(frame.get(eth::HDR_LEN..)?).ok()?;
+    let ok = arp.hardware_type() == ArpHardware::Ethernet
+        && arp.protocol_type() == EthernetProtocol::Ipv4
+        && arp.hardware_len() == 6
+        && arp.protocol_len() == 4;
+    ok.then_some(arp)
+}
+
 /// Decides what a frame means to the gateway `gw`. Frames with VLAN tags are not for us.
 pub fn classify(frame: &[u8], gw: &GatewayV4) -> Local {
     if frame.len() < eth::HDR_LEN {
@@ -34,14 +45,7 @@ pub fn classify(frame: &[u8], gw: &GatewayV4) -> Local {
     }
     match eth::ethertype(frame) {
         ETHERTYPE_ARP => {
-            let Ok(arp) = ArpPacket::new_checked(&frame[eth::HDR_LEN..]) else { return Local::Malformed };
-            if arp.hardware_type() != ArpHardware::Ethernet
-                || arp.protocol_type() != EthernetProtocol::Ipv4
-                || arp.hardware_len() != 6
-                || arp.protocol_len() != 4
-            {
-                return Local::Malformed;
-            }
+            let Some(arp) = ethernet_ipv4_arp(frame) else { return Local::Malformed };
             if arp.operation() == ArpOperation::Request && arp.target_protocol_addr() == gw.ip.octets() {
                 Local::ArpRequest
             } else {
@@ -73,14 +77,30 @@ pub const ARP_REPLY_LEN: usize = 60;
 /// Writes the reply to the ARP request `req` into `out` (at least `ARP_REPLY_LEN`
 /// bytes). `req` must have been classified `ArpRequest`. Returns the reply length.
 pub fn arp_reply(req: &[u8], gw: &GatewayV4, out: &mut [u8]) -> Option<usize> {
+    write_arp_reply(req, Some(gw.ip.octets()), gw.mac, out)
+}
+
+/// Writes the reply to the ARP request `req` on behalf of the owner of the address it
+/// asks for, at `mac` (an endpoint of another host: proxy ARP). `req` must have been
+/// accepted by [`arp_request_target`]. Returns the reply length.
+pub fn arp_reply_for(req: &[u8], mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+    write_arp_reply(req, None, mac, out)
+}
+
+/// The reply to `req` from `ip` (the address asked for when `None`) at `mac`.
+fn write_arp_reply(req: &[u8], ip: Option<[u8; 4]>, mac: MacAddr, out: &mut [u8]) -> Option<usize> {
     if out.len() < ARP_REPLY_LEN {
         return None;
     }
     let arp = ArpPacket::new_checked(req.get(eth::HDR_LEN..)?).ok()?;
     let (sha, spa) = (MacAddr::from_slice(arp.source_hardware_addr()), copy4(arp.source_protocol_addr())?);
+    let ip = match ip {
+        Some(ip) => ip,
+        None => copy4(arp.target_protocol_addr())?,
+    };
     out[..ARP_REPLY_LEN].fill(0);
     eth::set_dst(out, sha);
-    eth::set_src(out, gw.mac);
+    eth::set_src(out, mac);
     out[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
     let mut r = ArpPacket::new_unchecked(&mut out[eth::HDR_LEN..eth::HDR_LEN + 28]);
     r.set_hardware_type(ArpHardware::Ethernet);
@@ -88,8 +108,8 @@ pub fn arp_reply(req: &[u8], gw: &GatewayV4, out: &mut [u8]) -> Option<usize> {
     r.set_hardware_len(6);
     r.set_protocol_len(4);
     r.set_operation(ArpOperation::Reply);
-    r.set_source_hardware_addr(&gw.mac.0);
-    r.set_source_protocol_addr(&gw.ip.octets());
+    r.set_source_hardware_addr(&mac.0);
+    r.set_source_protocol_addr(&ip);
     r.set_target_hardware_addr(&sha.0);
     r.set_target_protocol_addr(&spa);
     Some(ARP_REPLY_LEN)
@@ -102,14 +122,8 @@ pub fn arp_request_target(frame: &[u8]) -> Option<Ipv4Addr> {
     if eth::ethertype(frame) != ETHERTYPE_ARP {
         return None;
     }
-    let arp = ArpPacket::new_checked(frame.get(eth::HDR_LEN..)?).ok()?;
-    if arp.hardware_type() != ArpHardware::Ethernet
-        || arp.protocol_type() != EthernetProtocol::Ipv4
-        || arp.hardware_len() != 6
-        || arp.protocol_len() != 4
-        || arp.operation() != ArpOperation::Request
-        || arp.source_protocol_addr() == arp.target_protocol_addr()
-    {
+    let arp = ethernet_ipv4_arp(frame)?;
+    if arp.operation() != ArpOperation::Request || arp.source_protocol_addr() == arp.target_protocol_addr() {
         return None;
     }
     Some(Ipv4Addr::from(copy4(arp.target_protocol_addr())?))

@@ -97,15 +97,11 @@ pub fn classify(frame: &[u8], gw: &GatewayV6) -> Local6 {
     }
     let ours = |a: Ipv6Addr| a == gw.ip || a == gw.ll;
     match v.payload[0] {
-        ND_NEIGHBOR_SOLICIT if v.hop == 255 && v.payload.len() >= 24 => {
-            let Ok(t) = <[u8; 16]>::try_from(&v.payload[8..24]) else { return Local6::Malformed };
-            let target = Ipv6Addr::from(t);
-            if ours(target) {
-                Local6::NeighborSolicit { target }
-            } else {
-                Local6::NotForUs
-            }
-        }
+        ND_NEIGHBOR_SOLICIT if v.hop == 255 && v.payload.len() >= 24 => match ns_target(&v) {
+            Some(target) if ours(target) => Local6::NeighborSolicit { target },
+            Some(_) => Local6::NotForUs,
+            None => Local6::Malformed,
+        },
         ICMP6_ECHO_REQUEST if ours(v.dst) && v.payload.len() >= 8 => Local6::EchoRequest,
         ND_ROUTER_SOLICIT if v.hop == 255 => Local6::RouterSolicit,
         _ => Local6::NotForUs,
@@ -145,9 +141,11 @@ pub fn neighbor_advert(req: &[u8], target: Ipv6Addr, gw: &GatewayV6, out: &mut [
     advert(req, target, gw.mac, true, out)
 }
 
-/// The neighbour advertisement a host would send for `target` at `mac` in answer to the
-/// solicitation `req` (the Router flag clear): for endpoints on other hosts.
-pub fn neighbor_advert_for(req: &[u8], target: Ipv6Addr, mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+/// The neighbour advertisement a host would send for the address the solicitation
+/// `req` asks for, at `mac` (the Router flag clear): for endpoints on other hosts. `req`
+/// must have been accepted by [`solicit_target`].
+pub fn neighbor_advert_for(req: &[u8], mac: MacAddr, out: &mut [u8]) -> Option<usize> {
+    let target = ns_target(&parse(req)?)?;
     advert(req, target, mac, false, out)
 }
 
@@ -155,10 +153,15 @@ pub fn neighbor_advert_for(req: &[u8], target: Ipv6Addr, mac: MacAddr, out: &mut
 /// ICMPv6 checksum verified).
 pub fn solicit_target(frame: &[u8]) -> Option<Ipv6Addr> {
     let v = parse(frame)?;
-    if v.payload.len() < 24 || v.payload[0] != ND_NEIGHBOR_SOLICIT || v.hop != 255 || icmp6_sum(&v.src, &v.dst, v.payload) != 0 {
+    if v.payload.first() != Some(&ND_NEIGHBOR_SOLICIT) || v.hop != 255 || icmp6_sum(&v.src, &v.dst, v.payload) != 0 {
         return None;
     }
-    Some(Ipv6Addr::from(<[u8; 16]>::try_from(&v.payload[8..24]).ok()?))
+    ns_target(&v)
+}
+
+/// The target address field of the solicitation `v`.
+fn ns_target(v: &V6<'_>) -> Option<Ipv6Addr> {
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(v.payload.get(8..24)?).ok()?))
 }
 
 fn advert(req: &[u8], target: Ipv6Addr, mac: MacAddr, router: bool, out: &mut [u8]) -> Option<usize> {
@@ -328,7 +331,7 @@ mod tests {
         assert_eq!(solicit_target(&bad), None);
         let mac = MacAddr([2, 0x42, 0, 0, 0, 0x77]);
         let mut out = [0u8; 128];
-        let n = neighbor_advert_for(&req, t, mac, &mut out).unwrap();
+        let n = neighbor_advert_for(&req, mac, &mut out).unwrap();
         // Solicited and override, not a router.
         assert_eq!(advert_flags(&out[..n]), ([0x60, 0, 0, 0], t.octets(), sb_ip().octets()));
         assert_eq!(&out[0..6], &SB_MAC);
